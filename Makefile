@@ -1,0 +1,45 @@
+# berth: the one place that installs, builds, tests, demos and benches the stack.
+
+PREFIX ?= /usr/local
+CARGO ?= cargo
+RELEASE_DIR := target/release
+
+# Debian packages the build, the tests and the bench need; `make deps` installs the missing ones.
+DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq iproute2 \
+	util-linux procps
+
+.PHONY: all deps build release test install demo bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --workspace --release
+
+test: deps
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace -- --test-threads=2
+
+install: release
+	install -d $(PREFIX)/bin
+	install -m 0755 $(RELEASE_DIR)/berth $(PREFIX)/bin/berth
+
+demo: deps release
+	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) sh tests/demo.sh
+
+bench: deps release
+	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(RELEASE_DIR)/berth-bench $(SECTIONS)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,102 @@
+//! The bench harness: runs berth and a peer alternately on the same work, takes medians and
+//! ratios, and writes each section's table under `target/bench/`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Median of a list of durations (mean of the two middle ones for an even count).
+pub fn median(samples: &mut [Duration]) -> Duration {
+    assert!(!samples.is_empty(), "median of no samples");
+    samples.sort();
+    let mid = samples.len() / 2;
+    if samples.len() % 2 == 1 {
+        samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2
+    }
+}
+
+/// One contestant: a label and the work to time once (setup outside the timed part is the
+/// closure's own business; it returns the time of the part that counts).
+pub struct Contestant<'a> {
+    pub label: String,
+    pub run: Box<dyn FnMut() -> Duration + 'a>,
+}
+
+/// Times a closure and returns its wall time.
+pub fn time(work: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    work();
+    start.elapsed()
+}
+
+/// Runs every contestant `rounds` times, alternating them round by round, after one
+/// untimed warm-up each; returns each contestant's median.
+pub fn alternate(contestants: &mut [Contestant], rounds: usize) -> Vec<Duration> {
+    for c in contestants.iter_mut() {
+        (c.run)();
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(rounds); contestants.len()];
+    for _ in 0..rounds {
+        for (i, c) in contestants.iter_mut().enumerate() {
+            samples[i].push((c.run)());
+        }
+    }
+    samples.iter_mut().map(|s| median(s)).collect()
+}
+
+/// A markdown table of measurements, one row per case.
+pub struct Table {
+    pub title: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(title: &str, header: &[&str]) -> Table {
+        Table { title: title.into(), header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = format!("### {}\n\n| {} |\n|{}\n", self.title, self.header.join(" | "), "---|".repeat(self.header.len()));
+        for row in &self.rows {
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+        out
+    }
+
+    /// Prints the table and writes it to `target/bench/<file>.md`.
+    pub fn publish(&self, file: &str) -> PathBuf {
+        let text = self.render();
+        println!("{text}");
+        let dir = bench_dir();
+        std::fs::create_dir_all(&dir).expect("cannot create target/bench");
+        let path = dir.join(format!("{file}.md"));
+        std::fs::write(&path, &text).expect("cannot write the bench table");
+        path
+    }
+}
+
+/// `target/bench` of the workspace (or `$BERTH_BENCH_DIR`).
+pub fn bench_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_BENCH_DIR") {
+        return PathBuf::from(dir);
+    }
+    let mut dir = crate::bins::bin_dir();
+    dir.pop(); // the profile directory's parent is target/
+    dir.join("bench")
+}
+
+/// Milliseconds with two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `a / b` as a ratio with two decimals.
+pub fn ratio(a: Duration, b: Duration) -> String {
+    format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64())
+}

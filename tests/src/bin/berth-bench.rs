@@ -1,0 +1,17 @@
+//! `make bench`: measures berth against its peers, section by section, and writes the
+//! tables under target/bench/.
+
+fn main() {
+    let sections: Vec<String> = std::env::args().skip(1).collect();
+    let all = ["runtime"];
+    let chosen: Vec<&str> = if sections.is_empty() { all.to_vec() } else { sections.iter().map(|s| s.as_str()).collect() };
+    for section in chosen {
+        match section {
+            "runtime" => berth_tests::bench_runtime::run(),
+            other => {
+                eprintln!("berth-bench: unknown section {other:?}; known: {}", all.join(", "));
+                std::process::exit(2);
+            }
+        }
+    }
+}

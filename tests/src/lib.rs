@@ -1,0 +1,7 @@
+//! Shared support for berth's end-to-end tests and bench harness: where the binaries are,
+//! fixtures the tests build themselves, and guards for privileged tests.
+
+pub mod bench;
+pub mod bins;
+pub mod fixtures;
+pub mod privilege;
