@@ -1,0 +1,38 @@
+//! berth: a runc-compatible OCI runtime on youki's libcontainer. The CLI parses and calls
+//! these modules, so tests and other crates use the same code.
+
+pub mod cgroups;
+pub mod cli;
+pub mod commands;
+pub mod lifecycle;
+pub mod logging;
+pub mod signal;
+pub mod state;
+pub mod store;
+pub mod version;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+use logging::Reporter;
+use store::Store;
+
+/// Runs one parsed command line and returns the process exit code.
+pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
+    let store = Store::new(&cli.global);
+    let rootless = cli.global.rootless.as_deref().is_some_and(|v| v == "true");
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given; see `berth --help`");
+    };
+    match command {
+        Command::Create(args) => commands::create::create(&store, &args)?,
+        Command::Start(args) => commands::start::start(&store, &args.id, reporter)?,
+        Command::State(args) => commands::state::state(&store, &args.id)?,
+        Command::Kill(args) => commands::kill::kill(&store, &args)?,
+        Command::Delete(args) => commands::delete::delete(&store, &args, reporter)?,
+        Command::Run(args) => return commands::run::run(&store, &args, reporter),
+        Command::List(args) => commands::list::list(&store, &args)?,
+        Command::Spec(args) => commands::spec::spec(&args, rootless)?,
+    }
+    Ok(0)
+}

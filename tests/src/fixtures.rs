@@ -107,7 +107,7 @@ pub fn default_spec(args: &[&str], cgroup_name: &str) -> Value {
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
         ],
         "linux": {
-            "cgroupsPath": format!("/berth-test/{cgroup_name}"),
+            "cgroupsPath": format!("/berth-test-{cgroup_name}"),
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
             "namespaces": [
                 {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
@@ -154,8 +154,18 @@ impl Bundle {
     }
 
     /// Sets `process.args` and writes the spec.
+
     pub fn set_args(&mut self, args: &[&str]) {
         self.spec["process"]["args"] = json!(args);
         self.write_spec();
+    }
+}
+
+impl Drop for Bundle {
+    /// Removes the container's cgroup if the runtime left it (the rootfs goes with the dir).
+    fn drop(&mut self) {
+        if let Some(path) = self.spec["linux"]["cgroupsPath"].as_str() {
+            crate::runtime::remove_cgroup(path);
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! fixtures the tests build themselves, and guards for privileged tests.
 
 pub mod bench;
+pub mod bench_runtime;
 pub mod bins;
 pub mod fixtures;
 pub mod privilege;
+pub mod runtime;

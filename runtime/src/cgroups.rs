@@ -1,0 +1,39 @@
+//! How berth treats `--systemd-cgroup` on this host's cgroup layout.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use oci_spec::runtime::Spec;
+
+/// True when the unified (v2) hierarchy is mounted at /sys/fs/cgroup itself.
+pub fn unified_host() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// `--systemd-cgroup` with a `slice:prefix:name` cgroupsPath needs systemd on a cgroup v2
+/// host. On a v1 or hybrid host berth manages cgroups through cgroupfs, so such a path is
+/// refused with what to do instead; a plain path is used as it is.
+pub fn check_systemd_request(systemd_cgroup: bool, spec: &Spec) -> Result<()> {
+    let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let Some(path) = path else { return Ok(()) };
+    let systemd_form = path.to_string_lossy().matches(':').count() == 2;
+    if !systemd_form {
+        return Ok(());
+    }
+    if !systemd_cgroup {
+        bail!(
+            "cgroupsPath {:?} is in systemd's slice:prefix:name form; pass --systemd-cgroup or use a path",
+            path.display()
+        );
+    }
+    if !unified_host() || !Path::new("/run/systemd/system").exists() {
+        bail!(
+            "--systemd-cgroup with cgroupsPath {:?} needs systemd as init on a cgroup v2 host; this host \
+             manages cgroups through cgroupfs (v1): drop --systemd-cgroup and give cgroupsPath as a path",
+            path.display()
+        );
+    }
+    Ok(())
+}

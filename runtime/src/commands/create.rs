@@ -1,0 +1,98 @@
+//! `create`: sets up a container from a bundle; its process waits for `start`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use oci_spec::runtime::Spec;
+
+use crate::cli::CreateArgs;
+use crate::cgroups;
+use crate::store::{check_id, Store};
+
+pub fn create(store: &Store, args: &CreateArgs) -> Result<()> {
+    build(store, args, true).map(|_| ())
+}
+
+/// Builds the container (libcontainer's create); `detach` false keeps the init process
+/// a child of this process, for `run` in the foreground. A failed create leaves nothing.
+pub fn build(store: &Store, args: &CreateArgs, detach: bool) -> Result<Container> {
+    check_id(&args.id)?;
+    if store.exists(&args.id) {
+        bail!("container with id exists: {}", args.id);
+    }
+    let bundle = fs::canonicalize(&args.bundle)
+        .with_context(|| format!("bundle {} does not exist or cannot be read", args.bundle.display()))?;
+    let spec = load_spec(&bundle)?;
+    cgroups::check_systemd_request(store.systemd_cgroup, &spec)?;
+    let rootfs = rootfs_of(&bundle, &spec)?;
+    store.ensure_root()?;
+
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&store.root)
+        .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
+        .map(|b| b.with_console_socket(args.console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
+        .and_then(|b| {
+            b.as_init(&bundle)
+                .with_systemd(store.systemd_cgroup)
+                .with_detach(detach)
+                .with_no_pivot(args.no_pivot)
+                .build()
+        });
+    match built {
+        Ok(container) => {
+            if let Err(e) = store.write_record(&container, rootfs) {
+                remove_failed(store, &args.id);
+                return Err(e);
+            }
+            Ok(container)
+        }
+        Err(e) => {
+            remove_failed(store, &args.id);
+            Err(anyhow::Error::new(e).context(format!("cannot create container {}", args.id)))
+        }
+    }
+}
+
+/// Reads and checks `config.json`, naming the bundle in every error.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    if !path.exists() {
+        bail!("bundle {} has no config.json (write one with `berth spec`)", bundle.display());
+    }
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let spec: Spec = serde_json::from_str(&text)
+        .with_context(|| format!("invalid config.json in {}", bundle.display()))?;
+    if spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
+        bail!("invalid config.json in {}: process.args must name the program to run", bundle.display());
+    }
+    Ok(spec)
+}
+
+/// The absolute rootfs path of a bundle, checked to exist.
+fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec
+        .root()
+        .as_ref()
+        .with_context(|| format!("invalid config.json in {}: no root", bundle.display()))?;
+    let rootfs = bundle.join(root.path());
+    if !rootfs.is_dir() {
+        bail!("rootfs {} of bundle {} is not a directory", rootfs.display(), bundle.display());
+    }
+    Ok(rootfs)
+}
+
+/// Removes what a failed create left: processes, cgroups and the state directory.
+fn remove_failed(store: &Store, id: &str) {
+    let dir = store.container_dir(id);
+    if !dir.exists() {
+        return;
+    }
+    if let Ok(mut container) = Container::load(dir.clone()) {
+        let _ = container.delete(true);
+    }
+    let _ = fs::remove_dir_all(&dir);
+}

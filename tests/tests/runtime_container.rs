@@ -1,0 +1,270 @@
+//! What a container gets from berth: namespaces (and joining them by path), identity,
+//! capabilities, rlimits, no_new_privileges and mounts, each seen from inside a busybox
+//! container.
+
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::fixtures::{container_id, Bundle, TempDir};
+use berth_tests::privilege::require_root;
+use berth_tests::runtime::Berth;
+use serde_json::json;
+
+/// Runs the bundle in the foreground and returns stdout, asserting exit code 0.
+fn run_ok(berth: &Berth, bundle: &Bundle, name: &str) -> String {
+    let (code, stdout, stderr) = berth.run_bundle(bundle.path(), &container_id(name));
+    assert_eq!(code, 0, "container {name} failed: stdout {stdout:?} stderr {stderr:?}");
+    stdout
+}
+
+fn host_link(ns: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_namespaces_of_runtime_spec_are_new() {
+    if !require_root("the_namespaces_of_runtime_spec_are_new") {
+        return;
+    }
+    let mut bundle = Bundle::busybox(
+        "ns",
+        &["sh", "-c", "echo pid=$$; for n in pid net ipc uts mnt cgroup time; do echo $n=$(readlink /proc/self/ns/$n); done; cat /proc/net/dev | tail -n +3 | cut -d: -f1; cat /proc/self/cgroup | grep memory"],
+    );
+    bundle.spec["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+        {"type": "cgroup"}, {"type": "time"}
+    ]);
+    bundle.spec["linux"]["timeOffsets"] = json!({"monotonic": {"secs": 86400, "nanosecs": 0}});
+    bundle.write_spec();
+    let berth = Berth::new("ns");
+    let out = run_ok(&berth, &bundle, "ns");
+    assert!(out.contains("pid=1\n"), "the process is pid 1 of a new pid namespace: {out}");
+    for (ns, name) in [("pid", "pid"), ("net", "net"), ("ipc", "ipc"), ("uts", "uts"), ("mnt", "mnt"), ("cgroup", "cgroup"), ("time", "time")] {
+        let line = out.lines().find(|l| l.starts_with(&format!("{name}="))).unwrap();
+        assert!(line.contains(&format!("{ns}:[")), "{line}");
+        assert_ne!(line.split_once('=').unwrap().1, host_link(ns), "{ns} namespace is the host's");
+    }
+    let interfaces: Vec<&str> = out.lines().filter(|l| !l.contains('=') && !l.contains(':')).map(|l| l.trim()).collect();
+    assert_eq!(interfaces, ["lo"], "a new network namespace has only lo: {out}");
+    assert!(out.contains("memory:/\n"), "the cgroup namespace is rooted at the container's cgroup: {out}");
+}
+
+#[test]
+fn time_namespace_offsets_shift_the_monotonic_clock() {
+    if !require_root("time_namespace_offsets_shift_the_monotonic_clock") {
+        return;
+    }
+    let mut bundle = Bundle::busybox("timens", &["cat", "/proc/uptime"]);
+    bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
+    bundle.spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 864000, "nanosecs": 0}});
+    bundle.write_spec();
+    let berth = Berth::new("timens");
+    let inside: f64 = run_ok(&berth, &bundle, "timens").split_whitespace().next().unwrap().parse().unwrap();
+    let host: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(inside - host > 863000.0, "uptime inside {inside} is not ten days past the host's {host}");
+}
+
+#[test]
+fn joining_another_containers_namespaces_by_path() {
+    if !require_root("joining_another_containers_namespaces_by_path") {
+        return;
+    }
+    let first = Bundle::busybox("join-a", &["sleep", "300"]);
+    let berth = Berth::new("join");
+    let a = container_id("join-a");
+    berth.ok(&["run", "-d", "-b", first.path().to_str().unwrap(), &a]);
+    let pid = berth.state(&a)["pid"].as_i64().unwrap();
+    let mut second = Bundle::busybox("join-b", &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"]);
+    second.spec["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"},
+        {"type": "network", "path": format!("/proc/{pid}/ns/net")},
+        {"type": "ipc", "path": format!("/proc/{pid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")}
+    ]);
+    second.spec["hostname"] = serde_json::Value::Null;
+    second.write_spec();
+    let out = run_ok(&berth, &second, "join-b");
+    let expected: Vec<String> = ["net", "ipc", "uts"]
+        .iter()
+        .map(|ns| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    berth.ok(&["delete", "-f", &a]);
+}
+
+#[test]
+fn user_namespace_maps_ids() {
+    if !require_root("user_namespace_maps_ids") {
+        return;
+    }
+    let mut bundle = Bundle::busybox("userns", &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; readlink /proc/self/ns/user"]);
+    // The rootfs must be usable by the mapped root.
+    chown_tree(&bundle.rootfs(), 100000, 100000);
+    bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    bundle.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    bundle.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    // sysfs cannot be mounted in a user namespace without a network namespace of its own; keep it.
+    bundle.write_spec();
+    let berth = Berth::new("userns");
+    let out = run_ok(&berth, &bundle, "userns");
+    let fields: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(fields[0], ["0", "100000", "65536"], "{out}");
+    assert_eq!(fields[1], ["0", "100000", "65536"], "{out}");
+    assert_eq!(fields[2], ["0"]);
+    assert_ne!(fields[3][0], host_link("user"));
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    let status = Command::new("chown").args(["-R", "-h", &format!("{uid}:{gid}")]).arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn identity_environment_and_privileges() {
+    if !require_root("identity_environment_and_privileges") {
+        return;
+    }
+    let mut bundle = Bundle::busybox(
+        "ident",
+        &["sh", "-c", "hostname; echo GREETING=$GREETING; pwd; id -u; id -g; id -G; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; ulimit -n; ulimit -Hn"],
+    );
+    bundle.spec["hostname"] = json!("berth-box");
+    bundle.spec["process"]["env"].as_array_mut().unwrap().push(json!("GREETING=hello world"));
+    bundle.spec["process"]["cwd"] = json!("/home/app");
+    bundle.spec["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [2000, 3000]});
+    let caps = json!(["CAP_NET_RAW", "CAP_CHOWN"]);
+    for set in ["bounding", "effective", "permitted"] {
+        bundle.spec["process"]["capabilities"][set] = caps.clone();
+    }
+    bundle.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654}]);
+    bundle.spec["process"]["noNewPrivileges"] = json!(true);
+    bundle.write_spec();
+    let berth = Berth::new("ident");
+    let out = run_ok(&berth, &bundle, "ident");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "berth-box");
+    assert_eq!(lines[1], "GREETING=hello world");
+    assert_eq!(lines[2], "/home/app");
+    assert_eq!(lines[3], "1000");
+    assert_eq!(lines[4], "1000");
+    let mut groups: Vec<&str> = lines[5].split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["1000", "2000", "3000"]);
+    // CAP_CHOWN is bit 0 and CAP_NET_RAW bit 13: 0x2001. A non-root user has no effective
+    // caps without ambient ones; the bounding set is the configured one.
+    assert!(out.contains("CapBnd:\t0000000000002001"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert_eq!(&lines[lines.len() - 2..], ["321", "654"]);
+
+    // As root the effective set is exactly the configured one.
+    bundle.spec["process"]["user"] = json!({"uid": 0, "gid": 0});
+    bundle.set_args(&["grep", "CapEff", "/proc/self/status"]);
+    assert_eq!(run_ok(&berth, &bundle, "ident-root").trim(), "CapEff:\t0000000000002001");
+}
+
+#[test]
+fn mounts_bind_tmpfs_readonly_masked_and_proc_sys_dev() {
+    if !require_root("mounts_bind_tmpfs_readonly_masked_and_proc_sys_dev") {
+        return;
+    }
+    let shared = TempDir::new("berth-bind-rw");
+    let readonly = TempDir::new("berth-bind-ro");
+    std::fs::write(readonly.path().join("given"), "from host").unwrap();
+    let script = [
+        "echo written > /rw/out",
+        "cat /ro/given; echo",
+        "touch /ro/nope 2>/dev/null && echo ro-writable || echo ro-refused",
+        "grep ' /scratch ' /proc/mounts",
+        "touch /rootfile 2>/dev/null && echo root-writable || echo root-refused",
+        "touch /scratch/ok && echo tmpfs-writable",
+        "wc -c < /proc/kcore",
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-writable || echo sys-refused",
+        "ls /sys/kernel >/dev/null && echo sysfs-ok",
+        "test -c /dev/null && test -c /dev/zero && test -c /dev/urandom && test -c /dev/tty && echo dev-ok",
+        "grep -c ' /proc proc ' /proc/mounts",
+    ]
+    .join("; ");
+    let mut bundle = Bundle::busybox("mounts", &["sh", "-c", &script]);
+    for dir in ["rw", "ro", "scratch"] {
+        std::fs::create_dir(bundle.rootfs().join(dir)).unwrap();
+    }
+    let mounts = bundle.spec["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/rw", "type": "bind", "source": shared.path(), "options": ["rbind", "rw"]}));
+    mounts.push(json!({"destination": "/ro", "type": "bind", "source": readonly.path(), "options": ["rbind", "ro"]}));
+    mounts.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=2m", "mode=1777"]}));
+    bundle.spec["root"]["readonly"] = json!(true);
+    bundle.write_spec();
+    let berth = Berth::new("mounts");
+    let out = run_ok(&berth, &bundle, "mounts");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(std::fs::read_to_string(shared.path().join("out")).unwrap(), "written\n");
+    assert_eq!(lines[0], "from host");
+    assert_eq!(lines[1], "ro-refused");
+    assert!(lines[2].contains("tmpfs") && lines[2].contains("size=2048k"), "{}", lines[2]);
+    assert_eq!(lines[3], "root-refused");
+    assert_eq!(lines[4], "tmpfs-writable");
+    assert_eq!(lines[5], "0", "masked /proc/kcore reads empty");
+    assert_eq!(lines[6], "sys-refused");
+    assert_eq!(lines[7], "sysfs-ok");
+    assert_eq!(lines[8], "dev-ok");
+    assert_eq!(lines[9], "1");
+    assert!(!readonly.path().join("nope").exists());
+}
+
+#[test]
+fn slave_propagation_shows_host_mounts_made_later() {
+    if !require_root("slave_propagation_shows_host_mounts_made_later") {
+        return;
+    }
+    let source = TempDir::new("berth-prop");
+    // A shared mount of our own, so propagation does not depend on how / is mounted here.
+    let mounted = MountGuard::bind_shared(source.path());
+    std::fs::create_dir(source.path().join("sub")).unwrap();
+    let mut bundle = Bundle::busybox(
+        "prop",
+        &["sh", "-c", "echo ready > /prop/ready; i=0; while [ $i -lt 200 ]; do grep -q ' /prop/sub ' /proc/mounts && echo seen && exit 0; sleep 0.05; i=$((i+1)); done; exit 1"],
+    );
+    std::fs::create_dir(bundle.rootfs().join("prop")).unwrap();
+    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/prop", "type": "bind", "source": source.path(), "options": ["rbind", "rslave"]}));
+    bundle.write_spec();
+    let berth = Berth::new("prop");
+    let id = container_id("prop");
+    let child = berth.command(&["run", "-b", bundle.path().to_str().unwrap(), &id]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let ready = source.path().join("ready");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "container never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sub = MountGuard::tmpfs(&source.path().join("sub"));
+    let out = child.wait_with_output().unwrap();
+    drop(sub);
+    drop(mounted);
+    assert_eq!(out.status.code(), Some(0), "the host's new mount did not propagate into the container");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "seen\n");
+}
+
+/// A mount made by a test, unmounted (lazily) when dropped.
+struct MountGuard(std::path::PathBuf);
+
+impl MountGuard {
+    fn bind_shared(path: &Path) -> MountGuard {
+        use nix::mount::{mount, MsFlags};
+        mount(Some(path), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        let guard = MountGuard(path.to_path_buf());
+        mount(None::<&str>, path, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+        guard
+    }
+
+    fn tmpfs(path: &Path) -> MountGuard {
+        nix::mount::mount(Some("tmpfs"), path, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1m")).unwrap();
+        MountGuard(path.to_path_buf())
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}

@@ -1,0 +1,257 @@
+//! berth's runc-compatible lifecycle: create, start, state, kill, delete, run, list, spec,
+//! with runc's observable behaviour (state shape, pid 0 once stopped, exit codes, errors).
+
+use berth_tests::fixtures::{container_id, Bundle, TempDir};
+use berth_tests::privilege::require_root;
+use berth_tests::runtime::Berth;
+
+#[test]
+fn create_start_kill_delete_walks_the_lifecycle() {
+    if !require_root("create_start_kill_delete_walks_the_lifecycle") {
+        return;
+    }
+    let script = "trap 'exit 0' TERM; while true; do sleep 0.05; done";
+    let bundle = Bundle::busybox("life", &["sh", "-c", script]);
+    let berth = Berth::new("life");
+    let id = container_id("life");
+    let bundle_path = bundle.path().to_str().unwrap();
+    let pid_file = bundle.path().join("init.pid");
+    berth.ok(&["create", "--bundle", bundle_path, "--pid-file", pid_file.to_str().unwrap(), &id]);
+
+    let state = berth.state(&id);
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], id.as_str());
+    assert_eq!(state["ociVersion"], "1.1.0");
+    assert_eq!(state["bundle"], bundle_path);
+    assert_eq!(state["rootfs"], bundle.rootfs().to_str().unwrap());
+    assert_eq!(state["owner"], "");
+    assert!(state["created"].as_str().unwrap().ends_with('Z'), "created is RFC 3339 UTC: {state}");
+    let pid = state["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), pid.to_string());
+
+    berth.ok(&["start", &id]);
+    assert_eq!(berth.state(&id)["status"], "running");
+    // The process really runs the bundle's program.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, format!("sh\0-c\0{script}\0").as_bytes());
+
+    berth.ok(&["kill", &id]); // SIGTERM by default: the trap ends the loop
+    let stopped = berth.wait_status(&id, "stopped");
+    assert_eq!(stopped["pid"], 0, "a stopped container reports pid 0");
+
+    berth.ok(&["delete", &id]);
+    let err = berth.fails(&["state", &id]);
+    assert!(err.contains("container does not exist"), "{err}");
+    assert!(!berth.root().join(&id).exists(), "state directory left behind");
+}
+
+#[test]
+fn run_returns_the_exit_code_and_128_plus_signal() {
+    if !require_root("run_returns_the_exit_code_and_128_plus_signal") {
+        return;
+    }
+    let mut bundle = Bundle::busybox("exitcode", &["sh", "-c", "echo out; echo err >&2; exit 7"]);
+    let berth = Berth::new("exitcode");
+    let (code, stdout, stderr) = berth.run_bundle(bundle.path(), &container_id("exit7"));
+    assert_eq!((code, stdout.as_str(), stderr.as_str()), (7, "out\n", "err\n"));
+
+    // A container's init killed by a signal: run exits with 128+signal.
+    bundle.set_args(&["sleep", "300"]);
+    let id = container_id("killed");
+    let mut run = berth.command(&["run", "-b", bundle.path().to_str().unwrap(), &id]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !matches!(berth.output(&["state", &id]), out if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("running")) {
+        assert!(std::time::Instant::now() < deadline, "container never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    berth.ok(&["kill", &id, "KILL"]);
+    assert_eq!(run.wait().unwrap().code(), Some(137));
+    // Foreground run deletes the container afterwards.
+    assert_eq!(berth.ok(&["list", "-q"]), "");
+}
+
+#[test]
+fn run_forwards_signals_to_the_container() {
+    if !require_root("run_forwards_signals_to_the_container") {
+        return;
+    }
+    let bundle = Bundle::busybox("forward", &["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done"]);
+    let berth = Berth::new("forward");
+    let id = container_id("forward");
+    let mut child = berth
+        .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "got-term\n");
+    assert_eq!(status.code(), Some(42));
+}
+
+#[test]
+fn detached_run_list_and_kill_forms() {
+    if !require_root("detached_run_list_and_kill_forms") {
+        return;
+    }
+    let bundle = Bundle::busybox("detach", &["sleep", "300"]);
+    let berth = Berth::new("detach");
+    let (a, b) = (container_id("det-a"), container_id("det-b"));
+    for id in [&a, &b] {
+        berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), id]);
+        assert_eq!(berth.state(id)["status"], "running");
+    }
+    let mut ids: Vec<String> = berth.ok(&["list", "-q"]).lines().map(String::from).collect();
+    ids.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    let json: serde_json::Value = serde_json::from_str(&berth.ok(&["list", "--format", "json"])).unwrap();
+    let list = json.as_array().expect("list --format json is an array");
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|c| c["status"] == "running" && c["pid"].as_i64().unwrap() > 0 && c["owner"] == "root"));
+
+    let table = berth.ok(&["list"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]);
+    assert!(table.contains(&a) && table.contains(&b));
+
+    // Signals by name without prefix, with prefix, and by number.
+    berth.ok(&["kill", &a, "KILL"]);
+    berth.wait_status(&a, "stopped");
+    berth.ok(&["kill", &b, "9"]);
+    berth.wait_status(&b, "stopped");
+    let err = berth.fails(&["kill", &a, "SIGKILL"]);
+    assert!(err.contains("container not running"), "{err}");
+    let err = berth.fails(&["kill", &a, "NOTASIGNAL"]);
+    assert!(err.contains("unknown signal"), "{err}");
+    berth.ok(&["delete", &a]);
+    berth.ok(&["delete", &b]);
+    assert_eq!(berth.ok(&["list", "--format=json"]).trim(), "[]");
+}
+
+#[test]
+fn delete_rules_follow_runc() {
+    if !require_root("delete_rules_follow_runc") {
+        return;
+    }
+    let bundle = Bundle::busybox("delete", &["sleep", "300"]);
+    let berth = Berth::new("delete");
+    let bundle_path = bundle.path().to_str().unwrap();
+
+    // A created container is deleted without --force, its init killed.
+    let created = container_id("del-created");
+    berth.ok(&["create", "-b", bundle_path, &created]);
+    let pid = berth.state(&created)["pid"].as_i64().unwrap();
+    berth.ok(&["delete", &created]);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "init of deleted container survives");
+
+    // A running one needs --force.
+    let running = container_id("del-running");
+    berth.ok(&["run", "-d", "-b", bundle_path, &running]);
+    let err = berth.fails(&["delete", &running]);
+    assert!(err.contains("not stopped"), "{err}");
+    assert_eq!(berth.state(&running)["status"], "running");
+    berth.ok(&["delete", "--force", &running]);
+    berth.fails(&["state", &running]);
+
+    // delete -f of a missing id succeeds; without -f it is an error.
+    berth.ok(&["delete", "-f", "no-such-container"]);
+    let err = berth.fails(&["delete", "no-such-container"]);
+    assert!(err.contains("container does not exist"), "{err}");
+}
+
+fn is_zombie(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+}
+
+#[test]
+fn start_twice_and_duplicate_ids_are_refused() {
+    if !require_root("start_twice_and_duplicate_ids_are_refused") {
+        return;
+    }
+    let bundle = Bundle::busybox("twice", &["sleep", "300"]);
+    let berth = Berth::new("twice");
+    let id = container_id("twice");
+    let bundle_path = bundle.path().to_str().unwrap();
+    berth.ok(&["create", "-b", bundle_path, &id]);
+    let err = berth.fails(&["create", "-b", bundle_path, &id]);
+    assert!(err.contains("container with id exists"), "{err}");
+    berth.ok(&["start", &id]);
+    let err = berth.fails(&["start", &id]);
+    assert!(err.contains("cannot start an already running container"), "{err}");
+    berth.ok(&["kill", &id, "KILL"]);
+    berth.wait_status(&id, "stopped");
+    let err = berth.fails(&["start", &id]);
+    assert!(err.contains("cannot start a container that has stopped"), "{err}");
+}
+
+#[test]
+fn state_of_a_reused_pid_is_not_running() {
+    if !require_root("state_of_a_reused_pid_is_not_running") {
+        return;
+    }
+    let bundle = Bundle::busybox("reuse", &["sleep", "300"]);
+    let berth = Berth::new("reuse");
+    let id = container_id("reuse");
+    berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
+    // Make the recorded pid point at another live process (this test's own), as a reused
+    // pid would after the container's init died.
+    let state_file = berth.root().join(&id).join("state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let real_pid = state["pid"].as_i64().unwrap();
+    state["pid"] = serde_json::json!(std::process::id());
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let shown = berth.state(&id);
+    assert_eq!(shown["status"], "stopped", "{shown}");
+    assert_eq!(shown["pid"], 0);
+    let err = berth.fails(&["kill", &id, "KILL"]);
+    assert!(err.contains("container not running"), "{err}");
+    // Put the real pid back so cleanup reaches the real init.
+    state["pid"] = serde_json::json!(real_pid);
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    berth.ok(&["delete", "-f", &id]);
+}
+
+#[test]
+fn spec_writes_a_runnable_default_once() {
+    let dir = TempDir::new("berth-spec");
+    let berth = Berth::new("spec");
+    berth.ok(&["spec", "--bundle", dir.path().to_str().unwrap()]);
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["process"]["args"], serde_json::json!(["sh"]));
+    assert_eq!(spec["process"]["terminal"], true);
+    assert_eq!(spec["root"]["path"], "rootfs");
+    let types: Vec<&str> = spec["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+    for ns in ["pid", "network", "ipc", "uts", "mount"] {
+        assert!(types.contains(&ns), "default spec lacks the {ns} namespace: {types:?}");
+    }
+    let err = berth.fails(&["spec", "-b", dir.path().to_str().unwrap()]);
+    assert!(err.contains("exists"), "{err}");
+
+    let rootless = TempDir::new("berth-spec-rootless");
+    berth.ok(&["--rootless", "spec", "-b", rootless.path().to_str().unwrap()]);
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(rootless.path().join("config.json")).unwrap()).unwrap();
+    assert!(spec["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "user"));
+    assert_eq!(spec["linux"]["uidMappings"][0]["containerID"], 0);
+}
+
+#[test]
+fn version_is_in_runcs_format() {
+    let berth = Berth::new("version");
+    let text = berth.ok(&["--version"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("berth version "), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("commit: ")), "{text}");
+    assert!(lines.iter().any(|l| *l == "spec: 1.1.0"), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("libseccomp: ")), "{text}");
+    assert_eq!(berth.ok(&["-v"]), text);
+}
