@@ -42,6 +42,14 @@ impl Reporter {
     }
 }
 
+/// An error and its causes as one line, without libcontainer's repeated wrapper phrases
+/// (its init process reports failures through several layers that each add one).
+pub fn one_line(error: &anyhow::Error) -> String {
+    format!("{error:#}")
+        .replace("failed to create container: exec process failed with error error in executing process : ", "")
+        .replace('\n', " ")
+}
+
 /// One log line in runc's format: logrus text or JSON with level, msg and time.
 pub fn format_line(format: LogFormat, level: &str, message: &str) -> String {
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);

@@ -13,13 +13,13 @@ fn main() {
     }
     let reporter = Reporter::new(&cli.global);
     if let Err(e) = logging::init_debug(&cli.global) {
-        reporter.error(&format!("{e:#}"));
+        reporter.error(&logging::one_line(&e));
         std::process::exit(1);
     }
     match berth_runtime::execute(cli, &reporter) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            reporter.error(&format!("{e:#}"));
+            reporter.error(&logging::one_line(&e));
             std::process::exit(1);
         }
     }

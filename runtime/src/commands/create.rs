@@ -29,6 +29,7 @@ pub fn build(store: &Store, args: &CreateArgs, detach: bool) -> Result<Container
     let spec = load_spec(&bundle)?;
     cgroups::check_systemd_request(store.systemd_cgroup, &spec)?;
     let rootfs = rootfs_of(&bundle, &spec)?;
+    check_bind_sources(&bundle, &spec)?;
     store.ensure_root()?;
 
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
@@ -83,6 +84,24 @@ fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
         bail!("rootfs {} of bundle {} is not a directory", rootfs.display(), bundle.display());
     }
     Ok(rootfs)
+}
+
+/// Names a bind mount whose source is missing, which libcontainer reports only as
+/// "failed to prepare rootfs" from inside the new namespaces.
+fn check_bind_sources(bundle: &Path, spec: &Spec) -> Result<()> {
+    for mount in spec.mounts().iter().flatten() {
+        let is_bind = mount.typ().as_deref() == Some("bind")
+            || mount.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+        let Some(source) = mount.source() else { continue };
+        if is_bind && !bundle.join(source).exists() {
+            bail!(
+                "cannot mount {} into the container: bind source {} does not exist",
+                mount.destination().display(),
+                source.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Removes what a failed create left: processes, cgroups and the state directory.

@@ -1,0 +1,100 @@
+//! Soak: 200 sequential containers through create, start, kill and delete leave the host
+//! as they found it: mounts, cgroup trees, the state root, processes and descriptors.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use berth_tests::fixtures::Bundle;
+use berth_tests::privilege::require_root;
+use berth_tests::runtime::{cgroup_mounts, Berth};
+
+const CONTAINERS: usize = 200;
+
+fn mountinfo() -> BTreeSet<String> {
+    // Mount ids change with every mount, so compare what is mounted where.
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {}", fields[4], l.split_once(" - ").map(|x| x.1).unwrap_or(""))
+        })
+        .collect()
+}
+
+fn cgroup_tree() -> BTreeSet<String> {
+    let mut dirs = BTreeSet::new();
+    for mount in cgroup_mounts() {
+        walk(&mount, 0, &mut dirs);
+    }
+    dirs
+}
+
+fn walk(dir: &Path, depth: usize, out: &mut BTreeSet<String>) {
+    out.insert(dir.display().to_string());
+    if depth > 3 {
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk(&entry.path(), depth + 1, out);
+        }
+    }
+}
+
+/// Processes running the berth binary or living in the bundle's rootfs.
+fn container_processes(berth_bin: &Path, rootfs: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let exe = std::fs::read_link(entry.path().join("exe")).ok();
+        let root = std::fs::read_link(entry.path().join("root")).ok();
+        if exe.as_deref() == Some(berth_bin) || root.as_deref() == Some(rootfs) {
+            found.push(name);
+        }
+    }
+    found
+}
+
+fn own_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[test]
+fn two_hundred_containers_leave_no_trace() {
+    if !require_root("two_hundred_containers_leave_no_trace") {
+        return;
+    }
+    let bundle = Bundle::busybox("soak", &["sleep", "300"]);
+    let berth = Berth::new("soak");
+    let rootfs = std::fs::canonicalize(bundle.rootfs()).unwrap();
+    let bin = std::fs::canonicalize(&berth.bin).unwrap();
+    let bundle_path = bundle.path().to_str().unwrap().to_string();
+
+    let (mounts, cgroups, fds) = (mountinfo(), cgroup_tree(), own_fds());
+    let mut container_fds = Vec::new();
+    for n in 0..CONTAINERS {
+        let id = format!("soak-{n}");
+        berth.ok(&["create", "-b", &bundle_path, &id]);
+        berth.ok(&["start", &id]);
+        let pid = berth.state(&id)["pid"].as_i64().unwrap();
+        if n == 0 || n == CONTAINERS - 1 {
+            // What the runtime leaves open in the container's process.
+            container_fds.push(std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count());
+        }
+        berth.ok(&["kill", &id, "KILL"]);
+        berth.wait_status(&id, "stopped");
+        berth.ok(&["delete", &id]);
+    }
+
+    assert_eq!(std::fs::read_dir(berth.root()).unwrap().count(), 0, "state left under the root");
+    assert_eq!(mountinfo().symmetric_difference(&mounts).collect::<Vec<_>>(), Vec::<&String>::new(), "mounts changed");
+    assert_eq!(cgroup_tree().symmetric_difference(&cgroups).collect::<Vec<_>>(), Vec::<&String>::new(), "cgroups changed");
+    assert_eq!(container_processes(&bin, &rootfs), Vec::<String>::new(), "processes left running");
+    assert_eq!(own_fds(), fds, "the caller's descriptors changed");
+    assert_eq!(container_fds[0], container_fds[1], "descriptors in the container grew");
+    assert!(container_fds[0] <= 3, "the runtime leaked {} descriptors into the container", container_fds[0]);
+}
