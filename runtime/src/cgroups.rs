@@ -37,3 +37,16 @@ pub fn check_systemd_request(systemd_cgroup: bool, spec: &Spec) -> Result<()> {
     }
     Ok(())
 }
+
+/// The cgroup manager of a created container, from the cgroup path saved at create.
+pub fn manager(container: &libcontainer::container::Container) -> Result<libcgroups::common::AnyCgroupManager> {
+    let config = container
+        .spec()
+        .map_err(|e| anyhow::anyhow!("cannot read the saved config of container {}: {e}", container.id()))?;
+    libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: config.cgroup_path,
+        systemd_cgroup: container.systemd(),
+        container_name: container.id().to_string(),
+    })
+    .map_err(|e| anyhow::anyhow!("cannot open the cgroups of container {}: {e}", container.id()))
+}

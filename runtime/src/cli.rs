@@ -81,6 +81,24 @@ pub enum Command {
     List(ListArgs),
     /// Write a default config.json into a bundle directory
     Spec(SpecArgs),
+    /// Run a new process inside a running container
+    Exec(ExecArgs),
+    /// List the processes of a container
+    Ps(PsArgs),
+    /// Freeze every process of a container
+    Pause(IdArg),
+    /// Thaw a paused container
+    Resume(IdArg),
+    /// Change a running container's resource limits
+    Update(UpdateArgs),
+    /// Print a container's resource usage, once (--stats) or every --interval
+    Events(EventsArgs),
+    /// Print the runtime-spec features document of this runtime
+    Features,
+    /// Checkpoint a running container with CRIU
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint
+    Restore(RestoreArgs),
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +175,259 @@ pub struct ListArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// A runtime-spec process JSON file describing the process (instead of flags)
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Unix socket that receives the pty master when --tty is set
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Working directory inside the container
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable (NAME=VALUE); repeatable
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// User to run as: UID[:GID]
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Additional group id; repeatable
+    #[arg(short = 'g', long = "additional-gids", value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// SELinux process label
+    #[arg(long, value_name = "LABEL")]
+    pub process_label: Option<String>,
+    /// AppArmor profile
+    #[arg(long, value_name = "PROFILE")]
+    pub apparmor: Option<String>,
+    /// Set no_new_privileges for the process
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Add a capability (CAP_NAME); repeatable
+    #[arg(short = 'c', long = "cap", value_name = "CAP")]
+    pub cap: Vec<String>,
+    /// Return once the process has started
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Write the process's pid to this file
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Pass this many extra fds (from 3 on) to the process
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// Run even when the container is paused
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Sub-cgroup to run the process in
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// The container's id
+    pub id: String,
+    /// The command and its arguments (when no --process is given)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Output format: a ps table, or a JSON array of pids
+    #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// The container's id
+    pub id: String,
+    /// Arguments for ps(1) (default -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    /// A runtime-spec LinuxResources JSON file, or - for stdin
+    #[arg(short = 'r', long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Block IO weight (10-1000)
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// CPU CFS period in microseconds
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPU realtime period in microseconds
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime in microseconds
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// CPU shares (relative weight)
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPUs to use (0-3, 0,1)
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use (0-3, 0,1)
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Kernel memory limit (deprecated in the kernel; bytes or 64m)
+    #[arg(long, value_parser = parse_size)]
+    pub kernel_memory: Option<i64>,
+    /// Kernel TCP buffer memory limit (bytes or 64m)
+    #[arg(long, value_parser = parse_size)]
+    pub kernel_memory_tcp: Option<i64>,
+    /// Memory limit (bytes or 64m, 1g; -1 for none)
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<i64>,
+    /// Memory soft limit (bytes or 64m)
+    #[arg(long, value_parser = parse_size)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap limit (bytes or 64m; -1 for none)
+    #[arg(long, value_parser = parse_size)]
+    pub memory_swap: Option<i64>,
+    /// Maximum number of processes (-1 for none)
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Intel RDT L3 cache schema
+    #[arg(long)]
+    pub l3_cache_schema: Option<String>,
+    /// Intel RDT memory bandwidth schema
+    #[arg(long)]
+    pub mem_bw_schema: Option<String>,
+    /// The container's id
+    pub id: String,
+}
+
+/// A byte size as runc takes it: a number with an optional k, m, g or t suffix (powers of
+/// 1024, an optional trailing b), or -1 for no limit.
+pub fn parse_size(text: &str) -> Result<i64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower == "-1" {
+        return Ok(-1);
+    }
+    let digits_end = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let number: f64 = number.parse().map_err(|_| format!("invalid size {text:?}: use bytes or a number with k, m, g or t"))?;
+    let multiplier: f64 = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
+    };
+    Ok((number * multiplier) as i64)
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Print the statistics once and exit
+    #[arg(long)]
+    pub stats: bool,
+    /// Time between statistics (5s, 500ms, 1m)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// The container's id
+    pub id: String,
+}
+
+/// A duration as Go writes them: 5s, 500ms, 1m, 1h, or a combination (1m30s).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(number_end);
+        let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}: use forms like 5s, 500ms, 1m"))?;
+        let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let seconds = match unit {
+            "ns" => value / 1e9,
+            "us" | "µs" => value / 1e6,
+            "ms" => value / 1e3,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("invalid duration {text:?}: unknown unit {unit:?}")),
+        };
+        total += std::time::Duration::from_secs_f64(seconds);
+        rest = next;
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {text:?}: must be above zero"));
+    }
+    Ok(total)
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    /// Directory for the checkpoint images
+    #[arg(long, value_name = "DIR", default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    /// Directory for CRIU's work files and logs
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    /// Keep the container running after the checkpoint
+    #[arg(long)]
+    pub leave_running: bool,
+    /// Allow open TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Handle file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// The container's id
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Directory holding the checkpoint images
+    #[arg(long, value_name = "DIR", default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    /// Directory for CRIU's work files and logs
+    #[arg(long, value_name = "DIR")]
+    pub work_path: Option<PathBuf>,
+    /// Bundle directory of the restored container
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Return once restored
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Write the restored init's pid to this file
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket that receives the pty master
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Allow open TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Handle file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// The container's id
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
 pub struct SpecArgs {
     /// Bundle directory to write config.json into
     #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
@@ -201,6 +472,33 @@ mod tests {
         assert_eq!(spec.bundle.to_str(), Some("/x"));
         assert_eq!(parse(&["berth", "--rootless", "false", "spec"]).global.rootless.as_deref(), Some("false"));
         assert_eq!(parse(&["berth", "--rootless=auto", "spec"]).global.rootless.as_deref(), Some("auto"));
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_as_runc_takes_them() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("-1"), Ok(-1));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_duration("5s"), Ok(std::time::Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(std::time::Duration::from_secs(90)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn exec_takes_flags_then_the_command() {
+        let Some(Command::Exec(exec)) = parse(&["berth", "exec", "-e", "A=1", "--env=B=2", "-u", "1000:1000", "-t", "id", "sh", "-c", "echo -n x"]).command else {
+            panic!("not exec")
+        };
+        assert_eq!(exec.env, ["A=1", "B=2"]);
+        assert_eq!(exec.user.as_deref(), Some("1000:1000"));
+        assert!(exec.tty);
+        assert_eq!(exec.id, "id");
+        assert_eq!(exec.command, ["sh", "-c", "echo -n x"]);
     }
 
     #[test]

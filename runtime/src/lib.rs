@@ -2,8 +2,10 @@
 //! these modules, so tests and other crates use the same code.
 
 pub mod cgroups;
+pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod foreground;
 pub mod lifecycle;
 pub mod logging;
 pub mod signal;
@@ -21,6 +23,7 @@ use store::Store;
 pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
     let store = Store::new(&cli.global);
     let rootless = cli.global.rootless.as_deref().is_some_and(|v| v == "true");
+    let criu = cli.global.criu.as_deref();
     let Some(command) = cli.command else {
         anyhow::bail!("no command given; see `berth --help`");
     };
@@ -33,6 +36,15 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
         Command::Run(args) => return commands::run::run(&store, &args, reporter),
         Command::List(args) => commands::list::list(&store, &args)?,
         Command::Spec(args) => commands::spec::spec(&args, rootless)?,
+        Command::Exec(args) => return commands::exec::exec(&store, &args),
+        Command::Ps(args) => commands::ps::ps(&store, &args)?,
+        Command::Pause(args) => commands::pause::pause(&store, &args.id)?,
+        Command::Resume(args) => commands::pause::resume(&store, &args.id)?,
+        Command::Update(args) => commands::update::update(&store, &args)?,
+        Command::Events(args) => commands::events::events(&store, &args)?,
+        Command::Features => commands::features::features(criu)?,
+        Command::Checkpoint(args) => commands::checkpoint::checkpoint(&store, &args, criu)?,
+        Command::Restore(args) => commands::checkpoint::restore(&store, &args, criu)?,
     }
     Ok(0)
 }

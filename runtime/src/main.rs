@@ -6,7 +6,15 @@ use berth_runtime::cli::{self, Cli};
 use berth_runtime::logging::{self, Reporter};
 
 fn main() {
-    let cli = Cli::parse_from(cli::normalize_args(std::env::args_os()));
+    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
+        Ok(cli) => cli,
+        // Bad usage exits 1 as in runc; --help goes to stdout and exits 0.
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
     if cli.global.version {
         print!("{}", berth_runtime::version::text());
         return;

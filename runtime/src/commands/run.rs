@@ -2,9 +2,7 @@
 //! init and exit with its code (128+signal when killed), then delete it.
 
 use anyhow::{Context, Result};
-use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::sys::signal::SigSet;
 
 use crate::cli::RunArgs;
 use crate::logging::Reporter;
@@ -23,33 +21,11 @@ pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
     let signals = SigSet::all();
     signals.thread_block().context("cannot block signals to forward them")?;
     crate::lifecycle::start(&mut container, reporter)?;
-    let code = wait_forwarding(init, &signals);
+    let code = crate::foreground::wait_forwarding(init, &signals);
     if !args.keep || code.is_err() {
         if let Err(e) = crate::lifecycle::destroy(&mut container, true, reporter) {
             reporter.warn(&format!("cannot delete container {id} after it exited: {e:#}"));
         }
     }
     code
-}
-
-/// Reaps children until `init` exits, forwarding every other signal to it.
-fn wait_forwarding(init: Pid, signals: &SigSet) -> Result<i32> {
-    loop {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == init => return Ok(code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == init => return Ok(128 + signal as i32),
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-                Ok(_) => continue,
-                Err(e) => return Err(e).context("cannot wait for the container's init process"),
-            }
-        }
-        match signals.wait().context("cannot wait for signals")? {
-            Signal::SIGCHLD | Signal::SIGWINCH | Signal::SIGURG => {}
-            signal => {
-                // The init may be gone already; its exit arrives as SIGCHLD.
-                let _ = kill(init, signal);
-            }
-        }
-    }
 }

@@ -1,0 +1,56 @@
+//! `features`: runtime-spec's features document, saying what this berth on this host supports.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::json;
+
+/// Mount options berth applies (the kernel flags libcontainer maps, and propagation).
+const MOUNT_OPTIONS: &[&str] = &[
+    "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "iversion", "lazytime", "loud",
+    "mand", "noatime", "nodev", "nodiratime", "noexec", "noiversion", "nolazytime", "nomand", "norelatime",
+    "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave",
+    "runbindable", "rw", "shared", "silent", "slave", "strictatime", "suid", "sync", "unbindable",
+];
+
+pub fn features(criu: Option<&Path>) -> Result<()> {
+    let checkpoint = crate::checkpoint::criu_check(criu).is_ok();
+    let document = json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": oci_spec::runtime::VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": MOUNT_OPTIONS,
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>(),
+            "cgroup": {
+                "v1": true,
+                "v2": true,
+                "systemd": crate::cgroups::unified_host() && Path::new("/run/systemd/system").exists(),
+                "systemdUser": false,
+                "rdma": false
+            },
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                    "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+            },
+            "apparmor": {"enabled": apparmor_enabled()},
+            "selinux": {"enabled": Path::new("/sys/fs/selinux/enforce").exists()},
+            "intelRdt": {"enabled": Path::new("/sys/fs/resctrl/schemata").exists()}
+        },
+        "annotations": {
+            "org.opencontainers.runc.checkpoint.enabled": checkpoint.to_string(),
+            "io.github.berth.version": env!("CARGO_PKG_VERSION"),
+            "io.github.youki.libcontainer.version": "0.7.0"
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&document)?);
+    Ok(())
+}
+
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").map(|v| v.trim() == "Y").unwrap_or(false)
+}
