@@ -255,3 +255,37 @@ fn version_is_in_runcs_format() {
     assert!(lines.iter().any(|l| l.starts_with("libseccomp: ")), "{text}");
     assert_eq!(berth.ok(&["-v"]), text);
 }
+
+#[test]
+fn systemd_cgroup_flag_on_this_hosts_layout() {
+    if !require_root("systemd_cgroup_flag_on_this_hosts_layout") {
+        return;
+    }
+    let layout = berth_tests::runtime::cgroup_layout();
+    eprintln!("cgroup layout: {layout}");
+    let mut bundle = Bundle::busybox("systemd", &["true"]);
+    let berth = Berth::new("systemd");
+    // A plain cgroupsPath works with the flag: cgroupfs manages it on v1 hosts.
+    let out = berth.output(&["--systemd-cgroup", "run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-plain")]);
+    let systemd_as_init = std::path::Path::new("/run/systemd/system").exists();
+    if layout.starts_with("v1") || !systemd_as_init {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bundle.spec["linux"]["cgroupsPath"] = serde_json::json!("system.slice:berth:sdtest");
+        bundle.write_spec();
+        let err = berth.fails(&["--systemd-cgroup", "run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-slice")]);
+        assert!(err.contains("needs systemd as init on a cgroup v2 host"), "{err}");
+        let err = berth.fails(&["run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-noflag")]);
+        assert!(err.contains("pass --systemd-cgroup"), "{err}");
+        assert_eq!(std::fs::read_dir(berth.root()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn rootless_and_criu_flags_are_accepted() {
+    let berth = Berth::new("flags");
+    berth.ok(&["--rootless=false", "list"]);
+    berth.ok(&["--rootless", "auto", "list", "-q"]);
+    berth.ok(&["--criu", "/usr/sbin/criu", "list"]);
+    let out = berth.output(&["--no-such-flag", "list"]);
+    assert_eq!(out.status.code(), Some(1), "bad usage exits 1 as in runc");
+}
