@@ -364,17 +364,15 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(total)
 }
 
+/// CRIU options shared by checkpoint and restore.
 #[derive(Args, Debug)]
-pub struct CheckpointArgs {
+pub struct CriuOpts {
     /// Directory for the checkpoint images
     #[arg(long, value_name = "DIR", default_value = "checkpoint")]
     pub image_path: PathBuf,
     /// Directory for CRIU's work files and logs
     #[arg(long, value_name = "DIR")]
     pub work_path: Option<PathBuf>,
-    /// Keep the container running after the checkpoint
-    #[arg(long)]
-    pub leave_running: bool,
     /// Allow open TCP connections
     #[arg(long)]
     pub tcp_established: bool,
@@ -387,18 +385,23 @@ pub struct CheckpointArgs {
     /// Handle file locks
     #[arg(long)]
     pub file_locks: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub criu: CriuOpts,
+    /// Keep the container running after the checkpoint
+    #[arg(long)]
+    pub leave_running: bool,
     /// The container's id
     pub id: String,
 }
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Directory holding the checkpoint images
-    #[arg(long, value_name = "DIR", default_value = "checkpoint")]
-    pub image_path: PathBuf,
-    /// Directory for CRIU's work files and logs
-    #[arg(long, value_name = "DIR")]
-    pub work_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub criu: CriuOpts,
     /// Bundle directory of the restored container
     #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
     pub bundle: PathBuf,
@@ -411,18 +414,6 @@ pub struct RestoreArgs {
     /// Unix socket that receives the pty master
     #[arg(long, value_name = "PATH")]
     pub console_socket: Option<PathBuf>,
-    /// Allow open TCP connections
-    #[arg(long)]
-    pub tcp_established: bool,
-    /// Allow external unix sockets
-    #[arg(long)]
-    pub ext_unix_sk: bool,
-    /// Allow shell jobs
-    #[arg(long)]
-    pub shell_job: bool,
-    /// Handle file locks
-    #[arg(long)]
-    pub file_locks: bool,
     /// The container's id
     pub id: String,
 }

@@ -41,43 +41,34 @@ fn read_resources(path: &std::path::Path) -> Result<LinuxResources> {
 }
 
 fn resources_from_flags(args: &UpdateArgs) -> Result<LinuxResources> {
-    let mut resources = LinuxResourcesBuilder::default();
-    let mut cpu = LinuxCpuBuilder::default();
-    let mut cpu_set = false;
-    macro_rules! cpu_field {
-        ($flag:expr, $setter:ident) => {
+    /// Sets a builder field from a flag that was given, and notes that one was.
+    macro_rules! set {
+        ($builder:ident, $given:ident, $flag:expr, $setter:ident) => {
             if let Some(value) = $flag.clone() {
-                cpu = cpu.$setter(value);
-                cpu_set = true;
+                $builder = $builder.$setter(value);
+                $given = true;
             }
         };
     }
-    cpu_field!(args.cpu_period, period);
-    cpu_field!(args.cpu_quota, quota);
-    cpu_field!(args.cpu_rt_period, realtime_period);
-    cpu_field!(args.cpu_rt_runtime, realtime_runtime);
-    cpu_field!(args.cpu_share, shares);
-    cpu_field!(args.cpuset_cpus, cpus);
-    cpu_field!(args.cpuset_mems, mems);
-    if cpu_set {
+    let mut resources = LinuxResourcesBuilder::default();
+    let (mut cpu, mut cpu_given) = (LinuxCpuBuilder::default(), false);
+    set!(cpu, cpu_given, args.cpu_period, period);
+    set!(cpu, cpu_given, args.cpu_quota, quota);
+    set!(cpu, cpu_given, args.cpu_rt_period, realtime_period);
+    set!(cpu, cpu_given, args.cpu_rt_runtime, realtime_runtime);
+    set!(cpu, cpu_given, args.cpu_share, shares);
+    set!(cpu, cpu_given, args.cpuset_cpus, cpus);
+    set!(cpu, cpu_given, args.cpuset_mems, mems);
+    if cpu_given {
         resources = resources.cpu(cpu.build()?);
     }
-    let mut memory = LinuxMemoryBuilder::default();
-    let mut memory_set = false;
-    macro_rules! memory_field {
-        ($flag:expr, $setter:ident) => {
-            if let Some(value) = $flag {
-                memory = memory.$setter(value);
-                memory_set = true;
-            }
-        };
-    }
-    memory_field!(args.memory, limit);
-    memory_field!(args.memory_reservation, reservation);
-    memory_field!(args.memory_swap, swap);
-    memory_field!(args.kernel_memory, kernel);
-    memory_field!(args.kernel_memory_tcp, kernel_tcp);
-    if memory_set {
+    let (mut memory, mut memory_given) = (LinuxMemoryBuilder::default(), false);
+    set!(memory, memory_given, args.memory, limit);
+    set!(memory, memory_given, args.memory_reservation, reservation);
+    set!(memory, memory_given, args.memory_swap, swap);
+    set!(memory, memory_given, args.kernel_memory, kernel);
+    set!(memory, memory_given, args.kernel_memory_tcp, kernel_tcp);
+    if memory_given {
         resources = resources.memory(memory.build()?);
     }
     if let Some(limit) = args.pids_limit {
