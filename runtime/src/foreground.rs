@@ -7,8 +7,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 /// Reaps children until `process` exits, forwarding every other signal in `signals` (which
-/// the caller has blocked) to it.
-pub fn wait_forwarding(process: Pid, signals: &SigSet) -> Result<i32> {
+/// the caller has blocked) to it; a window size change calls `on_resize` instead.
+pub fn wait_forwarding(process: Pid, signals: &SigSet, on_resize: impl Fn()) -> Result<i32> {
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -20,7 +20,8 @@ pub fn wait_forwarding(process: Pid, signals: &SigSet) -> Result<i32> {
             }
         }
         match signals.wait().context("cannot wait for signals")? {
-            Signal::SIGCHLD | Signal::SIGWINCH | Signal::SIGURG => {}
+            Signal::SIGWINCH => on_resize(),
+            Signal::SIGCHLD | Signal::SIGURG => {}
             signal => {
                 // The process may be gone already; its exit arrives as SIGCHLD.
                 let _ = kill(process, signal);

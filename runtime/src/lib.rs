@@ -5,12 +5,14 @@ pub mod cgroups;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
+pub mod exec_process;
 pub mod foreground;
 pub mod lifecycle;
 pub mod logging;
 pub mod signal;
 pub mod state;
 pub mod store;
+pub mod terminal;
 pub mod version;
 
 use anyhow::Result;

@@ -140,3 +140,50 @@ fn concurrent_callers_on_different_ids_are_safe() {
     });
     assert_eq!(berth.ok(&["list", "-q"]), "");
 }
+
+/// Runs berth with its stdio on a new pty of the given size; returns what it printed
+/// there and its exit code.
+fn on_a_pty(berth: &Berth, args: &[&str], rows: u16, cols: u16) -> (String, Option<i32>) {
+    let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = berth
+        .command(args)
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    // EIO once berth, the last holder of the slave, has exited.
+    let _ = master.read_to_end(&mut output);
+    (String::from_utf8_lossy(&output).into_owned(), child.wait().unwrap().code())
+}
+
+#[test]
+fn foreground_terminals_are_proxied_with_the_window_size() {
+    if !require_root("foreground_terminals_are_proxied_with_the_window_size") {
+        return;
+    }
+    let script = "stty size; tty; [ -t 0 ] && echo tty-yes; exit 3";
+    let mut bundle = Bundle::busybox("ttyrun", &["sh", "-c", script]);
+    bundle.spec["process"]["terminal"] = json!(true);
+    bundle.write_spec();
+    let berth = Berth::new("ttyrun");
+    let (output, code) = on_a_pty(&berth, &["run", "-b", bundle.path().to_str().unwrap(), &container_id("ttyrun")], 33, 101);
+    assert_eq!(code, Some(3), "{output:?}");
+    assert!(output.contains("33 101"), "{output:?}");
+    assert!(output.contains("/dev/pts/0") && output.contains("tty-yes"), "{output:?}");
+
+    let sleeper = Bundle::busybox("ttyexec", &["sleep", "300"]);
+    let id = container_id("ttyexec");
+    berth.ok(&["run", "-d", "-b", sleeper.path().to_str().unwrap(), &id]);
+    let (output, code) = on_a_pty(&berth, &["exec", "-t", &id, "sh", "-c", script], 24, 77);
+    assert_eq!(code, Some(3), "{output:?}");
+    assert!(output.contains("24 77") && output.contains("tty-yes"), "{output:?}");
+    // Without -t the same exec has no terminal.
+    let plain = berth.output(&["exec", &id, "sh", "-c", "[ -t 0 ] && echo tty-yes || echo no-tty"]);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "no-tty\n");
+    berth.ok(&["delete", "-f", &id]);
+}

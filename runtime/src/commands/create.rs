@@ -14,38 +14,66 @@ use crate::cgroups;
 use crate::store::{check_id, Store};
 
 pub fn create(store: &Store, args: &CreateArgs) -> Result<()> {
-    build(store, args, true).map(|_| ())
+    let bundle = prepare(store, args)?;
+    let console_socket = args.console_socket.as_ref().map(super::exec::absolute);
+    build(store, args, &bundle, true, console_socket).map(|_| ())
 }
 
-/// Builds the container (libcontainer's create); `detach` false keeps the init process
-/// a child of this process, for `run` in the foreground. A failed create leaves nothing.
-pub fn build(store: &Store, args: &CreateArgs, detach: bool) -> Result<Container> {
+/// A bundle checked before anything is created: its path, spec and rootfs.
+pub struct CheckedBundle {
+    pub path: PathBuf,
+    pub spec: Spec,
+    rootfs: PathBuf,
+}
+
+impl CheckedBundle {
+    pub fn wants_terminal(&self) -> bool {
+        self.spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false)
+    }
+}
+
+/// Checks the id and the bundle, naming what is wrong before any state exists.
+pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     check_id(&args.id)?;
     if store.exists(&args.id) {
         bail!("container with id exists: {}", args.id);
     }
-    let bundle = fs::canonicalize(&args.bundle)
+    let path = fs::canonicalize(&args.bundle)
         .with_context(|| format!("bundle {} does not exist or cannot be read", args.bundle.display()))?;
-    let spec = load_spec(&bundle)?;
+    let spec = load_spec(&path)?;
     cgroups::check_systemd_request(store.systemd_cgroup, &spec)?;
-    let rootfs = rootfs_of(&bundle, &spec)?;
-    check_bind_sources(&bundle, &spec)?;
+    let rootfs = rootfs_of(&path, &spec)?;
+    check_bind_sources(&path, &spec)?;
     store.ensure_root()?;
+    Ok(CheckedBundle { path, spec, rootfs })
+}
 
+/// Builds the container (libcontainer's create). `detach` false keeps the init process
+/// a child of this process, for `run` in the foreground; a console socket gets the pty
+/// master of a terminal container. A failed create leaves nothing.
+pub fn build(
+    store: &Store,
+    args: &CreateArgs,
+    bundle: &CheckedBundle,
+    detach: bool,
+    console_socket: Option<PathBuf>,
+) -> Result<Container> {
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
-        .map(|b| b.with_console_socket(args.console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
+        .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
         .and_then(|b| {
-            b.as_init(&bundle)
+            b.as_init(&bundle.path)
                 .with_systemd(store.systemd_cgroup)
-                .with_detach(detach)
+                // libcontainer accepts a console socket only when detached; the init stays
+                // this process's child either way.
+                .with_detach(detach || console_socket.is_some())
                 .with_no_pivot(args.no_pivot)
                 .build()
         });
     match built {
         Ok(container) => {
-            if let Err(e) = store.write_record(&container, rootfs) {
+            if let Err(e) = store.write_record(&container, bundle.rootfs.clone()) {
                 remove_failed(store, &args.id);
                 return Err(e);
             }

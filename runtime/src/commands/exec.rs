@@ -1,15 +1,17 @@
 //! `exec`: runs a new process in a running container, from a process JSON or from flags.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::SigSet;
+use oci_spec::runtime::Process;
 
 use crate::cli::ExecArgs;
 use crate::store::Store;
+use crate::terminal::{ConsoleReceiver, Proxy};
 
 /// Returns the exit code berth should exit with (the process's, in the foreground).
 pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
@@ -20,60 +22,71 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         ContainerStatus::Paused => bail!("cannot exec in a paused container {} (resume it, or pass --ignore-paused)", args.id),
         _ => bail!("cannot exec in a stopped container: container not running: {}", args.id),
     }
-    if args.process.is_none() && args.command.is_empty() {
-        bail!("exec needs a command after the container id, or --process FILE");
+    let process: Process = match &args.process {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read process file {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("invalid process JSON in {}", path.display()))?
+        }
+        None if args.command.is_empty() => bail!("exec needs a command after the container id, or --process FILE"),
+        None => crate::exec_process::from_flags(container.bundle(), args)?,
+    };
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && args.detach && args.console_socket.is_none() {
+        bail!("a detached exec with a terminal needs --console-socket to receive it");
     }
-    if args.tty && args.console_socket.is_none() {
-        bail!("exec --tty needs --console-socket to receive the terminal; berth does not proxy terminals itself yet");
-    }
-    let (user, group) = parse_user(args.user.as_deref())?;
-    let env: HashMap<String, String> = args
-        .env
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((name, value)) => Ok((name.to_string(), value.to_string())),
-            None => bail!("invalid --env {pair:?}: use NAME=VALUE"),
-        })
-        .collect::<Result<_>>()?;
-
-    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    // libcontainer reads the process from a file: write ours into the container's directory.
+    let process_file = store.container_dir(&args.id).join(format!("exec-{}.json", std::process::id()));
+    std::fs::write(&process_file, serde_json::to_vec(&process)?)
+        .with_context(|| format!("cannot write {}", process_file.display()))?;
+    let receiver = if terminal && args.console_socket.is_none() { Some(ConsoleReceiver::listen(&store.root, &args.id)?) } else { None };
+    let console_socket = receiver.as_ref().map(|r| r.socket().to_path_buf()).or_else(|| args.console_socket.as_ref().map(absolute));
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
-        .map(|b| b.with_console_socket(args.console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
+        .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
         .and_then(|b| {
             b.as_tenant()
-                .with_detach(args.detach)
-                .with_cwd(args.cwd.as_ref())
-                .with_env(env)
-                .with_process(args.process.as_ref())
-                .with_no_new_privs(args.no_new_privs)
-                .with_container_args(args.command.clone())
-                .with_additional_gids(args.additional_gids.clone())
-                .with_user(user)
-                .with_group(group)
-                .with_capabilities(args.cap.clone())
+                // libcontainer wants a console socket only for detached processes; berth
+                // proxies a foreground terminal itself through its own socket.
+                .with_detach(args.detach || console_socket.is_some())
+                .with_process(Some(&process_file))
                 .with_ignore_paused(args.ignore_paused)
                 .with_sub_cgroup(args.cgroup.clone())
-                .with_apparmor(args.apparmor.clone())
-                .with_process_label(args.process_label.clone())
                 .build()
-        })
-        .with_context(|| format!("cannot exec in container {}", args.id))?;
+        });
+    let _ = std::fs::remove_file(&process_file);
+    let pid = match built {
+        Ok(pid) => pid,
+        Err(e) => {
+            if let Some(receiver) = receiver {
+                receiver.abandon();
+            }
+            return Err(anyhow::Error::new(e).context(format!("cannot exec in container {}", args.id)));
+        }
+    };
     if args.detach {
         return Ok(0);
     }
+    // Blocked only now: the new process must not inherit a blocked signal mask.
     let signals = SigSet::all();
     signals.thread_block().context("cannot block signals to forward them")?;
-    crate::foreground::wait_forwarding(pid, &signals)
+    let proxy = match receiver {
+        Some(receiver) => Some(Proxy::start(receiver.receive()?)?),
+        None => None,
+    };
+    let code = crate::foreground::wait_forwarding(pid, &signals, || {
+        if let Some(proxy) = &proxy {
+            proxy.resize();
+        }
+    });
+    if let Some(proxy) = proxy {
+        proxy.finish();
+    }
+    code
 }
 
-/// `UID[:GID]`, numeric as runc takes it.
-fn parse_user(user: Option<&str>) -> Result<(Option<u32>, Option<u32>)> {
-    let Some(user) = user else { return Ok((None, None)) };
-    let (uid, gid) = match user.split_once(':') {
-        Some((uid, gid)) => (uid, Some(gid)),
-        None => (user, None),
-    };
-    let number = |text: &str| text.parse::<u32>().with_context(|| format!("invalid --user {user:?}: use numeric UID[:GID]"));
-    Ok((Some(number(uid)?), gid.map(number).transpose()?))
+/// A path made absolute against the current directory (libcontainer links the console
+/// socket from another directory).
+pub fn absolute(path: &PathBuf) -> PathBuf {
+    std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.clone())
 }

@@ -7,21 +7,52 @@ use nix::sys::signal::SigSet;
 use crate::cli::RunArgs;
 use crate::logging::Reporter;
 use crate::store::Store;
+use crate::terminal::{ConsoleReceiver, Proxy};
 
 /// Returns the exit code berth should exit with.
 pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
     let id = &args.create.id;
-    let mut container = super::create::build(store, &args.create, args.detach)?;
+    let bundle = super::create::prepare(store, &args.create)?;
+    // A foreground terminal without a console socket is proxied by berth itself.
+    let receiver = match (&args.create.console_socket, !args.detach && bundle.wants_terminal()) {
+        (None, true) => Some(ConsoleReceiver::listen(&store.root, id)?),
+        _ => None,
+    };
+    let console_socket = match &receiver {
+        Some(receiver) => Some(receiver.socket().to_path_buf()),
+        None => args.create.console_socket.as_ref().map(super::exec::absolute),
+    };
+    let mut container = match super::create::build(store, &args.create, &bundle, args.detach, console_socket) {
+        Ok(container) => container,
+        Err(e) => {
+            if let Some(receiver) = receiver {
+                receiver.abandon();
+            }
+            return Err(e);
+        }
+    };
     if args.detach {
         crate::lifecycle::start(&mut container, reporter)?;
         return Ok(0);
     }
     let init = container.pid().with_context(|| format!("container {id} has no init process after create"))?;
     // Block every signal before start so none is lost: they are forwarded to the container.
+    // (The init was cloned during create, so it does not inherit this mask.)
     let signals = SigSet::all();
     signals.thread_block().context("cannot block signals to forward them")?;
+    let proxy = match receiver {
+        Some(receiver) => Some(Proxy::start(receiver.receive()?)?),
+        None => None,
+    };
     crate::lifecycle::start(&mut container, reporter)?;
-    let code = crate::foreground::wait_forwarding(init, &signals);
+    let code = crate::foreground::wait_forwarding(init, &signals, || {
+        if let Some(proxy) = &proxy {
+            proxy.resize();
+        }
+    });
+    if let Some(proxy) = proxy {
+        proxy.finish();
+    }
     if !args.keep || code.is_err() {
         if let Err(e) = crate::lifecycle::destroy(&mut container, true, reporter) {
             reporter.warn(&format!("cannot delete container {id} after it exited: {e:#}"));
