@@ -121,7 +121,7 @@ pub struct CreateArgs {
     /// Do not use pivot_root to enter the rootfs (for ramdisk roots)
     #[arg(long)]
     pub no_pivot: bool,
-    /// Do not create a new session keyring
+    /// Keep the caller's session keyring instead of giving the container its own
     #[arg(long)]
     pub no_new_keyring: bool,
     /// Pass this many extra fds (from 3 on) to the container process

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod exec_process;
 pub mod foreground;
+pub mod keyring;
 pub mod lifecycle;
 pub mod logging;
 pub mod signal;

@@ -12,8 +12,12 @@ use serde_json::json;
 
 /// Runs the bundle in the foreground and returns stdout, asserting exit code 0.
 fn run_ok(berth: &Berth, bundle: &Bundle, name: &str) -> String {
-    let (code, stdout, stderr) = berth.run_bundle(bundle.path(), &container_id(name));
-    assert_eq!(code, 0, "container {name} failed: stdout {stdout:?} stderr {stderr:?}");
+    run_id_ok(berth, bundle, &container_id(name))
+}
+
+fn run_id_ok(berth: &Berth, bundle: &Bundle, id: &str) -> String {
+    let (code, stdout, stderr) = berth.run_bundle(bundle.path(), id);
+    assert_eq!(code, 0, "container {id} failed: stdout {stdout:?} stderr {stderr:?}");
     stdout
 }
 
@@ -268,4 +272,25 @@ impl Drop for MountGuard {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+#[test]
+fn containers_get_a_session_keyring_of_their_own() {
+    if !require_root("containers_get_a_session_keyring_of_their_own") {
+        return;
+    }
+    // /proc/keys is masked by default; unmask it to see which keyrings the process holds.
+    let mut bundle = Bundle::busybox("keyring", &["cat", "/proc/keys"]);
+    bundle.spec["linux"]["maskedPaths"] = json!([]);
+    bundle.spec["linux"]["readonlyPaths"] = json!([]);
+    bundle.write_spec();
+    let berth = Berth::new("keyring");
+    let id = container_id("keyring");
+    let keys = run_id_ok(&berth, &bundle, &id);
+    assert!(keys.contains(&format!("_ses.{id}")), "no keyring of the container's own: {keys}");
+
+    let other = container_id("nokeyring");
+    let out = berth.output(&["run", "--no-new-keyring", "-b", bundle.path().to_str().unwrap(), &other]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&format!("_ses.{other}")));
 }
