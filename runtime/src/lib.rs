@@ -10,6 +10,7 @@ pub mod foreground;
 pub mod keyring;
 pub mod lifecycle;
 pub mod logging;
+pub mod propagation;
 pub mod signal;
 pub mod state;
 pub mod store;

@@ -294,3 +294,63 @@ fn containers_get_a_session_keyring_of_their_own() {
     assert!(out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&format!("_ses.{other}")));
 }
+
+#[test]
+fn advertised_mount_options_take_effect() {
+    if !require_root("advertised_mount_options_take_effect") {
+        return;
+    }
+    // Each option on a tmpfs of its own, then what the kernel shows for it in mountinfo:
+    // (option, text expected in the per-mount options or optional fields).
+    let cases: &[(&[&str], &str)] = &[
+        (&["ro"], "ro"),
+        (&["rw"], "rw"),
+        (&["nosuid"], "nosuid"),
+        (&["nodev"], "nodev"),
+        (&["noexec"], "noexec"),
+        (&["noatime"], "noatime"),
+        (&["nodiratime"], "nodiratime"),
+        (&["relatime"], "relatime"),
+    ];
+    let mut bundle = Bundle::busybox("mountopts", &["cat", "/proc/self/mountinfo"]);
+    for (n, (options, _)) in cases.iter().enumerate() {
+        std::fs::create_dir_all(bundle.rootfs().join(format!("m/{n}"))).unwrap();
+        bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": format!("/m/{n}"), "type": "tmpfs", "source": "tmpfs", "options": options}));
+    }
+    // Propagation, on bind mounts of a shared source: (option, optional field shown).
+    let propagation: &[(&str, &str)] = &[
+        ("shared", "shared:"), ("rshared", "shared:"), ("slave", "master:"), ("rslave", "master:"),
+        ("unbindable", "unbindable"), ("runbindable", "unbindable"), ("private", ""), ("rprivate", ""),
+    ];
+    let source = TempDir::new("berth-mountopts-src");
+    let shared_source = MountGuard::bind_shared(source.path());
+    for (option, _) in propagation {
+        std::fs::create_dir_all(bundle.rootfs().join(format!("p/{option}"))).unwrap();
+        bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": format!("/p/{option}"), "type": "bind", "source": source.path(), "options": ["bind", option]}));
+    }
+    bundle.write_spec();
+    let berth = Berth::new("mountopts");
+    let info = run_ok(&berth, &bundle, "mountopts");
+    drop(shared_source);
+    let line_for = |point: &str| -> String {
+        info.lines().find(|l| l.split_whitespace().nth(4) == Some(point)).unwrap_or_else(|| panic!("{point} not mounted:\n{info}")).to_string()
+    };
+    for (n, (options, shown)) in cases.iter().enumerate() {
+        let line = line_for(&format!("/m/{n}"));
+        let (before, _) = line.split_once(" - ").unwrap();
+        let fields: Vec<&str> = before.split_whitespace().collect();
+        let mount_options: Vec<&str> = fields[5].split(',').collect();
+        let optional = &fields[6..];
+        let seen = mount_options.contains(shown) || optional.iter().any(|f| f.starts_with(shown));
+        assert!(seen, "option {options:?} not in effect: {line}");
+    }
+    for (option, shown) in propagation {
+        let line = line_for(&format!("/p/{option}"));
+        let optional: Vec<&str> = line.split_once(" - ").unwrap().0.split_whitespace().skip(6).collect();
+        if shown.is_empty() {
+            assert!(optional.is_empty(), "{option}: still propagating: {line}");
+        } else {
+            assert!(optional.iter().any(|f| f.starts_with(shown)), "{option}: {line}");
+        }
+    }
+}

@@ -75,7 +75,11 @@ pub fn build(
         });
     match built {
         Ok(container) => {
-            if let Err(e) = store.write_record(&container, bundle.rootfs.clone()) {
+            let finished = store.write_record(&container, bundle.rootfs.clone()).and_then(|_| {
+                let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
+                crate::propagation::apply(init, &bundle.spec, &args.id)
+            });
+            if let Err(e) = finished {
                 remove_failed(store, &args.id);
                 return Err(e);
             }
