@@ -169,3 +169,32 @@ impl Drop for Bundle {
         }
     }
 }
+
+/// A tar of a minimal Debian bookworm root filesystem made with debootstrap, built once
+/// and kept under `target/fixtures/` (later runs reuse it; `cargo clean` removes it).
+pub fn debian_rootfs_tar() -> PathBuf {
+    let dir = crate::bench::bench_dir().with_file_name("fixtures");
+    fs::create_dir_all(&dir).unwrap();
+    let tar = dir.join("debian-bookworm-minbase.tar");
+    // One builder at a time, across test processes.
+    let lock = fs::File::create(dir.join("debian.lock")).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    if tar.exists() {
+        return tar;
+    }
+    let staging = TempDir::new("berth-debootstrap");
+    let rootfs = staging.path().join("rootfs");
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", "bookworm"])
+        .arg(&rootfs)
+        .arg("http://deb.debian.org/debian")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("cannot run debootstrap; install Debian's debootstrap (make deps does)");
+    assert!(status.success(), "debootstrap of Debian bookworm failed");
+    let partial = dir.join("debian-bookworm-minbase.tar.partial");
+    let status = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&partial).arg(".").status().unwrap();
+    assert!(status.success(), "cannot tar the Debian rootfs");
+    fs::rename(&partial, &tar).unwrap();
+    tar
+}

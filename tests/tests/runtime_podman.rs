@@ -1,0 +1,157 @@
+//! podman (Debian's) drives berth as its OCI runtime (`--runtime`), with berth listed in
+//! `runtime_supports_json` so podman reads berth's JSON error log, on a Debian image
+//! built by the tests with debootstrap. Storage, state and cgroups are private to the test.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use berth_tests::fixtures::{debian_rootfs_tar, TempDir};
+use berth_tests::privilege::{have_program, missing, require_root};
+
+const IMAGE: &str = "localhost/berth-debian";
+
+/// podman with private storage, run root, tmp dir, events log and cgroup parent.
+struct Podman {
+    dir: TempDir,
+    cgroup_parent: String,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = TempDir::new("berth-podman");
+        let conf = format!(
+            "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{}/events.log\"\nruntime_supports_json = [\"berth\"]\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("containers.conf"), conf).unwrap();
+        Podman { dir, cgroup_parent: format!("/berth-podman-{}", std::process::id()) }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let d = self.dir.path();
+        let mut command = Command::new("podman");
+        command
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .arg("--root").arg(d.join("root"))
+            .arg("--runroot").arg(d.join("runroot"))
+            .arg("--tmpdir").arg(d.join("tmp"))
+            .args(["--storage-driver", "overlay", "--runtime"])
+            .arg(berth_tests::bins::bin("berth"))
+            .args(args);
+        command
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(std::process::Stdio::null()).output().expect("cannot run podman")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(out.status.success(), "podman {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `podman run` arguments shared by every container of the test.
+    fn run_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["run", "--network", "none", "--cgroup-parent", &self.cgroup_parent];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.output(&["rm", "--all", "--force", "--time", "0"]);
+        let _ = self.output(&["rmi", "--all", "--force"]);
+        // Unmount whatever podman's storage left mounted under the private directory.
+        let prefix = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<PathBuf> =
+            mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(PathBuf::from).collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for point in points {
+            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for mount in berth_tests::runtime::cgroup_mounts() {
+            let parent = mount.join(self.cgroup_parent.trim_start_matches('/'));
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for child in children.flatten() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn ready(test: &str) -> Option<Podman> {
+    if !require_root(test) {
+        return None;
+    }
+    for program in ["podman", "conmon", "debootstrap"] {
+        if !have_program(program) {
+            missing(test, &format!("Debian's {program} (make deps installs it)"));
+            return None;
+        }
+    }
+    let podman = Podman::new();
+    let tar = debian_rootfs_tar();
+    podman.ok(&["import", tar.to_str().unwrap(), IMAGE]);
+    Some(podman)
+}
+
+#[test]
+fn podman_runs_a_debian_image_through_berth() {
+    let Some(podman) = ready("podman_runs_a_debian_image_through_berth") else { return };
+
+    // run in the foreground: output and exit code.
+    let out = podman.output(&podman.run_args(&["--rm", IMAGE, "sh", "-c", "cat /etc/debian_version; exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("12."), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // run -d, exec with and without a terminal.
+    let script = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
+    podman.ok(&podman.run_args(&["-d", "--name", "web", IMAGE, "sh", "-c", script]));
+    let out = podman.output(&["exec", "web", "sh", "-c", "echo exec-ok; exit 4"]);
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(4), "exec-ok\n"));
+    let out = podman.ok(&["exec", "-t", "web", "sh", "-c", "tty; [ -t 0 ] && echo on-a-tty"]);
+    assert!(out.contains("/dev/pts/") && out.contains("on-a-tty"), "{out:?}");
+
+    // pause and unpause.
+    podman.ok(&["pause", "web"]);
+    assert_eq!(podman.ok(&["inspect", "--format", "{{.State.Status}}", "web"]).trim(), "paused");
+    podman.ok(&["unpause", "web"]);
+    assert_eq!(podman.ok(&["inspect", "--format", "{{.State.Status}}", "web"]).trim(), "running");
+
+    // update, then the limit as the container's cgroup shows it.
+    podman.ok(&["update", "--memory", "64m", "web"]);
+    let limit_file = if berth_tests::runtime::cgroup_layout().starts_with("v2") { "/sys/fs/cgroup/memory.max" } else { "/sys/fs/cgroup/memory/memory.limit_in_bytes" };
+    let limit = podman.ok(&["exec", "web", "cat", limit_file]);
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+
+    // top lists the container's processes.
+    let top = podman.ok(&["top", "web"]);
+    assert!(top.contains("sleep") || top.contains("sh -c"), "{top}");
+
+    // stop: SIGTERM reaches the trap, so the container exits 0 within the grace period.
+    podman.ok(&["stop", "--time", "10", "web"]);
+    assert_eq!(podman.ok(&["inspect", "--format", "{{.State.ExitCode}}", "web"]).trim(), "0");
+    podman.ok(&["rm", "web"]);
+    assert!(!podman.ok(&["ps", "-a", "--format", "{{.Names}}"]).contains("web"));
+
+    // A process that ignores SIGTERM is killed when the grace period ends: 137.
+    podman.ok(&podman.run_args(&["-d", "--name", "stubborn", IMAGE, "sleep", "300"]));
+    podman.ok(&["stop", "--time", "1", "stubborn"]);
+    assert_eq!(podman.ok(&["inspect", "--format", "{{.State.ExitCode}}", "stubborn"]).trim(), "137");
+    podman.ok(&["rm", "stubborn"]);
+}
+
+#[test]
+fn podman_shows_berths_own_error_for_a_container_that_cannot_start() {
+    let Some(podman) = ready("podman_shows_berths_own_error_for_a_container_that_cannot_start") else { return };
+    let out = podman.output(&podman.run_args(&["--rm", IMAGE, "/no/such/program"]));
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("executable '/no/such/program' not found"), "{stderr}");
+    assert!(stderr.contains("cannot create container"), "podman should show berth's own message: {stderr}");
+}
