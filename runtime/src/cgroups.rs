@@ -50,3 +50,21 @@ pub fn manager(container: &libcontainer::container::Container) -> Result<libcgro
     })
     .map_err(|e| anyhow::anyhow!("cannot open the cgroups of container {}: {e}", container.id()))
 }
+
+/// Applies `memory.disableOOMKiller`, which libcontainer 0.7 leaves out of create (it
+/// always passes false); only cgroup v1 has the switch.
+pub fn apply_oom_killer_setting(container: &libcontainer::container::Container, spec: &Spec) -> Result<()> {
+    let Some(resources) = spec.linux().as_ref().and_then(|l| l.resources().clone()) else { return Ok(()) };
+    if !disables_oom_killer(&resources) {
+        return Ok(());
+    }
+    use libcgroups::common::CgroupManager;
+    manager(container)?
+        .apply(&libcgroups::common::ControllerOpt { resources: &resources, disable_oom_killer: true, oom_score_adj: None, freezer_state: None })
+        .map_err(|e| anyhow::anyhow!("cannot disable the OOM killer of container {}: {e}", container.id()))
+}
+
+/// True when the resources ask for the OOM killer to be disabled.
+pub fn disables_oom_killer(resources: &oci_spec::runtime::LinuxResources) -> bool {
+    resources.memory().as_ref().and_then(|m| m.disable_oom_killer()).unwrap_or(false)
+}

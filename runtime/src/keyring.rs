@@ -32,7 +32,9 @@ impl Executor for KeyringExecutor {
 }
 
 /// keyctl(KEYCTL_JOIN_SESSION_KEYRING): joins the named keyring, creating it if needed.
-/// A kernel without keyrings (ENOSYS) is not an error, as in runc.
+/// This runs after the container's seccomp filter is in place, and common profiles
+/// (Docker's, podman's) refuse keyctl: then the process cannot reach any keyring through
+/// keyctl anyway, so ENOSYS, EPERM and EACCES are not errors.
 fn join_session_keyring(name: &str) -> Result<(), ExecutorError> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     let name = std::ffi::CString::new(name).map_err(|_| ExecutorError::InvalidArg)?;
@@ -40,7 +42,7 @@ fn join_session_keyring(name: &str) -> Result<(), ExecutorError> {
     let result = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
     if result < 0 {
         let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::ENOSYS) {
+        if !matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM | libc::EACCES)) {
             return Err(ExecutorError::Other(format!("cannot join session keyring {name:?}: {error}")));
         }
     }

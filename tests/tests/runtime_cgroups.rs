@@ -105,3 +105,29 @@ fn pids_limit_stops_forks() {
     let (code, stdout, _) = berth.run_bundle(bundle.path(), &container_id("pids-ok"));
     assert_eq!((code, stdout.as_str()), (0, "all-forked\n"));
 }
+
+#[test]
+fn disable_oom_killer_is_applied_and_survives_updates() {
+    if !require_root("disable_oom_killer_is_applied_and_survives_updates") {
+        return;
+    }
+    if cgroup_layout().starts_with("v2") {
+        eprintln!("cgroup v2 has no OOM killer switch; nothing to check on {}", cgroup_layout());
+        return;
+    }
+    let mut bundle = Bundle::busybox("nooom", &["sleep", "300"]);
+    bundle.spec["linux"]["resources"]["memory"] = json!({"limit": 67108864, "disableOOMKiller": true});
+    bundle.write_spec();
+    let berth = Berth::new("nooom");
+    let id = container_id("nooom");
+    berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
+    let oom_control = || read(cgroup_file("memory", &bundle.cgroups_path(), "memory.oom_control"));
+    assert!(oom_control().contains("oom_kill_disable 1"), "{}", oom_control());
+    berth.ok(&["update", "--memory", "128m", &id]);
+    assert!(oom_control().contains("oom_kill_disable 1"), "an update re-enabled the OOM killer: {}", oom_control());
+    let mut update = berth.command(&["update", "-r", "-", &id]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut update.stdin.take().unwrap(), br#"{"memory": {"limit": 134217728, "disableOOMKiller": false}}"#).unwrap();
+    assert!(update.wait().unwrap().success());
+    assert!(oom_control().contains("oom_kill_disable 0"), "{}", oom_control());
+    berth.ok(&["delete", "-f", &id]);
+}

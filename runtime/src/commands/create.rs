@@ -77,7 +77,8 @@ pub fn build(
         Ok(container) => {
             let finished = store.write_record(&container, bundle.rootfs.clone()).and_then(|_| {
                 let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
-                crate::propagation::apply(init, &bundle.spec, &args.id)
+                crate::propagation::apply(init, &bundle.spec, &args.id)?;
+                cgroups::apply_oom_killer_setting(&container, &bundle.spec)
             });
             if let Err(e) = finished {
                 remove_failed(store, &args.id);
@@ -101,7 +102,8 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let spec: Spec = serde_json::from_str(&text)
         .with_context(|| format!("invalid config.json in {}", bundle.display()))?;
-    if spec.process().as_ref().and_then(|p| p.args().as_ref()).is_none_or(|a| a.is_empty()) {
+    // A spec may leave out the process until start (runtime-spec); one it gives needs args.
+    if spec.process().as_ref().is_some_and(|p| p.args().as_ref().is_none_or(|a| a.is_empty())) {
         bail!("invalid config.json in {}: process.args must name the program to run", bundle.display());
     }
     Ok(spec)

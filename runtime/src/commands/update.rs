@@ -26,7 +26,12 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<()> {
         bail!("--l3-cache-schema and --mem-bw-schema need Intel RDT (resctrl), which this host does not offer");
     }
     crate::cgroups::manager(&container)?
-        .apply(&ControllerOpt { resources: &resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None })
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: oom_killer_disabled(&resources, container.bundle()),
+            oom_score_adj: None,
+            freezer_state: None,
+        })
         .with_context(|| format!("cannot update the resources of container {}", args.id))
 }
 
@@ -78,4 +83,16 @@ fn resources_from_flags(args: &UpdateArgs) -> Result<LinuxResources> {
         resources = resources.block_io(LinuxBlockIoBuilder::default().weight(weight).build()?);
     }
     Ok(resources.build()?)
+}
+
+/// The OOM killer switch after an update: as the update says, else as the container's
+/// config.json set it (libcgroups rewrites the switch with every memory update).
+fn oom_killer_disabled(resources: &LinuxResources, bundle: &std::path::Path) -> bool {
+    match resources.memory().as_ref().and_then(|m| m.disable_oom_killer()) {
+        Some(disabled) => disabled,
+        None => crate::commands::create::load_spec(bundle)
+            .ok()
+            .and_then(|spec| spec.linux().as_ref().and_then(|l| l.resources().clone()))
+            .is_some_and(|r| crate::cgroups::disables_oom_killer(&r)),
+    }
 }
