@@ -202,3 +202,102 @@ fn checkpoint_and_restore_report_criu_when_it_cannot_work() {
     let err = berth.fails(&["restore", "--image-path", images.path().to_str().unwrap(), "-b", "/tmp", &id]);
     assert!(err.contains("`criu check` fails on this host"), "{err}");
 }
+
+/// Runs `mkdir` (mode 0777) under a seccomp filter with `rules`; returns (exit code, stdout).
+fn under_seccomp(berth: &Berth, name: &str, rules: Value) -> (i32, String) {
+    let mut bundle = Bundle::busybox(name, &["sh", "-c", "mkdir /tmp/x 2>&1; echo mkdir=$?"]);
+    bundle.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": rules
+    });
+    bundle.write_spec();
+    let (code, stdout, _) = berth.run_bundle(bundle.path(), &container_id(name));
+    (code, stdout)
+}
+
+#[test]
+fn every_advertised_seccomp_action_and_operator_works() {
+    if !require_root("every_advertised_seccomp_action_and_operator_works") {
+        return;
+    }
+    let berth = Berth::new("seccomp-all");
+    let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
+    let names = |key: &str| -> Vec<String> {
+        features["linux"]["seccomp"][key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    let mkdir = json!(["mkdir", "mkdirat"]);
+    for action in names("actions") {
+        let (code, stdout) = under_seccomp(&berth, "seccomp-action", json!([{"names": mkdir, "action": action, "errnoRet": 13}]));
+        match action.as_str() {
+            "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" => assert_eq!((code, stdout.as_str()), (0, "mkdir=0\n"), "{action}"),
+            "SCMP_ACT_ERRNO" => assert!(stdout.contains("Permission denied") && stdout.contains("mkdir=1"), "{action}: {stdout}"),
+            // No tracer is attached, so a traced syscall fails with ENOSYS.
+            "SCMP_ACT_TRACE" => assert!(stdout.contains("not implemented") && stdout.contains("mkdir=1"), "{action}: {stdout}"),
+            // mkdir runs in a child of the shell: SIGSYS kills it (128+31) and the shell goes on.
+            "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" | "SCMP_ACT_KILL_PROCESS" | "SCMP_ACT_TRAP" => {
+                assert!(code == 0 && stdout.ends_with("mkdir=159\n"), "{action}: {code} {stdout}")
+            }
+            other => panic!("features advertises seccomp action {other} that no test covers"),
+        }
+    }
+    // Operators on the mode argument (mkdir's second, mkdirat's third): each matches 0777.
+    for op in names("operators") {
+        let (value, value_two) = match op.as_str() {
+            "SCMP_CMP_EQ" | "SCMP_CMP_GE" | "SCMP_CMP_LE" => (0o777, 0),
+            "SCMP_CMP_NE" | "SCMP_CMP_GT" => (0o700, 0),
+            "SCMP_CMP_LT" => (0o1000, 0),
+            "SCMP_CMP_MASKED_EQ" => (0o700, 0o700),
+            other => panic!("features advertises seccomp operator {other} that no test covers"),
+        };
+        let rule = |name: &str, index: u32| {
+            json!({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                "args": [{"index": index, "value": value, "valueTwo": value_two, "op": op}]})
+        };
+        let (code, stdout) = under_seccomp(&berth, "seccomp-op", json!([rule("mkdir", 1), rule("mkdirat", 2)]));
+        assert_eq!(code, 0);
+        assert!(stdout.contains("mkdir=1"), "{op} did not match mode 0777: {stdout}");
+    }
+    // A rule whose condition does not match leaves the syscall alone.
+    let unmatched = json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+        "args": [{"index": 1, "value": 0o700, "op": "SCMP_CMP_EQ"}]}]);
+    assert_eq!(under_seccomp(&berth, "seccomp-unmatched", unmatched), (0, "mkdir=0\n".to_string()));
+}
+
+#[test]
+fn preserved_fds_no_pivot_and_ps_arguments() {
+    if !require_root("preserved_fds_no_pivot_and_ps_arguments") {
+        return;
+    }
+    // --preserve-fds 1 hands the caller's fd 3 to the container.
+    let bundle = Bundle::busybox("preserve", &["sh", "-c", "cat <&3"]);
+    let berth = Berth::new("preserve");
+    let dir = TempDir::new("berth-preserve");
+    std::fs::write(dir.path().join("given"), "through fd 3\n").unwrap();
+    let given = std::fs::File::open(dir.path().join("given")).unwrap();
+    let mut command = berth.command(&["run", "--preserve-fds", "1", "-b", bundle.path().to_str().unwrap(), &container_id("preserve")]);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&given);
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through fd 3\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // --no-pivot enters the rootfs without pivot_root and still runs the bundle.
+    let no_pivot = Bundle::busybox("nopivot", &["sh", "-c", "cat /etc/passwd | head -1"]);
+    let out = berth.output(&["run", "--no-pivot", "-b", no_pivot.path().to_str().unwrap(), &container_id("nopivot")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "root:x:0:0:root:/root:/bin/sh\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // ps passes its arguments to ps(1) and keeps only the container's rows.
+    let (_sleeper, berth, id) = running("psargs");
+    let table = berth.ok(&["ps", &id, "-o", "pid,comm"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PID", "COMMAND"]);
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[1].ends_with("sleep"), "{table}");
+}
