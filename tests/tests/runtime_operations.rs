@@ -279,7 +279,9 @@ fn preserved_fds_no_pivot_and_ps_arguments() {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&given);
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec, so clear it in that case.
+            let ok = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+            if ok < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
