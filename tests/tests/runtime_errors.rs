@@ -33,6 +33,11 @@ fn unknown_ids_are_reported_as_runc_does() {
         fails_with(&berth, &args, "container does not exist");
     }
     fails_with(&berth, &["state", "../escape"], "invalid container id");
+    // Without --root, root uses /run/berth as runc uses /run/runc.
+    let out = std::process::Command::new(&berth.bin).args(["state", "ghost-without-root"]).output().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("under /run/berth"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

@@ -118,6 +118,27 @@ fn update_changes_limits_from_flags_and_stdin() {
     }
     let err = berth.fails(&["update", "--memory", "lots", &id]);
     assert!(err.contains("invalid size"), "{err}");
+
+    // The remaining single-value flags: each takes effect, or is refused saying why.
+    berth.ok(&["update", "--cpuset-cpus", "0", "--cpuset-mems", "0", "--memory-reservation", "32m", "--cpu-rt-period", "1000000", "--cpu-rt-runtime", "1000", &id]);
+    if !cgroup_layout().starts_with("v2") {
+        assert_eq!(v1_file("cpuset", &bundle, "cpuset.cpus"), "0");
+        assert_eq!(v1_file("cpuset", &bundle, "cpuset.mems"), "0");
+        assert_eq!(v1_file("memory", &bundle, "memory.soft_limit_in_bytes"), (32u64 << 20).to_string());
+        assert_eq!(v1_file("cpu", &bundle, "cpu.rt_runtime_us"), "1000");
+        let weight_file = ["blkio.weight", "blkio.bfq.weight"].iter().any(|f| std::path::Path::new("/sys/fs/cgroup/blkio").join(f).exists());
+        let out = berth.output(&["update", "--blkio-weight", "500", &id]);
+        if weight_file {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("has no weight file"), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let out = berth.output(&["update", "--kernel-memory", "64m", "--kernel-memory-tcp", "64m", &id]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel memory limits are deprecated"));
+    let err = berth.fails(&["update", "--l3-cache-schema", "L3:0=f", &id]);
+    assert!(err.contains("Intel RDT"), "{err}");
 }
 
 #[test]
@@ -302,4 +323,38 @@ fn preserved_fds_no_pivot_and_ps_arguments() {
     assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PID", "COMMAND"]);
     assert_eq!(lines.len(), 2, "{table}");
     assert!(lines[1].ends_with("sleep"), "{table}");
+}
+
+#[test]
+fn every_advertised_capability_can_be_granted() {
+    if !require_root("every_advertised_capability_can_be_granted") {
+        return;
+    }
+    let berth = Berth::new("allcaps");
+    let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
+    let caps: Vec<String> = features["linux"]["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert!(caps.len() > 30, "{caps:?}");
+    let mut bundle = Bundle::busybox("allcaps", &["grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status"]);
+    for set in ["bounding", "effective", "permitted"] {
+        bundle.spec["process"]["capabilities"][set] = json!(caps);
+    }
+    bundle.write_spec();
+    let (code, stdout, stderr) = berth.run_bundle(bundle.path(), &container_id("allcaps"));
+    assert_eq!(code, 0, "{stderr}");
+    // The mask of the advertised capabilities, as the kernel numbers them.
+    let mask: u64 = caps.iter().map(|name| 1u64 << cap_number(name)).sum();
+    let expected = format!("{mask:016x}");
+    for line in stdout.lines() {
+        assert_eq!(line.split_whitespace().nth(1), Some(expected.as_str()), "{stdout}");
+    }
+}
+
+fn cap_number(name: &str) -> u32 {
+    const NAMES: [&str; 41] = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+        "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"];
+    let short = name.strip_prefix("CAP_").unwrap_or(name);
+    NAMES.iter().position(|n| *n == short).unwrap_or_else(|| panic!("unknown capability {name}")) as u32
 }

@@ -20,7 +20,7 @@ pub fn features(criu: Option<&Path>) -> Result<()> {
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<std::collections::BTreeSet<_>>(),
+            "capabilities": grantable_capabilities(),
             "cgroup": {
                 "v1": true,
                 "v2": true,
@@ -47,6 +47,12 @@ pub fn features(criu: Option<&Path>) -> Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&document)?);
     Ok(())
+}
+
+/// The capabilities berth can give a container: those in its own bounding set (a
+/// capability the caller lacks cannot be granted, whatever the kernel knows).
+fn grantable_capabilities() -> std::collections::BTreeSet<String> {
+    caps::read(None, caps::CapSet::Bounding).unwrap_or_default().iter().map(|c| c.to_string()).collect()
 }
 
 fn apparmor_enabled() -> bool {

@@ -22,6 +22,7 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<()> {
         Some(path) => read_resources(path)?,
         None => resources_from_flags(args)?,
     };
+    check_host_support(&resources)?;
     if args.l3_cache_schema.is_some() || args.mem_bw_schema.is_some() {
         bail!("--l3-cache-schema and --mem-bw-schema need Intel RDT (resctrl), which this host does not offer");
     }
@@ -33,6 +34,23 @@ pub fn update(store: &Store, args: &UpdateArgs) -> Result<()> {
             freezer_state: None,
         })
         .with_context(|| format!("cannot update the resources of container {}", args.id))
+}
+
+/// Refuses settings this host's cgroups cannot hold, instead of reporting a silent no-op.
+fn check_host_support(resources: &LinuxResources) -> Result<()> {
+    let weight = resources.block_io().as_ref().is_some_and(|b| b.weight().is_some() || b.leaf_weight().is_some());
+    if weight && !crate::cgroups::unified_host() {
+        let blkio = std::path::Path::new("/sys/fs/cgroup/blkio");
+        if !blkio.join("blkio.weight").exists() && !blkio.join("blkio.bfq.weight").exists() {
+            bail!("a blkio weight needs a block scheduler with weights (CFQ or BFQ), and this host's blkio cgroup has no weight file");
+        }
+    }
+    let kernel = resources.memory().as_ref().is_some_and(|m| m.kernel().is_some() || m.kernel_tcp().is_some());
+    if kernel {
+        // As runc does: the kernel has deprecated these limits and may ignore them.
+        eprintln!("warning: kernel memory limits are deprecated; this kernel may ignore them");
+    }
+    Ok(())
 }
 
 fn read_resources(path: &std::path::Path) -> Result<LinuxResources> {
