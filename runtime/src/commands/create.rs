@@ -10,7 +10,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use oci_spec::runtime::Spec;
 
 use crate::cli::CreateArgs;
-use crate::keyring::KeyringExecutor;
+use crate::executor::BerthExecutor;
 use crate::cgroups;
 use crate::store::{check_id, Store};
 
@@ -60,7 +60,7 @@ pub fn build(
     console_socket: Option<PathBuf>,
 ) -> Result<Container> {
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_executor(KeyringExecutor::new(&args.id, !args.no_new_keyring))
+        .with_executor(BerthExecutor::new(&args.id, !args.no_new_keyring))
         .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
         .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))

@@ -10,7 +10,7 @@ use nix::sys::signal::SigSet;
 use oci_spec::runtime::Process;
 
 use crate::cli::ExecArgs;
-use crate::keyring::KeyringExecutor;
+use crate::executor::BerthExecutor;
 use crate::store::Store;
 use crate::terminal::{ConsoleReceiver, Proxy};
 
@@ -42,7 +42,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     let receiver = if terminal && args.console_socket.is_none() { Some(ConsoleReceiver::listen(&store.root, &args.id)?) } else { None };
     let console_socket = receiver.as_ref().map(|r| r.socket().to_path_buf()).or_else(|| args.console_socket.as_ref().map(absolute));
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_executor(KeyringExecutor::new(&args.id, true))
+        .with_executor(BerthExecutor::new(&args.id, true))
         .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
         .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))

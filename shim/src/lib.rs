@@ -1,0 +1,9 @@
+//! containerd-shim-berth-v2: a containerd runtime v2 shim (task API v2) that runs
+//! containers by calling `berth` through runc's command line.
+
+pub mod container;
+pub mod events;
+pub mod runtime;
+pub mod service;
+pub mod stdio;
+pub mod task;

@@ -1,0 +1,233 @@
+//! A process's stdio as containerd names it: fifos (plain paths), `binary://` loggers and
+//! `file://` files; terminals through a console socket whose pty the shim copies.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+use crate::runtime::CallIo;
+
+/// What the shim holds for a running process's stdio.
+#[derive(Default)]
+pub struct ProcessIo {
+    /// The shim's own writer on the stdin fifo, so the process sees EOF only after CloseIO.
+    stdin_writer: Option<File>,
+    /// The pty master of a terminal process.
+    pub console: Option<File>,
+    /// A `binary://` logger the process writes to.
+    logger: Option<Child>,
+    copies: Vec<JoinHandle<()>>,
+}
+
+/// containerd's names for one process's stdio.
+#[derive(Debug, Clone, Default)]
+pub struct StdioSpec {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+impl ProcessIo {
+    /// Closes stdin as containerd's CloseIO asks: the process reads EOF.
+    pub fn close_stdin(&mut self) {
+        self.stdin_writer = None;
+    }
+
+    /// Waits for the copies from a terminal to drain, then lets a logger finish.
+    pub fn finish(&mut self) {
+        for copy in self.copies.drain(..) {
+            let _ = copy.join();
+        }
+        if let Some(mut logger) = self.logger.take() {
+            // The logger is the shim's child; the shim's reaper collects it.
+            let _ = logger.stdin.take();
+        }
+    }
+
+    /// Resizes the pty of a terminal process.
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
+        let Some(console) = &self.console else { return Err("the process has no terminal".into()) };
+        let size = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads one winsize struct.
+        if unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(format!("cannot resize the terminal: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+/// Opens what a non-terminal process writes to and reads from; returns the stdio to hand
+/// to berth (the process inherits it) and what the shim keeps.
+pub fn open(spec: &StdioSpec, id: &str, namespace: &str) -> Result<(CallIo, ProcessIo), String> {
+    let mut kept = ProcessIo::default();
+    let stdin = if spec.stdin.is_empty() {
+        Stdio::null()
+    } else {
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&spec.stdin)
+            .map_err(|e| format!("cannot open stdin fifo {}: {e}", spec.stdin))?;
+        kept.stdin_writer = Some(
+            OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&spec.stdin).map_err(|e| format!("cannot open stdin fifo {}: {e}", spec.stdin))?,
+        );
+        clear_nonblock(&reader);
+        Stdio::from(reader)
+    };
+    if spec.stdout.starts_with("binary://") {
+        let (stdout, stderr, logger) = start_logger(&spec.stdout, id, namespace)?;
+        kept.logger = Some(logger);
+        return Ok((CallIo { stdin, stdout: Stdio::from(stdout), stderr: Stdio::from(stderr) }, kept));
+    }
+    let stdout = open_output(&spec.stdout)?;
+    let stderr = if spec.stderr == spec.stdout { stdout.as_ref().map(|f| f.try_clone()).transpose().map_err(|e| e.to_string())? } else { open_output(&spec.stderr)? };
+    let to_stdio = |f: Option<File>| f.map(Stdio::from).unwrap_or_else(Stdio::null);
+    Ok((CallIo { stdin, stdout: to_stdio(stdout), stderr: to_stdio(stderr) }, kept))
+}
+
+fn clear_nonblock(file: &File) {
+    // SAFETY: F_GETFL/F_SETFL on an open descriptor.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
+}
+
+/// A fifo path (containerd holds its read end) or a `file://` path, opened for writing.
+fn open_output(target: &str) -> Result<Option<File>, String> {
+    if target.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = target.strip_prefix("file://") {
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("cannot open log file {path}: {e}"))?;
+        return Ok(Some(file));
+    }
+    let path = target.strip_prefix("fifo://").unwrap_or(target);
+    OpenOptions::new().write(true).open(path).map(Some).map_err(|e| format!("cannot open fifo {path}: {e}"))
+}
+
+/// Starts a `binary://path?key=value` logger with containerd's protocol: the process's
+/// stdout and stderr on fds 3 and 4, a readiness pipe on fd 5 that it closes when ready.
+fn start_logger(uri: &str, id: &str, namespace: &str) -> Result<(File, File, Child), String> {
+    let rest = uri.strip_prefix("binary://").unwrap_or(uri);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (out_read, out_write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    let (err_read, err_write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    let mut command = Command::new(path);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        command.arg(format!("--{}", decode(key))).arg(decode(value));
+    }
+    command.env("CONTAINER_ID", id).env("CONTAINER_NAMESPACE", namespace).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let fds = [out_read.as_raw_fd(), err_read.as_raw_fd(), ready_write.as_raw_fd()];
+    // SAFETY: only dup2 between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            for (target, fd) in (3..).zip(fds) {
+                if libc::dup2(fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| format!("cannot start logger {path}: {e}"))?;
+    drop((out_read, err_read, ready_write));
+    let mut ready = File::from(ready_read);
+    let mut byte = [0u8; 1];
+    let _ = ready.read(&mut byte); // EOF once the logger has closed fd 5
+    Ok((File::from(out_write), File::from(err_write), child))
+}
+
+/// Percent-decoding for logger query strings.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A console socket the shim listens on; berth sends the pty master over it.
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    pub fn listen(dir: &Path, name: &str) -> Result<ConsoleSocket, String> {
+        let path = dir.join(format!("{name}.console.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        Ok(ConsoleSocket { path, listener })
+    }
+
+    /// Accepts berth's connection and takes the pty master (call after create or exec).
+    pub fn receive(self) -> Result<File, String> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+        self.listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let stream = self.listener.accept().map_err(|e| format!("berth sent no terminal: {e}"))?.0;
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&self.path);
+        for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                if let Some(&fd) = fds.first() {
+                    // SAFETY: SCM_RIGHTS gave this process a new descriptor.
+                    return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+        }
+        Err("the console socket message carried no pty master".into())
+    }
+}
+
+/// Connects a terminal's pty master to containerd's fifos: stdin into the master and
+/// the master out to stdout.
+pub fn attach_console(io: &mut ProcessIo, master: File, spec: &StdioSpec) -> Result<(), String> {
+    if !spec.stdin.is_empty() {
+        let stdin = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&spec.stdin).map_err(|e| format!("cannot open stdin fifo {}: {e}", spec.stdin))?;
+        io.stdin_writer = Some(OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&spec.stdin).map_err(|e| e.to_string())?);
+        clear_nonblock(&stdin);
+        let to_master = master.try_clone().map_err(|e| e.to_string())?;
+        std::thread::spawn(move || copy(stdin, to_master));
+    }
+    if let Some(stdout) = open_output(&spec.stdout)? {
+        let from_master = master.try_clone().map_err(|e| e.to_string())?;
+        io.copies.push(std::thread::spawn(move || copy(from_master, stdout)));
+    }
+    io.console = Some(master);
+    Ok(())
+}
+
+fn copy(mut from: impl Read, mut to: impl Write) {
+    let mut buf = [0u8; 32 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
