@@ -6,7 +6,7 @@ RELEASE_DIR := target/release
 
 # Debian packages the build, the tests and the bench need; `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq iproute2 \
-	util-linux procps criu podman conmon debootstrap
+	util-linux procps criu podman conmon debootstrap containerd
 
 .PHONY: all deps build release test install demo bench clean
 
@@ -34,6 +34,7 @@ test: deps
 install: release
 	install -d $(PREFIX)/bin
 	install -m 0755 $(RELEASE_DIR)/berth $(PREFIX)/bin/berth
+	install -m 0755 $(RELEASE_DIR)/containerd-shim-berth-v2 $(PREFIX)/bin/containerd-shim-berth-v2
 
 demo: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) sh tests/demo.sh

@@ -35,6 +35,8 @@ impl Shim for BerthShim {
             .and_then(|spec| spec["annotations"][SANDBOX_ANNOTATION].as_str().map(String::from))
             .unwrap_or_else(|| opts.id.clone());
         let (_pid, address) = spawn(opts, &grouping, Vec::new())?;
+        // The serving shim reads this at shutdown to remove its socket.
+        containerd_shim::util::write_address(&address)?;
         Ok(address)
     }
 

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_runtime;
 pub mod bins;
+pub mod containerd;
 pub mod fixtures;
 pub mod privilege;
 pub mod runtime;

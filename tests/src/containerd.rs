@@ -1,0 +1,119 @@
+//! A private containerd for shim tests: its own root, state and sockets in a temporary
+//! directory, stopped by its pid; containers it still has are removed first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::TempDir;
+
+pub struct Containerd {
+    pub dir: TempDir,
+    /// A namespace of the test's own: the shim keeps berth's state per namespace under
+    /// /run/containerd/berth, which the test removes again.
+    pub namespace: String,
+    daemon: Child,
+}
+
+impl Containerd {
+    /// Starts containerd (without its CRI plugin) and waits for its socket.
+    pub fn start(name: &str) -> Containerd {
+        let dir = TempDir::new(&format!("berth-containerd-{name}"));
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
+            d.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let daemon = spawn_daemon(d);
+        let namespace = format!("berth-test-{}-{name}", std::process::id()).replace('_', "-");
+        let containerd = Containerd { dir, namespace, daemon };
+        containerd.wait_ready();
+        containerd
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not come up; see {}", self.dir.path().join("containerd.log").display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// `ctr -a SOCKET ARGS`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ctr");
+        command.arg("-a").arg(self.socket()).arg("-n").arg(&self.namespace).args(args).stdin(Stdio::null());
+        command
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cannot run ctr")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Stops containerd by its pid and waits for it, leaving its state on disk (tasks
+    /// and shims keep running), for restart tests.
+    pub fn stop_daemon(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.daemon.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = self.daemon.wait();
+    }
+
+    /// Starts containerd again on the same directory.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.daemon = spawn_daemon(self.dir.path());
+        self.wait_ready();
+    }
+}
+
+/// containerd on the config in `dir`, logging to `dir/containerd.log`.
+fn spawn_daemon(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
+    Command::new("containerd")
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start containerd; install Debian's containerd (make deps does)")
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let listed = self.ctr(&["containers", "list", "-q"]);
+        for id in String::from_utf8_lossy(&listed.stdout).lines() {
+            let _ = self.ctr(&["task", "kill", "-s", "KILL", id]);
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = self.ctr(&["task", "delete", "--force", id]);
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+        let _ = self.ctr(&["namespaces", "remove", &self.namespace]);
+        self.stop_daemon();
+        unmount_below(self.dir.path());
+        // The shim's per-namespace state root, then shared parents only when empty.
+        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/berth").join(&self.namespace));
+        for dir in ["/run/containerd/berth", "/run/containerd/s", "/run/containerd"] {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Lazily unmounts every mount below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(PathBuf::from).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
