@@ -4,9 +4,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
@@ -15,8 +16,8 @@ use crate::runtime::CallIo;
 /// What the shim holds for a running process's stdio.
 #[derive(Default)]
 pub struct ProcessIo {
-    /// The shim's own writer on the stdin fifo, so the process sees EOF only after CloseIO.
-    stdin_writer: Option<File>,
+    /// Where the shim copies containerd's stdin fifo to; dropping it gives the process EOF.
+    stdin_writer: Arc<Mutex<Option<File>>>,
     /// The pty master of a terminal process.
     pub console: Option<File>,
     /// A `binary://` logger the process writes to.
@@ -36,7 +37,7 @@ pub struct StdioSpec {
 impl ProcessIo {
     /// Closes stdin as containerd's CloseIO asks: the process reads EOF.
     pub fn close_stdin(&mut self) {
-        self.stdin_writer = None;
+        self.stdin_writer.lock().unwrap().take();
     }
 
     /// Waits for the copies from a terminal to drain, then lets a logger finish.
@@ -69,16 +70,9 @@ pub fn open(spec: &StdioSpec, id: &str, namespace: &str) -> Result<(CallIo, Proc
     let stdin = if spec.stdin.is_empty() {
         Stdio::null()
     } else {
-        let reader = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&spec.stdin)
-            .map_err(|e| format!("cannot open stdin fifo {}: {e}", spec.stdin))?;
-        kept.stdin_writer = Some(
-            OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&spec.stdin).map_err(|e| format!("cannot open stdin fifo {}: {e}", spec.stdin))?,
-        );
-        clear_nonblock(&reader);
-        Stdio::from(reader)
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+        copy_stdin(&mut kept, &spec.stdin, File::from(writer));
+        Stdio::from(File::from(reader))
     };
     if spec.stdout.starts_with("binary://") {
         let (stdout, stderr, logger) = start_logger(&spec.stdout, id, namespace)?;
@@ -91,12 +85,24 @@ pub fn open(spec: &StdioSpec, id: &str, namespace: &str) -> Result<(CallIo, Proc
     Ok((CallIo { stdin, stdout: to_stdio(stdout), stderr: to_stdio(stderr) }, kept))
 }
 
-fn clear_nonblock(file: &File) {
-    // SAFETY: F_GETFL/F_SETFL on an open descriptor.
-    unsafe {
-        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-    }
+/// Copies containerd's stdin fifo into `to` until the fifo's writers are gone (EOF) or
+/// CloseIO drops `to`; the open waits in the copy thread until a writer comes.
+fn copy_stdin(io: &mut ProcessIo, fifo: &str, to: File) {
+    *io.stdin_writer.lock().unwrap() = Some(to);
+    let writer = io.stdin_writer.clone();
+    let fifo = fifo.to_string();
+    std::thread::spawn(move || {
+        let Ok(mut from) = File::open(&fifo) else { return };
+        let mut buf = [0u8; 32 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            let mut guard = writer.lock().unwrap();
+            let Some(to) = guard.as_mut() else { return };
+            if to.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+        writer.lock().unwrap().take();
+    });
 }
 
 /// A fifo path (containerd holds its read end) or a `file://` path, opened for writing.
@@ -120,9 +126,9 @@ fn open_output(target: &str) -> Result<Option<File>, String> {
 fn start_logger(uri: &str, id: &str, namespace: &str) -> Result<(File, File, Child), String> {
     let rest = uri.strip_prefix("binary://").unwrap_or(uri);
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (out_read, out_write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
-    let (err_read, err_write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
-    let (ready_read, ready_write) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let mut command = Command::new(path);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -168,18 +174,24 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A console socket the shim listens on; berth sends the pty master over it.
+/// A console socket the shim listens on; berth sends the pty master over it. It lives in a
+/// private directory under the temporary directory (bundle paths can exceed a socket
+/// path's 108 bytes).
 pub struct ConsoleSocket {
     pub path: PathBuf,
+    dir: PathBuf,
     listener: UnixListener,
 }
 
 impl ConsoleSocket {
-    pub fn listen(dir: &Path, name: &str) -> Result<ConsoleSocket, String> {
-        let path = dir.join(format!("{name}.console.sock"));
-        let _ = std::fs::remove_file(&path);
+    pub fn listen() -> Result<ConsoleSocket, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!("berth-pty-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        Ok(ConsoleSocket { path, listener })
+        Ok(ConsoleSocket { path, dir, listener })
     }
 
     /// Accepts berth's connection and takes the pty master (call after create or exec).
@@ -192,7 +204,6 @@ impl ConsoleSocket {
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
         let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_file(&self.path);
         for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 if let Some(&fd) = fds.first() {
@@ -205,15 +216,17 @@ impl ConsoleSocket {
     }
 }
 
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Connects a terminal's pty master to containerd's fifos: stdin into the master and
 /// the master out to stdout.
 pub fn attach_console(io: &mut ProcessIo, master: File, spec: &StdioSpec) -> Result<(), String> {
     if !spec.stdin.is_empty() {
-        let stdin = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&spec.stdin).map_err(|e| format!("cannot open stdin fifo {}: {e}", spec.stdin))?;
-        io.stdin_writer = Some(OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&spec.stdin).map_err(|e| e.to_string())?);
-        clear_nonblock(&stdin);
-        let to_master = master.try_clone().map_err(|e| e.to_string())?;
-        std::thread::spawn(move || copy(stdin, to_master));
+        copy_stdin(io, &spec.stdin, master.try_clone().map_err(|e| e.to_string())?);
     }
     if let Some(stdout) = open_output(&spec.stdout)? {
         let from_master = master.try_clone().map_err(|e| e.to_string())?;

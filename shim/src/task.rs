@@ -451,9 +451,8 @@ impl Shared {
         command: impl FnOnce(CallIo, Option<&Path>) -> (Vec<String>, CallIo),
     ) -> TtrpcResult<()> {
         let stdio_spec = container.process(exec_id).unwrap().stdio.clone();
-        let name = if exec_id.is_empty() { container.id.clone() } else { format!("{}-{exec_id}", container.id) };
         let (io, mut kept, console) = if stdio_spec.terminal {
-            let socket = ConsoleSocket::listen(&container.bundle, &name).map_err(|e| error(Code::INTERNAL, e))?;
+            let socket = ConsoleSocket::listen().map_err(|e| error(Code::INTERNAL, e))?;
             (CallIo::null(), stdio::ProcessIo::default(), Some(socket))
         } else {
             let (io, kept) = stdio::open(&stdio_spec, &container.id, &self.namespace).map_err(|e| error(Code::INTERNAL, e))?;

@@ -136,3 +136,131 @@ fn events_come_in_containerds_order() {
     assert!(position("/tasks/exec-started") < exits[0], "{topics:?}");
     assert!(position("/tasks/start") < exits[1] && exits[1] < position("/tasks/delete"), "{topics:?}");
 }
+
+/// Runs ctr with its stdio on a new pty of the given size; returns output and exit code.
+fn ctr_on_a_pty(ctd: &Containerd, args: &[String], rows: u16, cols: u16) -> (String, Option<i32>) {
+    let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = ctd
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let _ = master.read_to_end(&mut output);
+    (String::from_utf8_lossy(&output).into_owned(), child.wait().unwrap().code())
+}
+
+#[test]
+fn terminals_through_the_shim() {
+    let Some((ctd, rootfs)) = ready("terminals_through_the_shim") else { return };
+    let script = "sleep 0.3; stty size; tty; exit 4";
+    let args = run_args(&ctd, &rootfs, &["--rm", "-t"], "tty", &["sh", "-c", script]);
+    let (output, code) = ctr_on_a_pty(&ctd, &args, 31, 97);
+    assert_eq!(code, Some(4), "{output:?}");
+    assert!(output.contains("31 97") && output.contains("/dev/pts/0"), "{output:?}");
+
+    assert!(ctr_run(&ctd, &rootfs, &["-d"], "ttyexec", &["sleep", "300"]).status.success());
+    let fifos = ctd.dir.path().join("fifo").display().to_string();
+    let exec: Vec<String> = ["task", "exec", "-t", "--fifo-dir", &fifos, "--exec-id", "t1", "ttyexec", "sh", "-c", script].iter().map(|s| s.to_string()).collect();
+    let (output, code) = ctr_on_a_pty(&ctd, &exec, 22, 66);
+    assert_eq!(code, Some(4), "{output:?}");
+    assert!(output.contains("22 66") && output.contains("/dev/pts/"), "{output:?}");
+}
+
+#[test]
+fn log_uris_and_stdin_eof() {
+    let Some((ctd, rootfs)) = ready("log_uris_and_stdin_eof") else { return };
+    // file://: stdout and stderr appended to a file.
+    let log = ctd.dir.path().join("logs/out.log");
+    let uri = format!("file://{}", log.display());
+    let out = ctr_run(&ctd, &rootfs, &["--rm", "--log-uri", &uri], "filelog", &["sh", "-c", "echo to-stdout; echo to-stderr >&2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("to-stdout") && text.contains("to-stderr"), "{text:?}");
+
+    // binary://: containerd's logger protocol (fds 3 and 4, readiness on fd 5).
+    let logger = ctd.dir.path().join("logger.sh");
+    let captured = ctd.dir.path().join("captured");
+    std::fs::write(&logger, format!("#!/bin/sh\nexec 5>&-\ncat <&3 > {0}.out &\ncat <&4 > {0}.err\nwait\n", captured.display())).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&logger).unwrap().permissions(), 0o755);
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let uri = format!("binary://{}", logger.display());
+    let out = ctr_run(&ctd, &rootfs, &["--rm", "--log-uri", &uri], "binlog", &["sh", "-c", "echo via-logger; echo err-via-logger >&2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let read = |suffix: &str| std::fs::read_to_string(format!("{}.{suffix}", captured.display())).unwrap_or_default();
+    while !(read("out").contains("via-logger") && read("err").contains("err-via-logger")) {
+        assert!(std::time::Instant::now() < deadline, "logger got {:?} {:?}", read("out"), read("err"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // stdin: the process reads what ctr is given and sees EOF after it.
+    let all = run_args(&ctd, &rootfs, &["--rm"], "stdin", &["sh", "-c", "cat; echo after-eof"]);
+    let mut child = ctd.command(&all.iter().map(String::as_str).collect::<Vec<_>>()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped-in\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped-in\nafter-eof\n");
+}
+
+/// The pid of the shim process serving container `id`.
+fn shim_pid(id: &str) -> Option<i32> {
+    let shim = std::fs::canonicalize(berth_tests::bins::bin("containerd-shim-berth-v2")).unwrap();
+    std::fs::read_dir("/proc").unwrap().flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serving = args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes()) && args.iter().any(|a| *a == b"-socket");
+        (exe == shim && serving).then_some(pid)
+    })
+}
+
+#[test]
+fn a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects() {
+    let Some((mut ctd, rootfs)) = ready("a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects") else { return };
+    // containerd restarts: the running task is still there and answers.
+    assert!(ctr_run(&ctd, &rootfs, &["-d"], "survivor", &["sleep", "300"]).status.success());
+    ctd.restart();
+    assert_eq!(task_status(&ctd, "survivor"), "RUNNING");
+    let fifos = ctd.dir.path().join("fifo").display().to_string();
+    let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "after", "survivor", "echo", "still-here"]);
+    assert_eq!(stdout(&out), "still-here\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A shim killed with SIGKILL: `task delete` runs the shim's delete subcommand, which
+    // removes the container and its processes.
+    assert!(ctr_run(&ctd, &rootfs, &["-d"], "orphan", &["sleep", "300"]).status.success());
+    let init: i32 = stdout(&ctd.ctr(&["task", "ls"])).lines().find(|l| l.starts_with("orphan")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let shim = shim_pid("orphan").expect("no shim serves the container");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = ctd.ctr(&["task", "delete", "--force", "orphan"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{init}")).exists() && !std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default().contains(") Z ") {
+        assert!(std::time::Instant::now() < deadline, "the orphaned container's process {init} survives");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(task_status(&ctd, "orphan"), "");
+}
+
+#[test]
+fn an_oom_killed_task_reports_oom_before_its_exit() {
+    let Some((ctd, rootfs)) = ready("an_oom_killed_task_reports_oom_before_its_exit") else { return };
+    let mut events = ctd.command(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = ctr_run(&ctd, &rootfs, &["--rm", "--memory-limit", "16777216"], "oom", &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\\\0' a)"]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(events.id() as i32), nix::sys::signal::SIGTERM);
+    let mut text = String::new();
+    events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    let _ = events.wait();
+    let topics: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/"))).collect();
+    let oom = topics.iter().position(|t| *t == "/tasks/oom").unwrap_or_else(|| panic!("no OOM event: {topics:?}"));
+    let exit = topics.iter().position(|t| *t == "/tasks/exit").unwrap();
+    assert!(oom < exit, "{topics:?}");
+}
