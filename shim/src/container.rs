@@ -57,6 +57,8 @@ pub struct Container {
     pub execs: HashMap<String, Process>,
     /// Rootfs mounts made at Create, undone at Delete.
     pub mounted_rootfs: bool,
+    /// The container's cgroup path, for its OOM kill count.
+    pub cgroup_path: Option<String>,
 }
 
 impl Container {
@@ -66,6 +68,18 @@ impl Container {
 
     pub fn process(&self, exec_id: &str) -> Option<&Process> {
         if exec_id.is_empty() { Some(&self.init) } else { self.execs.get(exec_id) }
+    }
+
+    /// OOM kills in the container's memory cgroup (v1 memory.oom_control, v2 memory.events).
+    pub fn oom_kills(&self) -> u64 {
+        let Some(path) = &self.cgroup_path else { return 0 };
+        let relative = path.trim_start_matches('/');
+        ["/sys/fs/cgroup/memory/{}/memory.oom_control", "/sys/fs/cgroup/{}/memory.events"]
+            .iter()
+            .filter_map(|pattern| std::fs::read_to_string(pattern.replace("{}", relative)).ok())
+            .flat_map(|text| text.lines().filter_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok()).collect::<Vec<_>>())
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {

@@ -124,8 +124,13 @@ impl Shared {
             }
         }
         let execs_done = container.execs.values().all(|e| !e.started_event_sent || (e.exited() && !e.exit_event_pending));
+        let oom_kills = if container.init.exit_event_pending { container.oom_kills() } else { 0 };
         let init = &mut container.init;
         if init.exit_event_pending && init.started_event_sent && execs_done {
+            // An OOM kill is reported before the exit it caused.
+            if oom_kills > 0 {
+                self.events.oom(&container.id);
+            }
             init.io.finish();
             self.events.exit(&container.id, &container.id, init.pid, init.exit_code, init.exited_at.as_ref().unwrap());
             init.exit_event_pending = false;
@@ -176,6 +181,13 @@ fn unmount_rootfs(bundle: &Path) {
     }
 }
 
+/// `linux.cgroupsPath` of the bundle's config.json.
+fn cgroup_path_of(bundle: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
+    spec["linux"]["cgroupsPath"].as_str().map(String::from)
+}
+
 fn read_pid(path: &Path) -> TtrpcResult<i32> {
     std::fs::read_to_string(path)
         .ok()
@@ -196,6 +208,7 @@ impl Task for TaskService {
             init: Process::new("", stdio.clone()),
             execs: HashMap::new(),
             mounted_rootfs: mounted,
+            cgroup_path: cgroup_path_of(&bundle),
         };
         let pid_file = bundle.join("init.pid");
         let created = self.start_process(&mut container, "", &pid_file, |io, console| {

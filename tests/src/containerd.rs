@@ -17,8 +17,8 @@ pub struct Containerd {
 
 impl Containerd {
     /// Starts containerd (without its CRI plugin) and waits for its socket.
-    pub fn start(name: &str) -> Containerd {
-        let dir = TempDir::new(&format!("berth-containerd-{name}"));
+    pub fn start() -> Containerd {
+        let dir = TempDir::new("berth-ctd"); // short: socket paths are limited to 108 bytes
         let d = dir.path();
         let config = format!(
             "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
@@ -26,7 +26,9 @@ impl Containerd {
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         let daemon = spawn_daemon(d);
-        let namespace = format!("berth-test-{}-{name}", std::process::id()).replace('_', "-");
+        // Short: containerd's identifiers are at most 76 characters.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let namespace = format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let containerd = Containerd { dir, namespace, daemon };
         containerd.wait_ready();
         containerd

@@ -19,7 +19,7 @@ fn ready(test: &str) -> Option<(Containerd, TempDir)> {
     }
     let rootfs = TempDir::new("berth-shim-rootfs");
     write_busybox_rootfs(rootfs.path());
-    Some((Containerd::start(test), rootfs))
+    Some((Containerd::start(), rootfs))
 }
 
 fn shim() -> String {
@@ -252,7 +252,7 @@ fn an_oom_killed_task_reports_oom_before_its_exit() {
     let Some((ctd, rootfs)) = ready("an_oom_killed_task_reports_oom_before_its_exit") else { return };
     let mut events = ctd.command(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = ctr_run(&ctd, &rootfs, &["--rm", "--memory-limit", "16777216"], "oom", &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\\\0' a)"]);
+    let out = ctr_run(&ctd, &rootfs, &["--rm", "--memory-limit", "16777216"], "oom", &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a)"]);
     assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(events.id() as i32), nix::sys::signal::SIGTERM);
