@@ -264,3 +264,27 @@ fn an_oom_killed_task_reports_oom_before_its_exit() {
     let exit = topics.iter().position(|t| *t == "/tasks/exit").unwrap();
     assert!(oom < exit, "{topics:?}");
 }
+
+#[test]
+fn an_exit_racing_start_is_published_after_start() {
+    let Some((ctd, rootfs)) = ready("an_exit_racing_start_is_published_after_start") else { return };
+    let mut events = ctd.command(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // `true` exits at once, often before Start has returned to containerd.
+    for n in 0..5 {
+        let id = format!("race{n}");
+        assert!(ctr_run(&ctd, &rootfs, &["-d"], &id, &["true"]).status.success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(events.id() as i32), nix::sys::signal::SIGTERM);
+    let mut text = String::new();
+    events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
+    let _ = events.wait();
+    for n in 0..5 {
+        let id = format!("\"race{n}\"");
+        let topics: Vec<&str> = text.lines().filter(|l| l.contains(&id)).filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/"))).collect();
+        let start = topics.iter().position(|t| *t == "/tasks/start").unwrap_or_else(|| panic!("race{n}: {topics:?}"));
+        let exit = topics.iter().position(|t| *t == "/tasks/exit").unwrap_or_else(|| panic!("race{n}: exit lost: {topics:?}"));
+        assert!(start < exit, "race{n}: {topics:?}");
+    }
+}
