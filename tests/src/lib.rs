@@ -7,4 +7,5 @@ pub mod bins;
 pub mod containerd;
 pub mod fixtures;
 pub mod privilege;
+pub mod pty;
 pub mod runtime;

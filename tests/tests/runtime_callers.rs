@@ -141,24 +141,8 @@ fn concurrent_callers_on_different_ids_are_safe() {
     assert_eq!(berth.ok(&["list", "-q"]), "");
 }
 
-/// Runs berth with its stdio on a new pty of the given size; returns what it printed
-/// there and its exit code.
 fn on_a_pty(berth: &Berth, args: &[&str], rows: u16, cols: u16) -> (String, Option<i32>) {
-    let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let mut child = berth
-        .command(args)
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    let mut master = std::fs::File::from(pty.master);
-    let mut output = Vec::new();
-    // EIO once berth, the last holder of the slave, has exited.
-    let _ = master.read_to_end(&mut output);
-    (String::from_utf8_lossy(&output).into_owned(), child.wait().unwrap().code())
+    berth_tests::pty::run_on_a_pty(berth.command(args), rows, cols)
 }
 
 #[test]

@@ -137,22 +137,8 @@ fn events_come_in_containerds_order() {
     assert!(position("/tasks/start") < exits[1] && exits[1] < position("/tasks/delete"), "{topics:?}");
 }
 
-/// Runs ctr with its stdio on a new pty of the given size; returns output and exit code.
 fn ctr_on_a_pty(ctd: &Containerd, args: &[String], rows: u16, cols: u16) -> (String, Option<i32>) {
-    let size = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(Some(&size), None).unwrap();
-    let slave = std::fs::File::from(pty.slave);
-    let mut child = ctd
-        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    let mut master = std::fs::File::from(pty.master);
-    let mut output = Vec::new();
-    let _ = master.read_to_end(&mut output);
-    (String::from_utf8_lossy(&output).into_owned(), child.wait().unwrap().code())
+    berth_tests::pty::run_on_a_pty(ctd.command(&args.iter().map(String::as_str).collect::<Vec<_>>()), rows, cols)
 }
 
 #[test]
