@@ -59,7 +59,10 @@ fn receive_master(listener: &UnixListener) -> Result<OwnedFd> {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             if let Some(&fd) = fds.first() {
                 // SAFETY: SCM_RIGHTS hands this process a new descriptor it now owns.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+                let master = unsafe { OwnedFd::from_raw_fd(fd) };
+                // At once: an exec'd process may already be running and asking for its size.
+                copy_window_size(master.as_raw_fd());
+                return Ok(master);
             }
         }
     }
@@ -97,13 +100,7 @@ impl Proxy {
 
     /// Gives the pty the window size of berth's own terminal, if it has one.
     pub fn resize(&self) {
-        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ and TIOCSWINSZ read and write one winsize struct.
-        unsafe {
-            if libc::ioctl(std::io::stdin().as_raw_fd(), libc::TIOCGWINSZ, &mut size) == 0 {
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size);
-            }
-        }
+        copy_window_size(self.master.as_raw_fd());
     }
 
     /// Waits for the output to drain (the master reads EIO once the process has exited);
@@ -120,6 +117,17 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(saved) = &self.saved {
             let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, saved);
+        }
+    }
+}
+
+/// Sets the pty behind `master` to the window size of berth's stdin, if that is a terminal.
+fn copy_window_size(master: std::os::fd::RawFd) {
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ and TIOCSWINSZ read and write one winsize struct.
+    unsafe {
+        if libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut size) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &size);
         }
     }
 }

@@ -14,6 +14,8 @@ pub fn run_on_a_pty(mut command: Command, rows: u16, cols: u16) -> (String, Opti
         .stderr(Stdio::from(slave))
         .spawn()
         .unwrap();
+    // The command holds copies of the slave until dropped; the master reads EIO only after.
+    drop(command);
     let mut master = std::fs::File::from(pty.master);
     let mut output = Vec::new();
     // EIO once the command, the last holder of the slave, has exited.
