@@ -35,6 +35,7 @@ install: release
 	install -d $(PREFIX)/bin
 	install -m 0755 $(RELEASE_DIR)/berth $(PREFIX)/bin/berth
 	install -m 0755 $(RELEASE_DIR)/containerd-shim-berth-v2 $(PREFIX)/bin/containerd-shim-berth-v2
+	install -m 0755 $(RELEASE_DIR)/berth-image $(PREFIX)/bin/berth-image
 
 demo: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) sh tests/demo.sh

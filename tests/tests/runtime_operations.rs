@@ -229,7 +229,7 @@ fn under_seccomp(berth: &Berth, name: &str, rules: Value) -> (i32, String) {
     let mut bundle = Bundle::busybox(name, &["sh", "-c", "mkdir /tmp/x 2>&1; echo mkdir=$?"]);
     bundle.spec["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "architectures": features_archs(),
         "syscalls": rules
     });
     bundle.write_spec();
@@ -357,4 +357,11 @@ fn cap_number(name: &str) -> u32 {
         "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"];
     let short = name.strip_prefix("CAP_").unwrap_or(name);
     NAMES.iter().position(|n| *n == short).unwrap_or_else(|| panic!("unknown capability {name}")) as u32
+}
+
+/// Every architecture `features` advertises: the filters above carry them all.
+fn features_archs() -> Value {
+    let berth = Berth::new("archs");
+    let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
+    features["linux"]["seccomp"]["archs"].clone()
 }

@@ -1,0 +1,55 @@
+//! One small function per CLI command: open the store, call the library, print the result.
+use crate::digest::Digest;
+use crate::manifest::{self, Parsed};
+use crate::store::Store;
+use crate::{gc, layout};
+use anyhow::{Context, Result};
+use std::io::Write;
+
+pub fn import(store: &Store, arg: &str, out: &mut impl Write) -> Result<()> {
+    let locked = store.lock()?;
+    let names = layout::import(&locked, arg).with_context(|| format!("import of {arg} failed"))?;
+    for name in names {
+        writeln!(out, "{name}")?;
+    }
+    Ok(())
+}
+
+pub fn list(store: &Store, out: &mut impl Write) -> Result<()> {
+    for (name, image) in store.refs()? {
+        writeln!(out, "{name}\t{}", image.digest)?;
+    }
+    Ok(())
+}
+
+/// Prints `{"name", "digest", "manifest", "config"}`; `config` is null for an index.
+pub fn inspect(store: &Store, name: &str, out: &mut impl Write) -> Result<()> {
+    let image = store.resolve(name)?;
+    let digest = Digest::parse(&image.digest)?;
+    let data = store.read_blob(&digest)?;
+    let config = match manifest::parse(&image.media_type, &data, &digest)? {
+        Parsed::Image { config, .. } => {
+            let config_digest = Digest::parse(&config.digest)?;
+            serde_json::from_slice(&store.read_blob(&config_digest)?)
+                .with_context(|| format!("image config {config_digest} is not valid JSON"))?
+        }
+        Parsed::Index(_) => serde_json::Value::Null,
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&data)?;
+    let doc = serde_json::json!({ "name": name, "digest": image.digest, "manifest": manifest, "config": config });
+    writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    Ok(())
+}
+
+/// Removes the name; `gc` then frees the blobs nothing else uses.
+pub fn rm(store: &Store, name: &str) -> Result<()> {
+    store.lock()?.remove_ref(name)
+}
+
+pub fn gc(store: &Store, out: &mut impl Write) -> Result<()> {
+    let locked = store.lock()?;
+    for digest in gc::collect(&locked)? {
+        writeln!(out, "removed {digest}")?;
+    }
+    Ok(())
+}

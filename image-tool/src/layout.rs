@@ -1,0 +1,148 @@
+//! Import from an OCI image-layout directory: `PATH` (every named manifest) or `PATH:TAG`.
+use crate::archive;
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor, Parsed};
+use crate::store::{ImageRef, Locked};
+use anyhow::{bail, Context, Result};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Splits `PATH[:TAG]`; a path that exists as written wins over a tag split.
+fn split_arg(arg: &str) -> (PathBuf, Option<String>) {
+    if Path::new(arg).exists() {
+        return (PathBuf::from(arg), None);
+    }
+    match arg.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') => (PathBuf::from(path), Some(tag.to_string())),
+        _ => (PathBuf::from(arg), None),
+    }
+}
+
+/// Imports the images named by `arg`, a layout directory or an oci-archive (detected);
+/// returns the names stored.
+pub fn import(locked: &Locked<'_>, arg: &str) -> Result<Vec<String>> {
+    let (path, tag) = split_arg(arg);
+    let meta = fs::metadata(&path)
+        .with_context(|| format!("cannot import {}: it does not exist", path.display()))?;
+    if meta.is_dir() {
+        import_dir(locked, &path, tag.as_deref())
+    } else {
+        archive::import(locked, &path, tag.as_deref())
+    }
+}
+
+/// Imports the images of the layout directory `dir` (every named manifest, or `tag`).
+pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<Vec<String>> {
+    let marker = dir.join("oci-layout");
+    let marker_text = fs::read_to_string(&marker).with_context(|| {
+        format!(
+            "{} is not an OCI image layout: {} is missing",
+            dir.display(),
+            marker.display()
+        )
+    })?;
+    let marker_json: serde_json::Value = serde_json::from_str(&marker_text)
+        .with_context(|| format!("{} is not valid JSON", marker.display()))?;
+    if marker_json["imageLayoutVersion"] != "1.0.0" {
+        bail!(
+            "{} has an unsupported imageLayoutVersion (expected 1.0.0)",
+            marker.display()
+        );
+    }
+    let index_path = dir.join("index.json");
+    let index_data =
+        fs::read(&index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
+    let index_digest = Digest::of_bytes(&index_data);
+    let Parsed::Index(entries) = manifest::parse(manifest::OCI_INDEX, &index_data, &index_digest)
+        .with_context(|| format!("in {}", index_path.display()))?
+    else {
+        bail!(
+            "{} is an image manifest, not an index",
+            index_path.display()
+        );
+    };
+
+    let selected: Vec<(String, Descriptor)> = entries
+        .into_iter()
+        .filter_map(|d| {
+            let name = d
+                .annotations
+                .get(REF_NAME)
+                .cloned()
+                .unwrap_or_else(|| d.digest.clone());
+            match tag {
+                Some(t) if t != name => None,
+                _ => Some((name, d)),
+            }
+        })
+        .collect();
+    if selected.is_empty() {
+        match tag {
+            Some(t) => bail!("{} has no manifest tagged {t:?}", dir.display()),
+            None => bail!("{} lists no manifests", dir.display()),
+        }
+    }
+    let mut names = Vec::new();
+    for (name, desc) in selected {
+        copy_tree(locked, dir, &desc)?;
+        locked.set_ref(
+            &name,
+            ImageRef {
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+            },
+        )?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Copies a descriptor's blob and, for manifests and indexes, everything they reference.
+fn copy_tree(locked: &Locked<'_>, dir: &Path, desc: &Descriptor) -> Result<()> {
+    let digest = Digest::parse(&desc.digest)?;
+    let path = dir.join("blobs/sha256").join(digest.hex());
+    let meta = fs::symlink_metadata(&path).with_context(|| {
+        format!(
+            "blob {digest} is missing from the layout ({})",
+            path.display()
+        )
+    })?;
+    if !meta.is_file() {
+        bail!(
+            "blob {digest} in the layout is not a regular file ({}); refusing it",
+            path.display()
+        );
+    }
+    let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    locked.put_blob(file, &digest, desc.size)?;
+    if matches!(
+        desc.media_type.as_str(),
+        manifest::OCI_MANIFEST
+            | manifest::OCI_INDEX
+            | manifest::DOCKER_MANIFEST
+            | manifest::DOCKER_LIST
+    ) {
+        let data = locked.store().read_blob(&digest)?;
+        match manifest::parse(&desc.media_type, &data, &digest)? {
+            Parsed::Image { config, layers } => {
+                copy_tree(locked, dir, &config)?;
+                for layer in &layers {
+                    copy_tree(locked, dir, layer)?;
+                }
+            }
+            Parsed::Index(children) => {
+                for child in &children {
+                    copy_tree(locked, dir, child)?;
+                }
+            }
+        }
+    } else if desc.media_type.contains("manifest") || desc.media_type.contains("index") {
+        bail!(
+            "descriptor {digest} has media type {:?}, which is not supported",
+            desc.media_type
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! `import` (layouts and oci-archives), `list`, `inspect`, `rm` and `gc` on images written by the test.
+use sha2::{Digest as _, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Temp(PathBuf);
+
+impl Temp {
+    fn new() -> Temp {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "berth-image-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        Temp(dir)
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+fn put(layout: &Path, data: &[u8]) -> String {
+    let d = digest(data);
+    fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
+    d
+}
+
+fn desc(media_type: &str, data: &[u8], d: &str) -> serde_json::Value {
+    serde_json::json!({ "mediaType": media_type, "digest": d, "size": data.len() })
+}
+
+/// Writes a layout with one image per tag (each its own Cmd); returns the manifest digests.
+fn write_layout(layout: &Path, tags: &[&str]) -> Vec<String> {
+    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let layer = vec![0u8; 1024];
+    let layer_d = put(layout, &layer);
+    let mut entries = Vec::new();
+    let mut digests = Vec::new();
+    for tag in tags {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": { "Cmd": ["/bin/echo", tag] },
+            "rootfs": { "type": "layers", "diff_ids": [layer_d] }
+        }))
+        .unwrap();
+        let config_d = put(layout, &config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": desc("application/vnd.oci.image.config.v1+json", &config, &config_d),
+            "layers": [desc("application/vnd.oci.image.layer.v1.tar", &layer, &layer_d)]
+        }))
+        .unwrap();
+        let manifest_d = put(layout, &manifest);
+        let mut entry = desc(
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+            &manifest_d,
+        );
+        entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+        entries.push(entry);
+        digests.push(manifest_d);
+    }
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": entries });
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    digests
+}
+
+fn run(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth-image"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn err(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(!out.status.success(), "{args:?} unexpectedly succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn blob_count(store: &Path) -> usize {
+    fs::read_dir(store.join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn imports_every_tag_lists_and_inspects() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    let digests = write_layout(&layout, &["one", "two"]);
+    let imported = ok(&store, &["import", layout.to_str().unwrap()]);
+    assert_eq!(imported, "one\ntwo\n");
+    let list = ok(&store, &["list"]);
+    assert_eq!(list, format!("one\t{}\ntwo\t{}\n", digests[0], digests[1]));
+    let doc: serde_json::Value = serde_json::from_str(&ok(&store, &["inspect", "two"])).unwrap();
+    assert_eq!(doc["digest"], digests[1].as_str());
+    assert_eq!(
+        doc["config"]["config"]["Cmd"],
+        serde_json::json!(["/bin/echo", "two"])
+    );
+    assert_eq!(doc["manifest"]["schemaVersion"], 2);
+    // shared layer stored once: layer + 2 configs + 2 manifests
+    assert_eq!(blob_count(&store), 5);
+    assert!(fs::read_dir(store.join("tmp")).unwrap().next().is_none());
+}
+
+#[test]
+fn path_tag_selects_one_and_missing_tag_is_refused() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one", "two"]);
+    assert_eq!(
+        ok(&store, &["import", &format!("{}:two", layout.display())]),
+        "two\n"
+    );
+    assert_eq!(ok(&store, &["list"]).lines().count(), 1);
+    let e = err(&store, &["import", &format!("{}:three", layout.display())]);
+    assert!(e.contains("no manifest tagged \"three\""), "{e}");
+}
+
+#[test]
+fn corrupted_blob_is_refused_naming_digest_and_leaves_nothing() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one"]);
+    let layer_d = digest(&[0u8; 1024]);
+    fs::write(layout.join("blobs/sha256").join(&layer_d[7..]), [1u8; 1024]).unwrap();
+    let e = err(&store, &["import", layout.to_str().unwrap()]);
+    assert!(e.contains(&layer_d) && e.contains("corrupt"), "{e}");
+    assert_eq!(ok(&store, &["list"]), "");
+    assert!(!store.join("blobs/sha256").join(&layer_d[7..]).exists());
+    assert!(fs::read_dir(store.join("tmp")).unwrap().next().is_none());
+}
+
+#[test]
+fn symlinked_blob_in_layout_is_refused() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one"]);
+    let layer_d = digest(&[0u8; 1024]);
+    let blob = layout.join("blobs/sha256").join(&layer_d[7..]);
+    fs::rename(&blob, t.0.join("outside")).unwrap();
+    std::os::unix::fs::symlink(t.0.join("outside"), &blob).unwrap();
+    let e = err(&store, &["import", layout.to_str().unwrap()]);
+    assert!(e.contains("not a regular file"), "{e}");
+    assert_eq!(ok(&store, &["list"]), "");
+}
+
+#[test]
+fn schema1_and_artifacts_are_refused() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one"]);
+    let rewrite = |manifest: serde_json::Value| {
+        let data = serde_json::to_vec(&manifest).unwrap();
+        let d = put(&layout, &data);
+        let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &data, &d);
+        entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "bad" });
+        let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
+        fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+    };
+    rewrite(serde_json::json!({ "schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": [] }));
+    let e = err(&store, &["import", layout.to_str().unwrap()]);
+    assert!(e.contains("schema1"), "{e}");
+    let config = b"{}";
+    let config_d = put(&layout, config);
+    rewrite(serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.example.sbom+json", config, &config_d),
+        "layers": []
+    }));
+    let e = err(&store, &["import", layout.to_str().unwrap()]);
+    assert!(e.contains("not a container image"), "{e}");
+    assert_eq!(ok(&store, &["list"]), "");
+}
+
+fn tar(dir: &Path, archive: &Path) {
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(archive)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar failed");
+}
+
+#[test]
+fn imports_oci_archive_whole_and_by_tag() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    let digests = write_layout(&layout, &["one", "two"]);
+    let archive = t.0.join("image.tar");
+    tar(&layout, &archive);
+    assert_eq!(
+        ok(&store, &["import", &format!("{}:two", archive.display())]),
+        "two\n"
+    );
+    assert_eq!(ok(&store, &["list"]), format!("two\t{}\n", digests[1]));
+    assert_eq!(
+        ok(&store, &["import", archive.to_str().unwrap()]),
+        "one\ntwo\n"
+    );
+    assert_eq!(blob_count(&store), 5);
+    assert!(fs::read_dir(store.join("tmp")).unwrap().next().is_none());
+}
+
+#[test]
+fn corrupted_oci_archive_leaves_nothing() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one"]);
+    let layer_d = digest(&[0u8; 1024]);
+    fs::write(layout.join("blobs/sha256").join(&layer_d[7..]), [1u8; 1024]).unwrap();
+    let archive = t.0.join("image.tar");
+    tar(&layout, &archive);
+    let e = err(&store, &["import", archive.to_str().unwrap()]);
+    assert!(e.contains(&layer_d) && e.contains("corrupt"), "{e}");
+    assert_eq!(ok(&store, &["list"]), "");
+    assert!(fs::read_dir(store.join("tmp")).unwrap().next().is_none());
+}
+
+#[test]
+fn symlinked_blob_in_oci_archive_is_refused() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one"]);
+    let layer_d = digest(&[0u8; 1024]);
+    let blob = layout.join("blobs/sha256").join(&layer_d[7..]);
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &blob).unwrap();
+    let archive = t.0.join("image.tar");
+    tar(&layout, &archive);
+    let e = err(&store, &["import", archive.to_str().unwrap()]);
+    assert!(e.contains("not a regular file"), "{e}");
+    assert_eq!(ok(&store, &["list"]), "");
+}
+
+#[test]
+fn legacy_docker_archive_says_not_implemented() {
+    let t = Temp::new();
+    let dir = t.0.join("docker");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("manifest.json"), "[]").unwrap();
+    let archive = t.0.join("image.tar");
+    tar(&dir, &archive);
+    let e = err(&t.0.join("store"), &["import", archive.to_str().unwrap()]);
+    assert!(
+        e.contains("legacy docker-archive") && e.contains("not implemented"),
+        "{e}"
+    );
+}
+
+#[test]
+fn oci_in_tar_docker_archive_is_imported_as_a_layout() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    let digests = write_layout(&layout, &["one"]);
+    // `docker save` (25+) writes its own manifest.json beside the OCI layout.
+    fs::write(layout.join("manifest.json"), "[]").unwrap();
+    let archive = t.0.join("image.tar");
+    tar(&layout, &archive);
+    assert_eq!(ok(&store, &["import", archive.to_str().unwrap()]), "one\n");
+    assert_eq!(ok(&store, &["list"]), format!("one\t{}\n", digests[0]));
+}
+
+#[test]
+fn rm_removes_the_name_and_refuses_unknown_names() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one", "two"]);
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    ok(&store, &["rm", "one"]);
+    assert!(ok(&store, &["list"]).starts_with("two\t"));
+    let e = err(&store, &["rm", "one"]);
+    assert!(e.contains("no image named \"one\""), "{e}");
+    let e = err(&store, &["inspect", "one"]);
+    assert!(e.contains("no image named \"one\""), "{e}");
+}
+
+#[test]
+fn gc_frees_only_blobs_no_image_uses() {
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_layout(&layout, &["one", "two"]);
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    assert_eq!(ok(&store, &["gc"]), "");
+    ok(&store, &["rm", "one"]);
+    // "one"'s manifest and config go; the layer "two" shares stays.
+    assert_eq!(ok(&store, &["gc"]).lines().count(), 2);
+    assert_eq!(blob_count(&store), 3);
+    ok(&store, &["inspect", "two"]);
+    ok(&store, &["rm", "two"]);
+    ok(&store, &["gc"]);
+    assert_eq!(blob_count(&store), 0);
+}
+
+#[test]
+fn concurrent_imports_and_gc_on_one_store_are_safe() {
+    let t = Temp::new();
+    let store = t.0.join("store");
+    let mut layouts = Vec::new();
+    for i in 0..4 {
+        let layout = t.0.join(format!("layout{i}"));
+        let tag = format!("t{i}");
+        write_layout(&layout, &[tag.as_str()]);
+        layouts.push(layout);
+    }
+    let children: Vec<_> = layouts
+        .iter()
+        .map(|layout| {
+            Command::new(env!("CARGO_BIN_EXE_berth-image"))
+                .arg("--store")
+                .arg(&store)
+                .arg("import")
+                .arg(layout)
+                .spawn()
+                .unwrap()
+        })
+        .chain(std::iter::once(
+            Command::new(env!("CARGO_BIN_EXE_berth-image"))
+                .arg("--store")
+                .arg(&store)
+                .arg("gc")
+                .spawn()
+                .unwrap(),
+        ))
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(ok(&store, &["list"]).lines().count(), 4);
+    for i in 0..4 {
+        ok(&store, &["inspect", &format!("t{i}")]);
+    }
+    assert_eq!(ok(&store, &["gc"]), "");
+    // shared layer + 4 configs + 4 manifests
+    assert_eq!(blob_count(&store), 9);
+}
