@@ -1,33 +1,95 @@
-//! Task events published to containerd, in the order containerd expects.
+//! Task events published to containerd, in the order containerd expects, over a
+//! synchronous ttrpc connection to containerd's event service (no threads of its own).
 
-use std::sync::Mutex;
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::shim::events::ForwardRequest;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::topics::*;
-use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::protos::ttrpc::{Code, Response};
 use log::warn;
 
 use crate::stdio::StdioSpec;
+use crate::wire;
 
-/// Sends events to containerd's event service.
+/// How long containerd may take to acknowledge one event.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends events to containerd's event service; reconnects once when containerd restarted.
 pub struct Events {
-    publisher: Mutex<RemotePublisher>,
+    address: String,
     namespace: String,
+    connection: RefCell<Option<UnixStream>>,
+    next_stream: RefCell<u32>,
 }
 
 impl Events {
-    pub fn new(publisher: RemotePublisher, namespace: &str) -> Events {
-        Events { publisher: Mutex::new(publisher), namespace: namespace.to_string() }
+    /// `address` is containerd's ttrpc socket (`TTRPC_ADDRESS`).
+    pub fn new(address: &str, namespace: &str) -> Events {
+        Events { address: address.to_string(), namespace: namespace.to_string(), connection: RefCell::new(None), next_stream: RefCell::new(1) }
     }
 
-    fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let publisher = self.publisher.lock().unwrap();
-        if let Err(e) = publisher.publish(Default::default(), topic, &self.namespace, event) {
-            warn!("cannot publish {topic}: {e}");
+    fn publish<M: Message>(&self, topic: &str, event: &M) {
+        let mut envelope = Envelope::new();
+        envelope.topic = topic.to_string();
+        envelope.namespace = self.namespace.clone();
+        envelope.timestamp = containerd_shim::util::timestamp().ok().into();
+        // The type URL by name: asking the message for its descriptor would build
+        // rust-protobuf's reflection tables, a few hundred KB per shim.
+        let any = Any { type_url: format!("containerd.events.{}", M::NAME), value: event.write_to_bytes().unwrap_or_default(), ..Default::default() };
+        envelope.event = Some(any).into();
+        let mut forward = ForwardRequest::new();
+        forward.envelope = Some(envelope).into();
+        let sent = wire::request("containerd.services.events.ttrpc.v1.Events", "Forward", &forward).and_then(|request| {
+            self.forward(&request).or_else(|first| {
+                // containerd may have restarted since the last event: one fresh connection.
+                self.connection.borrow_mut().take();
+                self.forward(&request).map_err(|again| format!("{first}; after reconnecting: {again}"))
+            })
+        });
+        if let Err(e) = sent {
+            warn!("cannot publish {topic} to containerd at {}: {e}", self.address);
+        }
+    }
+
+    /// Sends one Forward request and waits for its response.
+    fn forward(&self, request: &[u8]) -> Result<(), String> {
+        let mut connection = self.connection.borrow_mut();
+        if connection.is_none() {
+            let fd = containerd_shim::util::connect(self.address.trim_start_matches("unix://")).map_err(|e| format!("cannot connect: {e}"))?;
+            // SAFETY: connect returned a new socket descriptor this process owns.
+            let stream = unsafe { UnixStream::from_raw_fd(fd) };
+            stream.set_read_timeout(Some(FORWARD_TIMEOUT)).map_err(|e| e.to_string())?;
+            *connection = Some(stream);
+        }
+        let stream = connection.as_mut().unwrap();
+        let stream_id = {
+            let mut next = self.next_stream.borrow_mut();
+            let id = *next;
+            *next += 2; // clients use odd stream ids
+            id
+        };
+        stream.write_all(&wire::encode(stream_id, wire::TYPE_REQUEST, request)).map_err(|e| format!("cannot send: {e}"))?;
+        loop {
+            let frame = wire::read_frame(stream).map_err(|e| format!("no answer: {e}"))?;
+            if frame.stream_id != stream_id || frame.kind != wire::TYPE_RESPONSE {
+                continue;
+            }
+            let response = Response::parse_from_bytes(&frame.payload).map_err(|e| format!("unreadable answer: {e}"))?;
+            return match response.status.as_ref() {
+                Some(status) if status.code() != Code::OK => Err(format!("containerd refused it: {}", status.message)),
+                _ => Ok(()),
+            };
         }
     }
 
@@ -42,21 +104,21 @@ impl Events {
         event.bundle = bundle.to_string();
         event.io = Some(io).into();
         event.pid = pid as u32;
-        self.publish(TASK_CREATE_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_CREATE_EVENT_TOPIC, &event);
     }
 
     pub fn start(&self, id: &str, pid: i32) {
         let mut event = TaskStart::new();
         event.container_id = id.to_string();
         event.pid = pid as u32;
-        self.publish(TASK_START_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_START_EVENT_TOPIC, &event);
     }
 
     pub fn exec_added(&self, id: &str, exec_id: &str) {
         let mut event = TaskExecAdded::new();
         event.container_id = id.to_string();
         event.exec_id = exec_id.to_string();
-        self.publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_EXEC_ADDED_EVENT_TOPIC, &event);
     }
 
     pub fn exec_started(&self, id: &str, exec_id: &str, pid: i32) {
@@ -64,7 +126,7 @@ impl Events {
         event.container_id = id.to_string();
         event.exec_id = exec_id.to_string();
         event.pid = pid as u32;
-        self.publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_EXEC_STARTED_EVENT_TOPIC, &event);
     }
 
     /// `process_id` is the exec id, or the container id for the init.
@@ -75,7 +137,7 @@ impl Events {
         event.pid = pid as u32;
         event.exit_status = code;
         event.exited_at = Some(at.clone()).into();
-        self.publish(TASK_EXIT_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_EXIT_EVENT_TOPIC, &event);
     }
 
     pub fn delete(&self, id: &str, pid: i32, code: u32, at: &Timestamp) {
@@ -85,24 +147,24 @@ impl Events {
         event.pid = pid as u32;
         event.exit_status = code;
         event.exited_at = Some(at.clone()).into();
-        self.publish(TASK_DELETE_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_DELETE_EVENT_TOPIC, &event);
     }
 
     pub fn paused(&self, id: &str) {
         let mut event = TaskPaused::new();
         event.container_id = id.to_string();
-        self.publish(TASK_PAUSED_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_PAUSED_EVENT_TOPIC, &event);
     }
 
     pub fn resumed(&self, id: &str) {
         let mut event = TaskResumed::new();
         event.container_id = id.to_string();
-        self.publish(TASK_RESUMED_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_RESUMED_EVENT_TOPIC, &event);
     }
 
     pub fn oom(&self, id: &str) {
         let mut event = TaskOOM::new();
         event.container_id = id.to_string();
-        self.publish(TASK_OOM_EVENT_TOPIC, Box::new(event));
+        self.publish(TASK_OOM_EVENT_TOPIC, &event);
     }
 }

@@ -4,6 +4,8 @@
 pub mod container;
 pub mod events;
 pub mod runtime;
+pub mod server;
 pub mod service;
 pub mod stdio;
 pub mod task;
+pub mod wire;

@@ -1,5 +1,5 @@
 //! The `containerd-shim-berth-v2` binary: containerd starts it per container (or pod).
 
 fn main() {
-    containerd_shim::run::<berth_shim::service::BerthShim>("io.containerd.berth.v2", None);
+    std::process::exit(berth_shim::service::main());
 }

@@ -1,6 +1,6 @@
-//! Calls to the `berth` binary: runc's command line, with a timeout on every call, waiting
-//! through the shim crate's exit monitor (its reaper owns every child), and berth's own
-//! error message taken from the JSON log.
+//! Calls to the `berth` binary: runc's command line, with a timeout on every call (output
+//! and exit watched through poll and a pidfd), and berth's own error message taken from the
+//! JSON log.
 
 use std::fs::File;
 use std::io::Read;
@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use containerd_shim::monitor::{ExitEvent, Subject, Topic};
-use containerd_shim::synchronous::monitor::monitor_subscribe;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::time::Instant;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
 
 /// Default state root of the containers this shim runs, per containerd namespace.
 pub const DEFAULT_ROOT: &str = "/run/containerd/berth";
@@ -57,7 +61,6 @@ impl Runtime {
     /// Runs `berth --root R [--systemd-cgroup] --log LOG --log-format json ARGS`; returns
     /// stdout when stdout is not handed over in `io`. Failures carry berth's own message.
     pub fn call(&self, log: &Path, args: &[&str], io: Option<CallIo>) -> Result<String, String> {
-        let exits = monitor_subscribe(Topic::Pid).map_err(|e| format!("cannot watch runtime calls: {e}"))?;
         let mut command = Command::new(&self.binary);
         command.arg("--root").arg(&self.root);
         if self.systemd_cgroup {
@@ -69,39 +72,92 @@ impl Runtime {
         command.stdin(io.stdin).stdout(io.stdout).stderr(io.stderr);
         let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
         let pid = child.id() as i32;
-        // Read output on this thread before waiting: pipes close when berth exits.
-        let (mut stdout, mut stderr) = (String::new(), String::new());
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        let timed_out = || {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+            format!("berth {} timed out after {}s", args.first().unwrap_or(&""), CALL_TIMEOUT.as_secs())
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         if captured {
-            if let Some(mut out) = child.stdout.take() {
-                let _ = out.read_to_string(&mut stdout);
-            }
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut stderr);
+            let outputs = [child.stdout.take().map(OwnedFd::from), child.stderr.take().map(OwnedFd::from)];
+            if !drain(outputs, [&mut stdout, &mut stderr], deadline) {
+                return Err(timed_out());
             }
         }
-        let code = wait_exit(&exits, pid, CALL_TIMEOUT).ok_or_else(|| {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            format!("berth {} timed out after {}s", args.first().unwrap_or(&""), CALL_TIMEOUT.as_secs())
-        })?;
+        let code = wait_exit(pid, deadline).ok_or_else(timed_out)?;
         if code == 0 {
-            return Ok(stdout);
+            return Ok(String::from_utf8_lossy(&stdout).into_owned());
         }
         Err(last_error(log).unwrap_or_else(|| {
-            let said = stderr.trim();
-            if said.is_empty() { format!("berth {} failed with exit code {code}", args.first().unwrap_or(&"")) } else { said.to_string() }
+            let said = String::from_utf8_lossy(&stderr).trim().to_string();
+            if said.is_empty() { format!("berth {} failed with exit code {code}", args.first().unwrap_or(&"")) } else { said }
         }))
     }
 }
 
-/// Waits for `pid`'s exit code as the shim's reaper reports it.
-pub fn wait_exit(exits: &containerd_shim::synchronous::monitor::Subscription, pid: i32, timeout: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + timeout;
+/// Reads both pipes to EOF, or gives up (false) at the deadline.
+fn drain(pipes: [Option<OwnedFd>; 2], into: [&mut Vec<u8>; 2], deadline: Instant) -> bool {
+    let mut open: Vec<(File, &mut Vec<u8>)> = pipes.into_iter().zip(into).filter_map(|(p, buf)| p.map(|fd| (File::from(fd), buf))).collect();
+    while !open.is_empty() {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
+        let mut fds: Vec<PollFd> = open.iter().map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN)).collect();
+        let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+        let ready: Vec<bool> = fds.iter().map(|fd| fd.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        let mut index = 0;
+        open.retain_mut(|(file, buf)| {
+            let this = index;
+            index += 1;
+            if !ready[this] {
+                return true;
+            }
+            let mut chunk = [0u8; 8192];
+            match file.read(&mut chunk) {
+                Ok(0) | Err(_) => false,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    true
+                }
+            }
+        });
+    }
+    true
+}
+
+/// Waits for `pid` (this shim's child) until the deadline and returns its exit code
+/// (128+signal when killed); the shim's own reaper never takes it, as the serving loop
+/// reaps only between calls.
+pub fn wait_exit(pid: i32, deadline: Instant) -> Option<i32> {
+    // SAFETY: pidfd_open returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if raw >= 0 {
+        // SAFETY: the descriptor is new and owned here.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
+                Ok(0) => return None,
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+    }
     loop {
-        let left = deadline.checked_duration_since(std::time::Instant::now())?;
-        match exits.rx.recv_timeout(left) {
-            Ok(ExitEvent { subject: Subject::Pid(exited), exit_code }) if exited == pid => return Some(exit_code),
-            Ok(_) => continue,
-            Err(_) => return None,
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Some(128 + signal as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Some(255),
         }
     }
 }

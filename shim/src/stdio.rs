@@ -1,13 +1,13 @@
 //! A process's stdio as containerd names it: fifos (plain paths), `binary://` loggers and
-//! `file://` files; terminals through a console socket whose pty the shim copies.
+//! `file://` files; terminals through a console socket whose pty the shim copies; stdin
+//! forwarded from containerd's fifo by the serving loop.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
@@ -16,8 +16,8 @@ use crate::runtime::CallIo;
 /// What the shim holds for a running process's stdio.
 #[derive(Default)]
 pub struct ProcessIo {
-    /// Where the shim copies containerd's stdin fifo to; dropping it gives the process EOF.
-    stdin_writer: Arc<Mutex<Option<File>>>,
+    /// containerd's stdin fifo and where it goes; dropping it gives the process EOF.
+    pub stdin: Option<StdinForward>,
     /// The pty master of a terminal process.
     pub console: Option<File>,
     /// A `binary://` logger the process writes to.
@@ -37,11 +37,14 @@ pub struct StdioSpec {
 impl ProcessIo {
     /// Closes stdin as containerd's CloseIO asks: the process reads EOF.
     pub fn close_stdin(&mut self) {
-        self.stdin_writer.lock().unwrap().take();
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin.drain();
+        }
     }
 
     /// Waits for the copies from a terminal to drain, then lets a logger finish.
     pub fn finish(&mut self) {
+        self.stdin = None;
         for copy in self.copies.drain(..) {
             let _ = copy.join();
         }
@@ -71,7 +74,7 @@ pub fn open(spec: &StdioSpec, id: &str, namespace: &str) -> Result<(CallIo, Proc
         Stdio::null()
     } else {
         let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-        copy_stdin(&mut kept, &spec.stdin, File::from(writer));
+        kept.stdin = Some(StdinForward::open(&spec.stdin, File::from(writer), true)?);
         Stdio::from(File::from(reader))
     };
     if spec.stdout.starts_with("binary://") {
@@ -85,24 +88,79 @@ pub fn open(spec: &StdioSpec, id: &str, namespace: &str) -> Result<(CallIo, Proc
     Ok((CallIo { stdin, stdout: to_stdio(stdout), stderr: to_stdio(stderr) }, kept))
 }
 
-/// Copies containerd's stdin fifo into `to` until the fifo's writers are gone (EOF) or
-/// CloseIO drops `to`; the open waits in the copy thread until a writer comes.
-fn copy_stdin(io: &mut ProcessIo, fifo: &str, to: File) {
-    *io.stdin_writer.lock().unwrap() = Some(to);
-    let writer = io.stdin_writer.clone();
-    let fifo = fifo.to_string();
-    std::thread::spawn(move || {
-        let Ok(mut from) = File::open(&fifo) else { return };
-        let mut buf = [0u8; 32 * 1024];
-        while let Ok(n @ 1..) = from.read(&mut buf) {
-            let mut guard = writer.lock().unwrap();
-            let Some(to) = guard.as_mut() else { return };
-            if to.write_all(&buf[..n]).is_err() {
-                return;
+/// containerd's stdin fifo forwarded into a process's stdin pipe or pty master. The fifo is
+/// read without blocking, only when the serving loop sees data (or its writer leave); a
+/// pipe is written without blocking too, so a process that does not read cannot stall the
+/// shim: what it has not taken waits in `pending`.
+pub struct StdinForward {
+    fifo: File,
+    to: File,
+    pending: Vec<u8>,
+}
+
+impl StdinForward {
+    /// Opens the fifo (no writer needed yet). `nonblocking_to` for a pipe of the shim's own;
+    /// a pty master is shared with the terminal copy and stays blocking.
+    pub fn open(fifo: &str, to: File, nonblocking_to: bool) -> Result<StdinForward, String> {
+        let fifo = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(fifo).map_err(|e| format!("cannot open stdin fifo {fifo}: {e}"))?;
+        if nonblocking_to {
+            set_nonblocking(to.as_raw_fd(), true)?;
+        }
+        Ok(StdinForward { fifo, to, pending: Vec::new() })
+    }
+
+    /// The descriptor the loop waits on and for what: the fifo's data, or room in the pipe.
+    pub fn interest(&self) -> (RawFd, libc::c_short) {
+        if self.pending.is_empty() { (self.fifo.as_raw_fd(), libc::POLLIN) } else { (self.to.as_raw_fd(), libc::POLLOUT) }
+    }
+
+    /// Moves what is ready; false once stdin is finished (the fifo's writers left, or the
+    /// process closed its end).
+    pub fn pump(&mut self) -> bool {
+        if self.pending.is_empty() {
+            let mut buf = [0u8; 32 * 1024];
+            match self.fifo.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) => return matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
             }
         }
-        writer.lock().unwrap().take();
-    });
+        match self.to.write(&self.pending) {
+            Ok(n) => {
+                self.pending.drain(..n);
+                true
+            }
+            Err(e) => matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted),
+        }
+    }
+
+    /// Delivers what containerd already wrote to the fifo (CloseIO comes after the last
+    /// write), waiting for the process to take it.
+    fn drain(&mut self) {
+        let _ = set_nonblocking(self.to.as_raw_fd(), false);
+        let mut buf = [0u8; 32 * 1024];
+        loop {
+            if self.to.write_all(&self.pending).is_err() {
+                return;
+            }
+            self.pending.clear();
+            match self.fifo.read(&mut buf) {
+                Ok(n @ 1..) => self.pending.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: RawFd, on: bool) -> Result<(), String> {
+    // SAFETY: fcntl on a descriptor this process holds.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(format!("cannot configure the stdin pipe: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// A fifo path (containerd holds its read end) or a `file://` path, opened for writing.
@@ -226,7 +284,7 @@ impl Drop for ConsoleSocket {
 /// the master out to stdout.
 pub fn attach_console(io: &mut ProcessIo, master: File, spec: &StdioSpec) -> Result<(), String> {
     if !spec.stdin.is_empty() {
-        copy_stdin(io, &spec.stdin, master.try_clone().map_err(|e| e.to_string())?);
+        io.stdin = Some(StdinForward::open(&spec.stdin, master.try_clone().map_err(|e| e.to_string())?, false)?);
     }
     if let Some(stdout) = open_output(&spec.stdout)? {
         let from_master = master.try_clone().map_err(|e| e.to_string())?;

@@ -1,21 +1,20 @@
 //! The task service containerd calls (task API v2): each method maps onto a berth
-//! command, tracks process state, and publishes events in containerd's order.
+//! command, tracks process state, and publishes events in containerd's order. The serving
+//! loop calls it on one thread and feeds it the exits it reaps.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::cell::{Cell, RefCell, RefMut};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api::*;
-use containerd_shim::monitor::{ExitEvent, Subject, Topic};
 use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::api::ProcessInfo;
 use containerd_shim::protos::ttrpc::{self, Code};
-use containerd_shim::synchronous::monitor::monitor_subscribe;
-use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
+use containerd_shim::TtrpcResult;
 use log::warn;
 
 use crate::container::{Container, Process, UnclaimedExits};
@@ -29,24 +28,13 @@ const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 /// How long an unclaimed exit is kept for an exec whose pid is not known yet.
 const UNCLAIMED_TTL: Duration = Duration::from_secs(60);
 
-/// The task service: a handle on the state the exit watcher shares.
-pub struct TaskService(Arc<Shared>);
-
-impl std::ops::Deref for TaskService {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The containers, exits and event sender behind the task service.
-pub struct Shared {
-    containers: Mutex<HashMap<String, Container>>,
-    exited: Condvar,
-    unclaimed: Mutex<(UnclaimedExits, Vec<(Instant, i32)>)>,
-    events: Arc<Events>,
+/// The task service: the containers, exits held for pids not known yet, and the event sender.
+pub struct TaskService {
+    containers: RefCell<HashMap<String, Container>>,
+    unclaimed: RefCell<(UnclaimedExits, Vec<(Instant, i32)>)>,
+    events: Events,
     namespace: String,
-    shutdown: Arc<ExitSignal>,
+    shutdown_requested: Cell<bool>,
 }
 
 fn error(code: Code, message: impl ToString) -> ttrpc::Error {
@@ -58,34 +46,53 @@ fn now() -> Timestamp {
 }
 
 impl TaskService {
-    pub fn new(events: Events, namespace: &str, shutdown: Arc<ExitSignal>) -> TaskService {
-        let service = Arc::new(Shared {
-            containers: Mutex::new(HashMap::new()),
-            exited: Condvar::new(),
-            unclaimed: Mutex::new((UnclaimedExits::default(), Vec::new())),
-            events: Arc::new(events),
+    pub fn new(events: Events, namespace: &str) -> TaskService {
+        TaskService {
+            containers: RefCell::new(HashMap::new()),
+            unclaimed: RefCell::new((UnclaimedExits::default(), Vec::new())),
+            events,
             namespace: namespace.to_string(),
-            shutdown,
-        });
-        let exits = monitor_subscribe(Topic::Pid).expect("cannot subscribe to process exits");
-        let watcher = service.clone();
-        std::thread::spawn(move || {
-            while let Ok(ExitEvent { subject: Subject::Pid(pid), exit_code }) = exits.rx.recv() {
-                watcher.record_exit(pid, exit_code);
-            }
-        });
-        TaskService(service)
+            shutdown_requested: Cell::new(false),
+        }
     }
-}
 
-impl Shared {
+    /// Every open stdin forward: (container id, exec id), descriptor and poll events.
+    pub fn stdin_interests(&self) -> Vec<((String, String), std::os::fd::RawFd, libc::c_short)> {
+        let containers = self.containers.borrow();
+        let mut out = Vec::new();
+        for c in containers.values() {
+            for p in std::iter::once(&c.init).chain(c.execs.values()) {
+                if let Some(stdin) = &p.io.stdin {
+                    let (fd, events) = stdin.interest();
+                    out.push(((c.id.clone(), p.exec_id.clone()), fd, events));
+                }
+            }
+        }
+        out
+    }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Container>> {
-        self.containers.lock().unwrap()
+    /// Forwards stdin the loop found ready; a finished one is closed (the process reads EOF).
+    pub fn pump_stdin(&self, (id, exec_id): &(String, String)) {
+        let mut containers = self.lock();
+        let Some(process) = containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) else { return };
+        if let Some(stdin) = process.io.stdin.as_mut() {
+            if !stdin.pump() {
+                process.io.stdin = None;
+            }
+        }
+    }
+
+    /// Whether containerd asked the shim to exit (Shutdown with no container left).
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown_requested.get()
+    }
+
+    fn lock(&self) -> RefMut<'_, HashMap<String, Container>> {
+        self.containers.borrow_mut()
     }
 
     /// Records a reaped pid's exit on its process and publishes what may now go out.
-    fn record_exit(&self, pid: i32, code: i32) {
+    pub fn record_exit(&self, pid: i32, code: i32) {
         let at = now();
         let mut containers = self.lock();
         let owner = containers.iter().find_map(|(id, c)| {
@@ -96,7 +103,7 @@ impl Shared {
         });
         let Some((id, exec_id)) = owner else {
             drop(containers);
-            let mut unclaimed = self.unclaimed.lock().unwrap();
+            let mut unclaimed = self.unclaimed.borrow_mut();
             let (exits, order) = &mut *unclaimed;
             order.retain(|(when, old)| when.elapsed() < UNCLAIMED_TTL || exits.0.remove(old).is_none() && false);
             exits.0.insert(pid, (code, at));
@@ -110,7 +117,6 @@ impl Shared {
         process.exited_at = Some(at);
         process.exit_event_pending = true;
         self.flush_exit_events(container);
-        self.exited.notify_all();
     }
 
     /// Publishes pending exits whose order allows it: a process's Start before its Exit,
@@ -139,7 +145,7 @@ impl Shared {
 
     /// Takes an exit the reaper saw before the pid was known.
     fn claim_exit(&self, pid: i32) -> Option<(i32, Timestamp)> {
-        self.unclaimed.lock().unwrap().0 .0.remove(&pid)
+        self.unclaimed.borrow_mut().0 .0.remove(&pid)
     }
 
     fn container<'a>(containers: &'a mut HashMap<String, Container>, id: &str) -> TtrpcResult<&'a mut Container> {
@@ -195,8 +201,9 @@ fn read_pid(path: &Path) -> TtrpcResult<i32> {
         .ok_or_else(|| error(Code::INTERNAL, format!("berth wrote no pid to {}", path.display())))
 }
 
-impl Task for TaskService {
-    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+/// The task API's methods, one per request containerd sends.
+impl TaskService {
+    pub fn create(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
         let bundle = PathBuf::from(&req.bundle);
         let runtime = runtime_options(&req.options, &self.namespace);
         let stdio = StdioSpec { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
@@ -231,9 +238,9 @@ impl Task for TaskService {
         Ok(CreateTaskResponse { pid: pid as u32, ..Default::default() })
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+    pub fn start(&self, req: StartRequest) -> TtrpcResult<StartResponse> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let pid = if req.exec_id.is_empty() {
             let log = container.log();
             container.runtime.call(&log, &["start", &req.id], None).map_err(|e| error(Code::INTERNAL, e))?;
@@ -264,9 +271,9 @@ impl Task for TaskService {
         Ok(StartResponse { pid: pid as u32, ..Default::default() })
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+    pub fn delete(&self, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         if !req.exec_id.is_empty() {
             let exec = container.execs.get(&req.exec_id).ok_or_else(|| error(Code::NOT_FOUND, format!("exec {} does not exist", req.exec_id)))?;
             if exec.status == Status::RUNNING {
@@ -290,9 +297,9 @@ impl Task for TaskService {
         Ok(DeleteResponse { pid: init.pid as u32, exit_status: init.exit_code, exited_at: Some(at).into(), ..Default::default() })
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+    pub fn exec(&self, req: ExecProcessRequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         if container.execs.contains_key(&req.exec_id) {
             return Err(error(Code::ALREADY_EXISTS, format!("exec {} already exists", req.exec_id)));
         }
@@ -307,9 +314,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+    pub fn state(&self, req: StateRequest) -> TtrpcResult<StateResponse> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let bundle = container.bundle.display().to_string();
         let process = container.process(&req.exec_id).ok_or_else(|| error(Code::NOT_FOUND, format!("exec {} does not exist", req.exec_id)))?;
         Ok(StateResponse {
@@ -328,9 +335,9 @@ impl Task for TaskService {
         })
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+    pub fn kill(&self, req: KillRequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         if req.exec_id.is_empty() {
             let log = container.log();
             let signal = req.signal.to_string();
@@ -351,9 +358,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+    pub fn pids(&self, req: PidsRequest) -> TtrpcResult<PidsResponse> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let log = container.log();
         let out = container.runtime.call(&log, &["ps", "--format", "json", &req.id], None).map_err(|e| error(Code::INTERNAL, e))?;
         let pids: Vec<u32> = serde_json::from_str(&out).map_err(|e| error(Code::INTERNAL, format!("berth ps printed no pid list: {e}")))?;
@@ -361,9 +368,9 @@ impl Task for TaskService {
         Ok(PidsResponse { processes, ..Default::default() })
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+    pub fn pause(&self, req: PauseRequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let log = container.log();
         container.runtime.call(&log, &["pause", &req.id], None).map_err(|e| error(Code::FAILED_PRECONDITION, e))?;
         container.init.status = Status::PAUSED;
@@ -371,9 +378,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+    pub fn resume(&self, req: ResumeRequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let log = container.log();
         container.runtime.call(&log, &["resume", &req.id], None).map_err(|e| error(Code::FAILED_PRECONDITION, e))?;
         container.init.status = Status::RUNNING;
@@ -381,9 +388,9 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+    pub fn close_io(&self, req: CloseIORequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let process = container.process_mut(&req.exec_id).ok_or_else(|| error(Code::NOT_FOUND, format!("exec {} does not exist", req.exec_id)))?;
         if req.stdin {
             process.io.close_stdin();
@@ -391,17 +398,17 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+    pub fn resize_pty(&self, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let process = container.process(&req.exec_id).ok_or_else(|| error(Code::NOT_FOUND, format!("exec {} does not exist", req.exec_id)))?;
         process.io.resize(req.width, req.height).map_err(|e| error(Code::FAILED_PRECONDITION, e))?;
         Ok(Empty::new())
     }
 
-    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+    pub fn update(&self, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let resources = req.resources.as_ref().ok_or_else(|| error(Code::INVALID_ARGUMENT, "update without resources"))?;
         let file = container.bundle.join("update-resources.json");
         std::fs::write(&file, &resources.value).map_err(|e| error(Code::INTERNAL, format!("cannot write {}: {e}", file.display())))?;
@@ -412,21 +419,21 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+    /// The exit of a process, or None while it runs (the serving loop then holds the
+    /// request and asks again after each exit).
+    pub fn wait(&self, req: WaitRequest) -> TtrpcResult<Option<WaitResponse>> {
         let mut containers = self.lock();
-        loop {
-            let container = Shared::container(&mut containers, &req.id)?;
-            let process = container.process(&req.exec_id).ok_or_else(|| error(Code::NOT_FOUND, format!("exec {} does not exist", req.exec_id)))?;
-            if process.exited() && !process.exit_event_pending {
-                return Ok(WaitResponse { exit_status: process.exit_code, exited_at: process.exited_at.clone().into(), ..Default::default() });
-            }
-            containers = self.exited.wait(containers).unwrap();
+        let container = TaskService::container(&mut containers, &req.id)?;
+        let process = container.process(&req.exec_id).ok_or_else(|| error(Code::NOT_FOUND, format!("exec {} does not exist", req.exec_id)))?;
+        if process.exited() && !process.exit_event_pending {
+            return Ok(Some(WaitResponse { exit_status: process.exit_code, exited_at: process.exited_at.clone().into(), ..Default::default() }));
         }
+        Ok(None)
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+    pub fn stats(&self, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         let mut containers = self.lock();
-        let container = Shared::container(&mut containers, &req.id)?;
+        let container = TaskService::container(&mut containers, &req.id)?;
         let log = container.log();
         let out = container.runtime.call(&log, &["events", "--stats", &req.id], None).map_err(|e| error(Code::INTERNAL, e))?;
         let event: serde_json::Value = serde_json::from_str(out.trim()).map_err(|e| error(Code::INTERNAL, format!("berth events printed no stats: {e}")))?;
@@ -435,25 +442,25 @@ impl Task for TaskService {
         Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })
     }
 
-    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+    pub fn connect(&self, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
         let mut containers = self.lock();
-        let task_pid = Shared::container(&mut containers, &req.id).map(|c| c.init.pid as u32).unwrap_or(0);
+        let task_pid = TaskService::container(&mut containers, &req.id).map(|c| c.init.pid as u32).unwrap_or(0);
         Ok(ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+    pub fn shutdown(&self, _req: ShutdownRequest) -> TtrpcResult<Empty> {
         if self.lock().is_empty() {
-            self.shutdown.signal();
+            self.shutdown_requested.set(true);
         }
         Ok(Empty::new())
     }
 
-    fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
+    pub fn checkpoint(&self, _req: CheckpointTaskRequest) -> TtrpcResult<Empty> {
         Err(error(Code::UNIMPLEMENTED, "not implemented: checkpoint through the berth shim"))
     }
 }
 
-impl Shared {
+impl TaskService {
     /// Runs a create or exec: opens the stdio (or a console socket for a terminal), calls
     /// berth, reads the pid, claims an exit that came early, and attaches the terminal.
     fn start_process(
@@ -529,5 +536,24 @@ fn metrics_from_stats(data: &serde_json::Value) -> Metrics {
         })
         .into(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(type_url: &str) -> MessageField<Any> {
+        let runc = Options { binary_name: "/opt/runc-like".into(), root: "/run/custom".into(), systemd_cgroup: true, ..Default::default() };
+        Some(Any { type_url: type_url.into(), value: runc.write_to_bytes().unwrap(), ..Default::default() }).into()
+    }
+
+    #[test]
+    fn runc_options_are_honoured_only_under_runcs_type() {
+        let honoured = runtime_options(&options("containerd.runc.v1.Options"), "ns");
+        assert_eq!((honoured.binary.to_str(), honoured.root.to_str(), honoured.systemd_cgroup), (Some("/opt/runc-like"), Some("/run/custom"), true));
+        let ignored = runtime_options(&options("io.containerd.other.v1.Options"), "ns");
+        assert_eq!((ignored.root.to_str(), ignored.systemd_cgroup), (Some("/run/containerd/berth/ns"), false));
+        assert_ne!(ignored.binary.to_str(), Some("/opt/runc-like"));
     }
 }

@@ -13,11 +13,19 @@ pub struct Containerd {
     /// /run/containerd/berth, which the test removes again.
     pub namespace: String,
     daemon: Child,
+    /// A directory searched before PATH when containerd looks up shim binaries.
+    shim_dir: Option<PathBuf>,
 }
 
 impl Containerd {
     /// Starts containerd (without its CRI plugin) and waits for its socket.
     pub fn start() -> Containerd {
+        Containerd::start_with_shims(None)
+    }
+
+    /// As `start`, with `shim_dir` first on containerd's PATH, so runtime names resolve to
+    /// the shims in it.
+    pub fn start_with_shims(shim_dir: Option<&Path>) -> Containerd {
         let dir = TempDir::new("berth-ctd"); // short: socket paths are limited to 108 bytes
         let d = dir.path();
         let config = format!(
@@ -25,11 +33,12 @@ impl Containerd {
             d.display()
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let daemon = spawn_daemon(d);
+        let shim_dir = shim_dir.map(Path::to_path_buf);
+        let daemon = spawn_daemon(d, shim_dir.as_deref());
         // Short: containerd's identifiers are at most 76 characters.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let namespace = format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let containerd = Containerd { dir, namespace, daemon };
+        let containerd = Containerd { dir, namespace, daemon, shim_dir };
         containerd.wait_ready();
         containerd
     }
@@ -71,15 +80,19 @@ impl Containerd {
     /// Starts containerd again on the same directory.
     pub fn restart(&mut self) {
         self.stop_daemon();
-        self.daemon = spawn_daemon(self.dir.path());
+        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref());
         self.wait_ready();
     }
 }
 
 /// containerd on the config in `dir`, logging to `dir/containerd.log`.
-fn spawn_daemon(dir: &Path) -> Child {
+fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
-    Command::new("containerd")
+    let mut command = Command::new("containerd");
+    if let Some(shims) = shim_dir {
+        command.env("PATH", format!("{}:{}", shims.display(), std::env::var("PATH").unwrap_or_default()));
+    }
+    command
         .arg("--config")
         .arg(dir.join("config.toml"))
         .stdin(Stdio::null())

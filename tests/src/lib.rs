@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_runtime;
+pub mod bench_shim;
 pub mod bins;
 pub mod containerd;
 pub mod fixtures;

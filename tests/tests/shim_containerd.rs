@@ -274,3 +274,64 @@ fn an_exit_racing_start_is_published_after_start() {
         assert!(start < exit, "race{n}: {topics:?}");
     }
 }
+
+/// The threads of a running shim process.
+fn thread_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn a_shim_serves_detached_containers_on_at_most_three_threads() {
+    let Some((ctd, rootfs)) = ready("a_shim_serves_detached_containers_on_at_most_three_threads") else { return };
+    for n in 0..3 {
+        let out = ctr_run(&ctd, &rootfs, &["-d"], &format!("lean{n}"), &["sleep", "300"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let fifos = ctd.dir.path().join("fifo").display().to_string();
+    assert_eq!(stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e", "lean0", "echo", "ok"])), "ok\n");
+    for n in 0..3 {
+        let pid = shim_pid(&format!("lean{n}")).expect("no shim serves the container");
+        let threads = thread_count(pid);
+        assert!((1..=3).contains(&threads), "the shim of lean{n} runs {threads} threads");
+    }
+}
+
+#[test]
+fn runc_options_from_containerd_are_honoured() {
+    if !require_root("runc_options_from_containerd_are_honoured") {
+        return;
+    }
+    // containerd resolves io.containerd.runc.v2 through its PATH: here to berth's shim, so
+    // ctr sends runc's options (BinaryName, Root, SystemdCgroup) to it.
+    let shims = TempDir::new("berth-shims");
+    std::os::unix::fs::symlink(berth_tests::bins::bin("containerd-shim-berth-v2"), shims.path().join("containerd-shim-runc-v2")).unwrap();
+    let calls = shims.path().join("calls.log");
+    let wrapper = shims.path().join("berth-wrapper");
+    std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$@\" >> {}\nexec {} \"$@\"\n", calls.display(), berth_tests::bins::bin("berth").display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rootfs = TempDir::new("berth-shim-rootfs");
+    write_busybox_rootfs(rootfs.path());
+    let ctd = Containerd::start_with_shims(Some(shims.path()));
+    let root = ctd.dir.path().join("custom-root");
+    let run = |id: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", wrapper.to_str().unwrap(), "--runc-root", root.to_str().unwrap()];
+        args.extend(extra);
+        args.extend(["--rootfs", rootfs.path().to_str().unwrap(), id, "sh", "-c", "echo via-options"]);
+        ctd.ctr(&args)
+    };
+    let out = run("opts", &[]);
+    assert_eq!(stdout(&out), "via-options\n", "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
+    let logged = std::fs::read_to_string(&calls).unwrap();
+    assert!(logged.lines().any(|l| l.starts_with(&format!("--root {} ", root.display())) && l.contains("create")), "{logged}");
+    assert!(!logged.contains("--systemd-cgroup"), "{logged}");
+
+    // SystemdCgroup reaches berth as --systemd-cgroup (on a v1 host berth refuses it, and
+    // its own message reaches the ctr user).
+    let out = run("opts-systemd", &["--runc-systemd-cgroup", "--cgroup", "system.slice:berth-test:opts-systemd"]);
+    let logged = std::fs::read_to_string(&calls).unwrap();
+    assert!(logged.lines().any(|l| l.contains("--systemd-cgroup") && l.contains("create")), "{logged}\n{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--systemd-cgroup with cgroupsPath \"system.slice:berth-test:opts-systemd\""), "{stderr}");
+    }
+}

@@ -3,11 +3,12 @@
 
 fn main() {
     let sections: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["runtime"];
+    let all = ["runtime", "shim"];
     let chosen: Vec<&str> = if sections.is_empty() { all.to_vec() } else { sections.iter().map(|s| s.as_str()).collect() };
     for section in chosen {
         match section {
             "runtime" => berth_tests::bench_runtime::run(),
+            "shim" => berth_tests::bench_shim::run(),
             other => {
                 eprintln!("berth-bench: unknown section {other:?}; known: {}", all.join(", "));
                 std::process::exit(2);
