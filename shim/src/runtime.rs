@@ -18,8 +18,16 @@ use nix::unistd::Pid;
 /// Default state root of the containers this shim runs, per containerd namespace.
 pub const DEFAULT_ROOT: &str = "/run/containerd/berth";
 
-/// How long one runtime call may take before the shim gives up on it.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one runtime call may take before the shim kills it and fails the request.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable (whole seconds) that overrides the call timeout; the shim
+/// inherits containerd's environment.
+pub const CALL_TIMEOUT_ENV: &str = "BERTH_SHIM_CALL_TIMEOUT";
+
+fn call_timeout() -> Duration {
+    std::env::var(CALL_TIMEOUT_ENV).ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_CALL_TIMEOUT)
+}
 
 /// The runtime binary and where its state lives (from containerd's runc options).
 #[derive(Debug, Clone)]
@@ -72,11 +80,12 @@ impl Runtime {
         command.stdin(io.stdin).stdout(io.stdout).stderr(io.stderr);
         let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
         let pid = child.id() as i32;
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        let timeout = call_timeout();
+        let deadline = Instant::now() + timeout;
         let timed_out = || {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
-            format!("berth {} timed out after {}s", args.first().unwrap_or(&""), CALL_TIMEOUT.as_secs())
+            format!("berth {} timed out after {}s", args.first().unwrap_or(&""), timeout.as_secs())
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         if captured {

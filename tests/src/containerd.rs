@@ -15,6 +15,8 @@ pub struct Containerd {
     daemon: Child,
     /// A directory searched before PATH when containerd looks up shim binaries.
     shim_dir: Option<PathBuf>,
+    /// Environment containerd (and so every shim it starts) gets on top of the test's.
+    env: Vec<(String, String)>,
 }
 
 impl Containerd {
@@ -26,6 +28,11 @@ impl Containerd {
     /// As `start`, with `shim_dir` first on containerd's PATH, so runtime names resolve to
     /// the shims in it.
     pub fn start_with_shims(shim_dir: Option<&Path>) -> Containerd {
+        Containerd::start_with(shim_dir, &[])
+    }
+
+    /// As `start_with_shims`, with extra environment for containerd and its shims.
+    pub fn start_with(shim_dir: Option<&Path>, env: &[(&str, &str)]) -> Containerd {
         let dir = TempDir::new("berth-ctd"); // short: socket paths are limited to 108 bytes
         let d = dir.path();
         let config = format!(
@@ -34,11 +41,12 @@ impl Containerd {
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         let shim_dir = shim_dir.map(Path::to_path_buf);
-        let daemon = spawn_daemon(d, shim_dir.as_deref());
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let daemon = spawn_daemon(d, shim_dir.as_deref(), &env);
         // Short: containerd's identifiers are at most 76 characters.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let namespace = format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let containerd = Containerd { dir, namespace, daemon, shim_dir };
+        let containerd = Containerd { dir, namespace, daemon, shim_dir, env };
         containerd.wait_ready();
         containerd
     }
@@ -80,15 +88,16 @@ impl Containerd {
     /// Starts containerd again on the same directory.
     pub fn restart(&mut self) {
         self.stop_daemon();
-        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref());
+        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref(), &self.env);
         self.wait_ready();
     }
 }
 
 /// containerd on the config in `dir`, logging to `dir/containerd.log`.
-fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>) -> Child {
+fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
     let mut command = Command::new("containerd");
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(shims) = shim_dir {
         command.env("PATH", format!("{}:{}", shims.display(), std::env::var("PATH").unwrap_or_default()));
     }

@@ -307,18 +307,23 @@ fn runc_options_from_containerd_are_honoured() {
     std::os::unix::fs::symlink(berth_tests::bins::bin("containerd-shim-berth-v2"), shims.path().join("containerd-shim-runc-v2")).unwrap();
     let calls = shims.path().join("calls.log");
     let wrapper = shims.path().join("berth-wrapper");
-    std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$@\" >> {}\nexec {} \"$@\"\n", calls.display(), berth_tests::bins::bin("berth").display())).unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let berth = berth_tests::bins::bin("berth");
+    write_script(&wrapper, &format!("echo \"$@\" >> {}\nexec {} \"$@\"", calls.display(), berth.display()));
+    // A runtime that hangs in create, to show the shim's call timeout.
+    let hanging = shims.path().join("berth-hanging");
+    let hung_pid = shims.path().join("hung.pid");
+    write_script(&hanging, &format!("case \"$*\" in *\" create \"*) echo $$ > {}; exec sleep 600;; esac\nexec {} \"$@\"", hung_pid.display(), berth.display()));
     let rootfs = TempDir::new("berth-shim-rootfs");
     write_busybox_rootfs(rootfs.path());
-    let ctd = Containerd::start_with_shims(Some(shims.path()));
+    let ctd = Containerd::start_with(Some(shims.path()), &[("BERTH_SHIM_CALL_TIMEOUT", "3")]);
     let root = ctd.dir.path().join("custom-root");
-    let run = |id: &str, extra: &[&str]| {
-        let mut args = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", wrapper.to_str().unwrap(), "--runc-root", root.to_str().unwrap()];
+    let run_with = |binary: &std::path::Path, id: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", binary.to_str().unwrap(), "--runc-root", root.to_str().unwrap()];
         args.extend(extra);
         args.extend(["--rootfs", rootfs.path().to_str().unwrap(), id, "sh", "-c", "echo via-options"]);
         ctd.ctr(&args)
     };
+    let run = |id: &str, extra: &[&str]| run_with(&wrapper, id, extra);
     let out = run("opts", &[]);
     assert_eq!(stdout(&out), "via-options\n", "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
     let logged = std::fs::read_to_string(&calls).unwrap();
@@ -334,4 +339,46 @@ fn runc_options_from_containerd_are_honoured() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--systemd-cgroup with cgroupsPath \"system.slice:berth-test:opts-systemd\""), "{stderr}");
     }
+
+    // A hung runtime call is killed after the timeout and the request fails with that.
+    let out = run_with(&hanging, "hung", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("berth create timed out after 3s"), "{stderr}");
+    let pid = std::fs::read_to_string(&hung_pid).unwrap().trim().to_string();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "the hung runtime {pid} still runs: {stat}");
+}
+
+fn write_script(path: &std::path::Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn containers_of_one_pod_share_one_shim() {
+    let Some((ctd, rootfs)) = ready("containers_of_one_pod_share_one_shim") else { return };
+    let pod = "io.kubernetes.cri.sandbox-id=pod-a";
+    for id in ["pod-a", "pod-a-app"] {
+        let out = ctr_run(&ctd, &rootfs, &["-d", "--annotation", pod], id, &["sleep", "300"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = ctr_run(&ctd, &rootfs, &["-d"], "loner", &["sleep", "300"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pod_shim = shim_pid("pod-a").expect("no shim serves the pod");
+    assert_eq!(shim_pid("pod-a-app"), None, "the pod's second container got a shim of its own");
+    assert!(shim_pid("loner").is_some_and(|pid| pid != pod_shim));
+    // Both pod containers answer through the one shim; it stays until the last is deleted.
+    let fifos = ctd.dir.path().join("fifo").display().to_string();
+    for id in ["pod-a", "pod-a-app"] {
+        assert_eq!(stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "x", id, "echo", id])), format!("{id}\n"));
+    }
+    assert!(ctd.ctr(&["task", "kill", "-s", "KILL", "pod-a-app"]).status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while task_status(&ctd, "pod-a-app") != "STOPPED" {
+        assert!(std::time::Instant::now() < deadline, "pod-a-app never stopped");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ctd.ctr(&["task", "delete", "pod-a-app"]).status.success());
+    assert!(std::path::Path::new(&format!("/proc/{pod_shim}")).exists(), "the pod's shim left with a container still in it");
+    assert_eq!(task_status(&ctd, "pod-a"), "RUNNING");
 }
