@@ -85,6 +85,10 @@ fn ctr_runs_containers_through_the_shim() {
     assert_eq!(task_status(&ctd, "bg"), "RUNNING");
     let metrics = stdout(&ctd.ctr(&["task", "metrics", "bg"]));
     assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
+    // Checkpointing is not offered through the shim: a clear refusal, the task runs on.
+    let out = ctd.ctr(&["task", "checkpoint", "bg"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not implemented"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(task_status(&ctd, "bg"), "RUNNING");
     assert!(ctd.ctr(&["task", "kill", "-s", "KILL", "bg"]).status.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while task_status(&ctd, "bg") != "STOPPED" {
