@@ -80,10 +80,7 @@ pub fn run() {
         let each: Vec<Footprint> = ids.iter().map(|id| footprint(shim_pid(&shim.exe, id).unwrap_or_else(|| panic!("no {} serves {id}", shim.label)))).collect();
         footprints.push(median_footprint(&each));
         for id in &ids {
-            ctr_ok(&["task".into(), "kill".into(), "-s".into(), "KILL".into(), id.clone()]);
-        }
-        for id in &ids {
-            wait_stopped(&ctd, id);
+            ctd.kill_task(id);
             ctr_ok(&["task".into(), "delete".into(), id.clone()]);
             ctr_ok(&["containers".into(), "delete".into(), id.clone()]);
         }
@@ -155,18 +152,5 @@ fn median_footprint(each: &[Footprint]) -> Footprint {
         pss_kb: mid(each.iter().map(|f| f.pss_kb).collect()),
         private_kb: mid(each.iter().map(|f| f.private_kb).collect()),
         threads: mid(each.iter().map(|f| f.threads as u64).collect()) as usize,
-    }
-}
-
-fn wait_stopped(ctd: &Containerd, id: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = String::from_utf8_lossy(&ctd.ctr(&["task", "ls"]).stdout).into_owned();
-        let status = out.lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
-        if status.as_deref() != Some("RUNNING") {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "task {id} did not stop after SIGKILL");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

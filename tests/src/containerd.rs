@@ -74,6 +74,23 @@ impl Containerd {
         self.command(args).output().expect("cannot run ctr")
     }
 
+    /// The status `ctr task ls` shows for `id` ("" when there is no task).
+    pub fn task_status(&self, id: &str) -> String {
+        let out = String::from_utf8_lossy(&self.ctr(&["task", "ls"]).stdout).into_owned();
+        out.lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("").to_string()
+    }
+
+    /// Kills task `id` with SIGKILL and waits (at most 10 s) until it has stopped.
+    pub fn kill_task(&self, id: &str) {
+        let out = self.ctr(&["task", "kill", "-s", "KILL", id]);
+        assert!(out.status.success(), "cannot kill task {id}: {}", String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.task_status(id) == "RUNNING" {
+            assert!(Instant::now() < deadline, "task {id} did not stop after SIGKILL");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }

@@ -57,8 +57,7 @@ fn stdout(out: &std::process::Output) -> String {
 }
 
 fn task_status(ctd: &Containerd, id: &str) -> String {
-    let out = stdout(&ctd.ctr(&["task", "ls"]));
-    out.lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("").to_string()
+    ctd.task_status(id)
 }
 
 #[test]
@@ -89,12 +88,8 @@ fn ctr_runs_containers_through_the_shim() {
     let out = ctd.ctr(&["task", "checkpoint", "bg"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not implemented"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(task_status(&ctd, "bg"), "RUNNING");
-    assert!(ctd.ctr(&["task", "kill", "-s", "KILL", "bg"]).status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while task_status(&ctd, "bg") != "STOPPED" {
-        assert!(std::time::Instant::now() < deadline, "task never stopped");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    ctd.kill_task("bg");
+    assert_eq!(task_status(&ctd, "bg"), "STOPPED");
     assert!(ctd.ctr(&["task", "delete", "bg"]).status.success());
     assert!(ctd.ctr(&["containers", "delete", "bg"]).status.success());
     assert_eq!(task_status(&ctd, "bg"), "");
@@ -376,12 +371,7 @@ fn containers_of_one_pod_share_one_shim() {
     for id in ["pod-a", "pod-a-app"] {
         assert_eq!(stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "x", id, "echo", id])), format!("{id}\n"));
     }
-    assert!(ctd.ctr(&["task", "kill", "-s", "KILL", "pod-a-app"]).status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while task_status(&ctd, "pod-a-app") != "STOPPED" {
-        assert!(std::time::Instant::now() < deadline, "pod-a-app never stopped");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    ctd.kill_task("pod-a-app");
     assert!(ctd.ctr(&["task", "delete", "pod-a-app"]).status.success());
     assert!(std::path::Path::new(&format!("/proc/{pod_shim}")).exists(), "the pod's shim left with a container still in it");
     assert_eq!(task_status(&ctd, "pod-a"), "RUNNING");
