@@ -53,3 +53,41 @@ pub fn gc(store: &Store, out: &mut impl Write) -> Result<()> {
     }
     Ok(())
 }
+
+/// Prints each layer extraction on stderr when stderr is a terminal.
+fn progress_on_terminal() -> impl FnMut(&str) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    move |line: &str| {
+        if terminal {
+            eprintln!("{line}");
+        }
+    }
+}
+
+pub fn unpack(store: &Store, name: &str, bundle: &std::path::Path, platform: Option<&str>, limits: crate::extract::Limits) -> Result<()> {
+    let platform = platform.map(crate::manifest::Platform::parse).transpose()?;
+    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &mut progress_on_terminal()).with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
+}
+
+pub fn release(store: &Store, bundle: &std::path::Path) -> Result<()> {
+    crate::bundle::release(store, bundle)
+}
+
+/// `df` as a table, or the JSON document with `json`.
+pub fn df(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
+    let usage = crate::usage::measure(store)?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&usage)?)?;
+        return Ok(());
+    }
+    writeln!(out, "IMAGE\tVIRTUAL")?;
+    for image in &usage.images {
+        writeln!(out, "{}\t{}", image.name, image.virtual_bytes)?;
+    }
+    writeln!(out, "\nBUNDLE\tIMAGE\tOWN\tVIRTUAL")?;
+    for bundle in &usage.bundles {
+        writeln!(out, "{}\t{}\t{}\t{}", bundle.bundle, bundle.image, bundle.own_bytes, bundle.virtual_bytes)?;
+    }
+    writeln!(out, "\nTOTAL\t{} (shared layers counted once)", usage.total_bytes)?;
+    Ok(())
+}

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     name = "berth-image",
-    about = "Import OCI images into berth's content-addressed store"
+    about = "Import OCI images into berth's content-addressed store and unpack them into overlay bundles",
+    after_help = "Layers are hostile input: each one is extracted below its own directory only, and one that expands past --max-layer-bytes (default 64 GiB) or --max-layer-entries (default 4000000) is refused."
 )]
 struct Cli {
     /// Store directory.
@@ -29,8 +30,30 @@ enum Command {
     Inspect { name: String },
     /// Remove an image name from the store (its blobs stay until `gc`).
     Rm { name: String },
-    /// Remove blobs that no stored image uses.
+    /// Remove blobs and extracted layers that no stored image or bundle uses.
     Gc,
+    /// Make a runtime bundle: rootfs/ an overlay of the image's layers, config.json from its config.
+    Unpack {
+        name: String,
+        bundle: PathBuf,
+        /// os/arch[/variant] to choose from a multi-platform image (default: this host's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Most uncompressed bytes one layer may expand to.
+        #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_BYTES)]
+        max_layer_bytes: u64,
+        /// Most tar entries one layer may hold.
+        #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_ENTRIES)]
+        max_layer_entries: u64,
+    },
+    /// Unmount a bundle made by unpack and remove it with its writable layer.
+    Release { bundle: PathBuf },
+    /// Disk usage per image (virtual size) and per bundle (own writable bytes, virtual size).
+    Df {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -42,6 +65,12 @@ fn main() {
         Command::Inspect { name } => commands::inspect(&store, name, &mut out),
         Command::Rm { name } => commands::rm(&store, name),
         Command::Gc => commands::gc(&store, &mut out),
+        Command::Unpack { name, bundle, platform, max_layer_bytes, max_layer_entries } => {
+            let limits = berth_image::extract::Limits { max_bytes: *max_layer_bytes, max_entries: *max_layer_entries };
+            commands::unpack(&store, name, bundle, platform.as_deref(), limits)
+        }
+        Command::Release { bundle } => commands::release(&store, bundle),
+        Command::Df { json } => commands::df(&store, *json, &mut out),
     });
     if let Err(e) = result {
         eprintln!("berth-image: {e:#}");

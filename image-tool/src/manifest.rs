@@ -19,6 +19,58 @@ pub struct Descriptor {
     pub size: u64,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    #[serde(default)]
+    pub platform: Option<Platform>,
+}
+
+/// The platform an index entry is for.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// This machine's platform in OCI's names.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform { os: "linux".into(), architecture: architecture.into(), variant: None }
+    }
+
+    /// `os/arch[/variant]`, as `--platform` takes it.
+    pub fn parse(text: &str) -> Result<Platform> {
+        let parts: Vec<&str> = text.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: None }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Platform { os: os.to_string(), architecture: arch.to_string(), variant: Some(variant.to_string()) })
+            }
+            _ => bail!("platform {text:?} is not os/arch[/variant], e.g. linux/amd64 or linux/arm/v7"),
+        }
+    }
+
+    /// Whether an index entry for `other` serves this platform (a variant asked for must match).
+    pub fn matches(&self, other: &Platform) -> bool {
+        self.os == other.os && self.architecture == other.architecture && (self.variant.is_none() || self.variant == other.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]

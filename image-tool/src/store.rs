@@ -32,7 +32,7 @@ pub struct Locked<'a> {
 
 impl Store {
     pub fn open(root: &Path) -> Result<Store> {
-        for dir in ["blobs/sha256", "tmp"] {
+        for dir in ["blobs/sha256", "layers", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).with_context(|| {
                 format!(
@@ -82,7 +82,11 @@ impl Store {
         self.root.join("blobs/sha256")
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blob_dir().join(digest.hex())
     }
 
@@ -122,7 +126,7 @@ impl Locked<'_> {
         self.store
     }
 
-    fn staging(&self, name: &str) -> PathBuf {
+    pub fn staging(&self, name: &str) -> PathBuf {
         self.store.root.join("tmp").join(name)
     }
 

@@ -1,0 +1,152 @@
+//! Bundles: `rootfs/` an overlay of the image's shared read-only layers under the bundle's
+//! own `upper/` and `work/`, `config.json` from the image config, and the store's record of
+//! every bundle (`bundles.json`), which gc and df read; `release` undoes all of it.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::convert;
+use crate::extract::Limits;
+use crate::image::{self, chain_ids};
+use crate::layers;
+use crate::manifest::Platform;
+use crate::store::{Locked, Store};
+
+/// What the store remembers of a bundle.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleRecord {
+    pub image: String,
+    pub manifest: String,
+    pub chain_ids: Vec<String>,
+}
+
+/// The bundles the store has made, by absolute path.
+pub fn records(store: &Store) -> Result<BTreeMap<String, BundleRecord>> {
+    let path = store.root().join("bundles.json");
+    match std::fs::read(&path) {
+        Ok(data) => serde_json::from_slice(&data).with_context(|| format!("{} is corrupt", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_records(locked: &Locked<'_>, records: &BTreeMap<String, BundleRecord>) -> Result<()> {
+    let tmp = locked.staging("bundles.json");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(records)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, locked.store().root().join("bundles.json")).context("cannot update the store's bundles.json")
+}
+
+/// The bundle's absolute path, which names it in the store.
+fn bundle_key(bundle: &Path) -> Result<PathBuf> {
+    let parent = bundle.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = bundle.file_name().with_context(|| format!("{} names no bundle directory", bundle.display()))?;
+    Ok(std::fs::canonicalize(parent).with_context(|| format!("the bundle's parent {} does not exist", parent.display()))?.join(name))
+}
+
+/// Makes `bundle` from image `name`: layers extracted if needed, overlay mounted, config
+/// written. On failure nothing of the bundle is left.
+pub fn unpack(store: &Store, name: &str, bundle: &Path, platform: Option<&Platform>, limits: Limits, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    let locked = store.lock()?;
+    let key = bundle_key(bundle)?;
+    if key.exists() && std::fs::read_dir(&key).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("bundle directory {} already exists and is not empty; release it or choose another", key.display());
+    }
+    let image = image::load(store, name, platform)?;
+    let lowers = layers::ensure(&locked, &image, limits, progress)?;
+    let created_dir = !key.exists();
+    let made = make(&key, &image, &lowers);
+    if let Err(e) = made {
+        let _ = undo(&key, created_dir);
+        return Err(e);
+    }
+    let mut all = records(store)?;
+    all.insert(
+        key.display().to_string(),
+        BundleRecord { image: name.to_string(), manifest: image.manifest.to_string(), chain_ids: chain_ids(&image.diff_ids).iter().map(|c| c.to_string()).collect() },
+    );
+    write_records(&locked, &all)
+}
+
+fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
+    for dir in ["upper", "work", "rootfs"] {
+        std::fs::create_dir_all(bundle.join(dir)).with_context(|| format!("cannot create {}", bundle.join(dir).display()))?;
+    }
+    mount_overlay(&bundle.join("rootfs"), lowers, &bundle.join("upper"), &bundle.join("work"))?;
+    let hostname: String = image.manifest.hex().chars().take(12).collect();
+    let volumes = bundle.join("volumes");
+    let spec = convert::runtime_config(&image.config, &bundle.join("rootfs"), &hostname, |path| volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string())?;
+    for mount in spec["mounts"].as_array().into_iter().flatten().filter(|m| m["type"] == "bind") {
+        let source = mount["source"].as_str().unwrap_or_default();
+        std::fs::create_dir_all(source).with_context(|| format!("cannot create the volume directory {source}"))?;
+    }
+    let config = bundle.join("config.json");
+    std::fs::write(&config, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("cannot write {}", config.display()))
+}
+
+/// Mounts overlay on `target` with the new mount API, one `lowerdir+` per layer (topmost
+/// first), so no option string limits how many layers stack.
+fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<()> {
+    let context = "cannot mount the overlay rootfs";
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).context(context)?;
+    for lower in lowers.iter().rev() {
+        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", lower.as_path()).with_context(|| format!("{context}: layer {}", lower.display()))?;
+    }
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper).context(context)?;
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work).context(context)?;
+    // Nothing in a layer may steer the mount: no index, no metacopy, no redirects.
+    for (key, value) in [("index", "off"), ("metacopy", "off"), ("redirect_dir", "off")] {
+        rustix::mount::fsconfig_set_string(fs.as_fd(), key, value).with_context(|| format!("{context}: {key}={value}"))?;
+    }
+    rustix::mount::fsconfig_create(fs.as_fd()).with_context(|| format!("{context} ({} layers)", lowers.len()))?;
+    let mount = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).context(context)?;
+    rustix::mount::move_mount(mount.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).with_context(|| format!("{context} on {}", target.display()))?;
+    Ok(())
+}
+
+/// Unmounts the rootfs and removes what unpack made inside the bundle (and the bundle
+/// directory itself when unpack created it or it is then empty).
+fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
+    let rootfs = bundle.join("rootfs");
+    if is_mount_point(&rootfs) {
+        rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH).with_context(|| format!("cannot unmount {}", rootfs.display()))?;
+    }
+    for entry in ["rootfs", "upper", "work", "volumes"] {
+        let path = bundle.join(entry);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    let config = bundle.join("config.json");
+    if config.exists() {
+        std::fs::remove_file(&config).with_context(|| format!("cannot remove {}", config.display()))?;
+    }
+    if remove_dir || std::fs::read_dir(bundle).map(|mut d| d.next().is_none()).unwrap_or(false) {
+        std::fs::remove_dir(bundle).with_context(|| format!("cannot remove {}", bundle.display()))?;
+    }
+    Ok(())
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = path.display().to_string();
+    text.lines().any(|l| l.split_whitespace().nth(4) == Some(wanted.as_str()))
+}
+
+/// Unmounts and removes a bundle unpack made, with its writable layer, and forgets it
+/// (the bundle directory goes too unless something else was put in it).
+pub fn release(store: &Store, bundle: &Path) -> Result<()> {
+    let locked = store.lock()?;
+    let key = bundle_key(bundle)?;
+    let mut all = records(store)?;
+    if all.remove(&key.display().to_string()).is_none() {
+        bail!("{} is not a bundle of the store {}; `berth-image df` lists them", key.display(), store.root().display());
+    }
+    undo(&key, false)?;
+    write_records(&locked, &all)
+}

@@ -1,0 +1,193 @@
+//! An image config turned into a runtime-spec `config.json` by image-spec's conversion
+//! rules: args = Entrypoint + Cmd, Env verbatim, cwd from WorkingDir, User resolved in the
+//! image's own `/etc/passwd` and `/etc/group` (read inside the rootfs, capped), Labels as
+//! annotations over the implied ones (ExposedPorts, StopSignal), Volumes as mounts.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use serde_json::{json, Map, Value};
+
+/// Largest `/etc/passwd` or `/etc/group` read from an image.
+const MAX_ACCOUNT_FILE: u64 = 4 << 20;
+
+/// The process identity the image's User field names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Reads `path` (absolute, inside the image) with every symlink resolved inside `rootfs`;
+/// None when it does not exist.
+fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
+    let root = rustix::fs::open(rootfs, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).with_context(|| format!("cannot open {}", rootfs.display()))?;
+    let fd = match rustix::fs::openat2(&root, path.trim_start_matches('/'), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot open the image's {path}")),
+    };
+    let mut text = String::new();
+    std::fs::File::from(fd).take(MAX_ACCOUNT_FILE + 1).read_to_string(&mut text).with_context(|| format!("cannot read the image's {path}"))?;
+    if text.len() as u64 > MAX_ACCOUNT_FILE {
+        bail!("the image's {path} is larger than {MAX_ACCOUNT_FILE} bytes; refusing to read it");
+    }
+    Ok(Some(text))
+}
+
+/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) in the image.
+pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Identity> {
+    if user.is_empty() {
+        return Ok(Identity { uid: 0, gid: 0, additional_gids: Vec::new() });
+    }
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default();
+    let groups = read_in_root(rootfs, "/etc/group")?.unwrap_or_default();
+    // name:x:uid:gid:...
+    let account = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && (f[0] == user_part || f[2] == user_part));
+    let (uid, primary, name) = match (&account, user_part.parse::<u32>()) {
+        (Some(f), _) => (f[2].parse().context("bad uid in the image's /etc/passwd")?, f[3].parse().context("bad gid in the image's /etc/passwd")?, Some(f[0].to_string())),
+        (None, Ok(uid)) => (uid, 0, None),
+        (None, Err(_)) => bail!("user {user_part:?} (the image's User) is not in the image's /etc/passwd"),
+    };
+    let gid = match group_part {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .with_context(|| format!("group {g:?} (the image's User) is not in the image's /etc/group"))?[2]
+                .parse()
+                .context("bad gid in the image's /etc/group")?,
+        },
+    };
+    // Supplementary groups apply when the user is named and no group is forced.
+    let mut additional_gids = Vec::new();
+    if let (Some(name), None) = (&name, group_part) {
+        for f in groups.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() >= 4) {
+            if f[3].split(',').any(|member| member == name) {
+                if let Ok(g) = f[2].parse::<u32>() {
+                    if g != gid && !additional_gids.contains(&g) {
+                        additional_gids.push(g);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Identity { uid, gid, additional_gids })
+}
+
+/// The image's Env, plus Docker's default PATH when it sets none (runc looks `args[0]`
+/// up in the process's own PATH).
+fn env_with_path(mut env: Vec<String>) -> Vec<String> {
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    env
+}
+
+/// A Volumes path must be absolute and clean (no `.`, `..`, empty or trailing parts).
+pub fn check_volume(path: &str) -> Result<()> {
+    let clean = path.starts_with('/') && path.len() > 1 && path[1..].split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    if !clean {
+        bail!("the image's volume {path:?} is not an absolute, clean path; refusing the image");
+    }
+    Ok(())
+}
+
+/// The runtime config for `image_config`; each volume gets a directory of the bundle
+/// (`volume_dir(path)`) bind-mounted at its path.
+pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Value> {
+    let config = &image_config["config"];
+    let strings = |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
+    let mut args = strings(&config["Entrypoint"]);
+    args.extend(strings(&config["Cmd"]));
+    if args.is_empty() {
+        bail!("the image has neither Entrypoint nor Cmd, so there is nothing to run");
+    }
+    let identity = resolve_user(rootfs, config["User"].as_str().unwrap_or(""))?;
+    let cwd = config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/");
+    let mut annotations = Map::new();
+    for (key, field) in [("org.opencontainers.image.os", &image_config["os"]), ("org.opencontainers.image.architecture", &image_config["architecture"]), ("org.opencontainers.image.author", &image_config["author"]), ("org.opencontainers.image.created", &image_config["created"]), ("org.opencontainers.image.stopSignal", &config["StopSignal"])] {
+        if let Some(text) = field.as_str().filter(|s| !s.is_empty()) {
+            annotations.insert(key.into(), text.into());
+        }
+    }
+    if let Some(ports) = config["ExposedPorts"].as_object().filter(|p| !p.is_empty()) {
+        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.keys().cloned().collect::<Vec<_>>().join(",").into());
+    }
+    if let Some(labels) = config["Labels"].as_object() {
+        for (k, v) in labels {
+            annotations.insert(k.clone(), v.clone()); // labels win over implied annotations
+        }
+    }
+    let mut mounts = default_mounts();
+    if let Some(volumes) = config["Volumes"].as_object() {
+        for path in volumes.keys() {
+            check_volume(path)?;
+            mounts.push(json!({"destination": path, "type": "bind", "source": volume_dir(path), "options": ["rbind", "rw"]}));
+        }
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": identity.uid, "gid": identity.gid, "additionalGids": identity.additional_gids},
+            "args": args,
+            "env": env_with_path(strings(&config["Env"])),
+            "cwd": cwd,
+            "capabilities": {"bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS, "permitted": DEFAULT_CAPS},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": hostname,
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    }))
+}
+
+/// The capabilities Docker and runc's default spec give a container.
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+fn default_mounts() -> Vec<Value> {
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_must_be_absolute_and_clean() {
+        assert!(check_volume("/data").is_ok());
+        assert!(check_volume("/var/lib/db").is_ok());
+        for bad in ["data", "/", "/a/../b", "/a/./b", "/a//b", "/a/", ""] {
+            assert!(check_volume(bad).is_err(), "{bad}");
+        }
+    }
+}
