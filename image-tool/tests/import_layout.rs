@@ -1,44 +1,10 @@
 //! `import` (layouts and oci-archives), `list`, `inspect`, `rm` and `gc` on images written by the test.
-use sha2::{Digest as _, Sha256};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::Command;
 
-struct Temp(PathBuf);
-
-impl Temp {
-    fn new() -> Temp {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "berth-image-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        Temp(dir)
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
-}
-
-fn put(layout: &Path, data: &[u8]) -> String {
-    let d = digest(data);
-    fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
-    d
-}
-
-fn desc(media_type: &str, data: &[u8], d: &str) -> serde_json::Value {
-    serde_json::json!({ "mediaType": media_type, "digest": d, "size": data.len() })
-}
+mod common;
+use common::{desc, digest, err, ok, put, Temp};
 
 /// Writes a layout with one image per tag (each its own Cmd); returns the manifest digests.
 fn write_layout(layout: &Path, tags: &[&str]) -> Vec<String> {
@@ -84,31 +50,6 @@ fn write_layout(layout: &Path, tags: &[&str]) -> Vec<String> {
     )
     .unwrap();
     digests
-}
-
-fn run(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-image"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = run(store, args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn err(store: &Path, args: &[&str]) -> String {
-    let out = run(store, args);
-    assert!(!out.status.success(), "{args:?} unexpectedly succeeded");
-    String::from_utf8(out.stderr).unwrap()
 }
 
 fn blob_count(store: &Path) -> usize {

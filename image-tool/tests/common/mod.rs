@@ -1,0 +1,214 @@
+//! Helpers shared by berth-image's tests: temporary directories, image layouts written
+//! byte by byte (so layers can hold anything, hostile entries included), and running the CLI.
+#![allow(dead_code)] // each test file uses its own subset
+
+use sha2::{Digest as _, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub struct Temp(pub PathBuf);
+
+impl Temp {
+    pub fn new() -> Temp {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("berth-image-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        fs::create_dir_all(&dir).unwrap();
+        Temp(dir)
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        unmount_below(&self.0);
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Lazily unmounts every mount below `dir`, deepest first (a failed test's bundles).
+pub fn unmount_below(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(String::from).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount").arg("-l").arg(&point).status();
+    }
+}
+
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+pub fn put(layout: &Path, data: &[u8]) -> String {
+    let d = digest(data);
+    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    fs::write(layout.join("blobs/sha256").join(&d[7..]), data).unwrap();
+    d
+}
+
+pub fn desc(media_type: &str, data: &[u8], d: &str) -> serde_json::Value {
+    serde_json::json!({ "mediaType": media_type, "digest": d, "size": data.len() })
+}
+
+pub fn run(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(store).args(args).output().unwrap()
+}
+
+pub fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn err(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(!out.status.success(), "{args:?} unexpectedly succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A tar stream written header by header, so names, links and types can be anything.
+#[derive(Default)]
+pub struct Tar(pub Vec<u8>);
+
+/// One tar entry: `kind` is the ustar type flag.
+pub struct Entry<'a> {
+    pub name: &'a str,
+    pub kind: u8,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub data: &'a [u8],
+    pub link: &'a str,
+    pub dev: (u32, u32),
+}
+
+impl<'a> Entry<'a> {
+    pub fn file(name: &'a str, data: &'a [u8]) -> Entry<'a> {
+        Entry { name, kind: b'0', mode: 0o644, uid: 0, gid: 0, data, link: "", dev: (0, 0) }
+    }
+    pub fn dir(name: &'a str) -> Entry<'a> {
+        Entry { kind: b'5', mode: 0o755, ..Entry::file(name, b"") }
+    }
+    pub fn symlink(name: &'a str, target: &'a str) -> Entry<'a> {
+        Entry { kind: b'2', mode: 0o777, link: target, ..Entry::file(name, b"") }
+    }
+    pub fn hardlink(name: &'a str, target: &'a str) -> Entry<'a> {
+        Entry { kind: b'1', link: target, ..Entry::file(name, b"") }
+    }
+    pub fn char_device(name: &'a str, major: u32, minor: u32) -> Entry<'a> {
+        Entry { kind: b'3', dev: (major, minor), ..Entry::file(name, b"") }
+    }
+}
+
+fn octal(field: &mut [u8], value: u64) {
+    let text = format!("{:0width$o}\0", value, width = field.len() - 1);
+    field.copy_from_slice(text.as_bytes());
+}
+
+impl Tar {
+    pub fn add(&mut self, e: Entry) -> &mut Tar {
+        self.header(e.name, e.kind, e.mode, e.uid, e.gid, e.data.len() as u64, e.link, e.dev);
+        self.0.extend_from_slice(e.data);
+        self.0.resize(self.0.len().div_ceil(512) * 512, 0);
+        self
+    }
+
+    /// A PAX header whose records apply to the next entry (`SCHILY.xattr.K=V` for xattrs).
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Tar {
+        let mut body = Vec::new();
+        for (key, value) in records {
+            let rest = format!(" {key}=").len() + value.len() + 1;
+            let mut length = rest + 1;
+            while format!("{length}").len() + rest != length {
+                length += 1;
+            }
+            body.extend_from_slice(format!("{length} {key}=").as_bytes());
+            body.extend_from_slice(value);
+            body.push(b'\n');
+        }
+        self.add(Entry { kind: b'x', data: &body, ..Entry::file("pax", b"") })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn header(&mut self, name: &str, kind: u8, mode: u32, uid: u32, gid: u32, size: u64, link: &str, dev: (u32, u32)) {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        octal(&mut h[100..108], mode as u64);
+        octal(&mut h[108..116], uid as u64);
+        octal(&mut h[116..124], gid as u64);
+        octal(&mut h[124..136], size);
+        octal(&mut h[136..148], 1_600_000_000);
+        h[156] = kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        octal(&mut h[329..337], dev.0 as u64);
+        octal(&mut h[337..345], dev.1 as u64);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| *b as u32).sum();
+        octal(&mut h[148..155], sum as u64);
+        h[155] = b' ';
+        self.0.extend_from_slice(&h);
+    }
+
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.0);
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+}
+
+/// Writes (or adds to) a layout an image of uncompressed `layers` tagged `tag`, with
+/// `config` as its config's `config` object; returns the manifest digest.
+pub fn write_image(layout: &Path, tag: &str, layers: &[Vec<u8>], config: serde_json::Value) -> String {
+    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    let layer_descs: Vec<serde_json::Value> = layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l, &put(layout, l))).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": config,
+        "rootfs": { "type": "layers", "diff_ids": diff_ids }
+    }))
+    .unwrap();
+    let config_d = put(layout, &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.oci.image.config.v1+json", &config, &config_d),
+        "layers": layer_descs
+    }))
+    .unwrap();
+    let manifest_d = put(layout, &manifest);
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value = fs::read(&index_path).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or(serde_json::json!({"schemaVersion": 2, "manifests": []}));
+    let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &manifest, &manifest_d);
+    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+    index["manifests"].as_array_mut().unwrap().push(entry);
+    fs::write(index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    manifest_d
+}
+
+/// Whether the test may run: unpack mounts overlay, which needs root. Without root the
+/// test is skipped, except under `CI=true`, where it fails.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root (CI runs as root)");
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// Whether a Debian peer tool is installed (`make deps` installs them); missing under
+/// `CI=true` fails the test.
+pub fn have(tool: &str, test: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs {tool}; `make deps` installs it");
+        eprintln!("skipping {test}: {tool} is not installed");
+    }
+    found
+}
