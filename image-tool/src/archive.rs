@@ -33,7 +33,7 @@ pub fn import(locked: &Locked<'_>, file: &Path, tag: Option<&str>) -> Result<Vec
 }
 
 /// Copies the layout's files out of the tar (blobs are verified later, by the layout import).
-/// `docker save`'s newer form is an OCI layout too; its legacy form is refused.
+/// `docker save`'s newer form is an OCI layout too; its legacy form is converted.
 fn stage(file: &Path, staging: &Path) -> Result<()> {
     let input = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     fs::create_dir_all(staging.join("blobs/sha256"))
@@ -66,7 +66,7 @@ fn stage(file: &Path, staging: &Path) -> Result<()> {
             .with_context(|| format!("cannot read archive entry {path:?}"))?;
     }
     if !staging.join("oci-layout").exists() && staging.join("manifest.json").exists() {
-        bail!("this is a legacy docker-archive; importing those is not implemented yet (convert it with `skopeo copy docker-archive:FILE oci:DIR`)");
+        return crate::legacy::stage(file, staging);
     }
     Ok(())
 }

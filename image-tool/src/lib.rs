@@ -8,6 +8,7 @@ pub mod extract;
 pub mod gc;
 pub mod image;
 pub mod layers;
+pub mod legacy;
 pub mod layout;
 pub mod manifest;
 pub mod store;

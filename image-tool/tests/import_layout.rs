@@ -218,18 +218,43 @@ fn symlinked_blob_in_oci_archive_is_refused() {
 }
 
 #[test]
-fn legacy_docker_archive_says_not_implemented() {
+fn legacy_docker_archive_is_imported() {
     let t = Temp::new();
-    let dir = t.0.join("docker");
-    fs::create_dir(&dir).unwrap();
-    fs::write(dir.join("manifest.json"), "[]").unwrap();
-    let archive = t.0.join("image.tar");
-    tar(&dir, &archive);
-    let e = err(&t.0.join("store"), &["import", archive.to_str().unwrap()]);
-    assert!(
-        e.contains("legacy docker-archive") && e.contains("not implemented"),
-        "{e}"
-    );
+    let store = t.0.join("store");
+    // `docker save`'s legacy form: manifest.json, a config, layer tars (the second image's
+    // layer a symlink to the first's, as docker writes shared layers).
+    let layer = common::Tar::default().add(common::Entry::file("hello", b"hi")).finish();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": { "Cmd": ["/hello"] },
+        "rootfs": { "type": "layers", "diff_ids": [digest(&layer)] }
+    }))
+    .unwrap();
+    let manifest = serde_json::json!([
+        { "Config": "cfg.json", "RepoTags": ["example.org/hello:1"], "Layers": ["aaa/layer.tar"] },
+        { "Config": "cfg.json", "RepoTags": ["example.org/hello:2"], "Layers": ["bbb/layer.tar"] }
+    ]);
+    let mut archive = common::Tar::default();
+    archive.add(common::Entry::file("manifest.json", &serde_json::to_vec(&manifest).unwrap()));
+    archive.add(common::Entry::file("cfg.json", &config));
+    archive.add(common::Entry::dir("aaa")).add(common::Entry::file("aaa/layer.tar", &layer));
+    archive.add(common::Entry::dir("bbb")).add(common::Entry::symlink("bbb/layer.tar", "../aaa/layer.tar"));
+    let file = t.0.join("docker.tar");
+    fs::write(&file, archive.finish()).unwrap();
+    assert_eq!(ok(&store, &["import", file.to_str().unwrap()]), "example.org/hello:1\nexample.org/hello:2\n");
+    let inspected: serde_json::Value = serde_json::from_str(&ok(&store, &["inspect", "example.org/hello:2"])).unwrap();
+    assert_eq!(inspected["manifest"]["layers"][0]["digest"], digest(&layer));
+    assert_eq!(inspected["config"]["config"]["Cmd"][0], "/hello");
+    // A manifest.json naming a file the archive lacks is refused, leaving nothing.
+    let broken = serde_json::json!([{ "Config": "cfg.json", "RepoTags": ["x:1"], "Layers": ["missing.tar"] }]);
+    let mut archive = common::Tar::default();
+    archive.add(common::Entry::file("manifest.json", &serde_json::to_vec(&broken).unwrap())).add(common::Entry::file("cfg.json", &config));
+    let file = t.0.join("broken.tar");
+    fs::write(&file, archive.finish()).unwrap();
+    let store2 = t.0.join("store2");
+    let e = err(&store2, &["import", file.to_str().unwrap()]);
+    assert!(e.contains("missing.tar"), "{e}");
+    assert_eq!(ok(&store2, &["list"]), "");
+    assert_eq!(fs::read_dir(store2.join("tmp")).unwrap().count(), 0);
 }
 
 #[test]

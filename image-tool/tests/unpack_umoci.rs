@@ -201,3 +201,18 @@ fn each_platform_of_an_index_unpacks_to_its_own_tree() {
     let stderr = common::err(&store, &["unpack", "--platform", "linux/s390x", "multi", t.0.join("none").to_str().unwrap()]);
     assert!(stderr.contains("no manifest for linux/s390x") && stderr.contains("linux/arm64"), "{stderr}");
 }
+
+#[test]
+fn a_docker_archive_unpacks_like_umoci_on_skopeos_oci_copy() {
+    if !ready("a_docker_archive_unpacks_like_umoci_on_skopeos_oci_copy") {
+        return;
+    }
+    let t = Temp::new();
+    umoci_image(&t.0, "odd", "amd");
+    // skopeo writes the legacy docker-archive; umoci reads skopeo's OCI copy of it.
+    let d = t.0.display();
+    sh(&format!("cd {d}; skopeo copy -q oci:L:odd docker-archive:docker.tar:example.org/odd:1; rm -rf L; skopeo copy -q docker-archive:docker.tar oci:L:odd"));
+    let store = t.0.join("store");
+    assert_eq!(ok(&store, &["import", t.0.join("docker.tar").to_str().unwrap()]), "example.org/odd:1\n");
+    unpack_and_compare(&store, &t, "example.org/odd:1", "odd", &[]);
+}
