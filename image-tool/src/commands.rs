@@ -91,3 +91,16 @@ pub fn df(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
     writeln!(out, "\nTOTAL\t{} (shared layers counted once)", usage.total_bytes)?;
     Ok(())
 }
+
+pub fn pull(store: &Store, reference: &str, options: &crate::registry::PullOptions, out: &mut impl Write) -> Result<()> {
+    let locked = store.lock()?;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = move |line: &str| {
+        if terminal {
+            eprintln!("{line}");
+        }
+    };
+    let name = crate::registry::pull(&locked, reference, options, &progress).with_context(|| format!("pull of {reference} failed"))?;
+    writeln!(out, "{name}")?;
+    Ok(())
+}

@@ -11,5 +11,7 @@ pub mod layers;
 pub mod legacy;
 pub mod layout;
 pub mod manifest;
+pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod usage;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     name = "berth-image",
-    about = "Import OCI images into berth's content-addressed store and unpack them into overlay bundles",
+    about = "Import and pull OCI images into berth's content-addressed store and unpack them into overlay bundles",
     after_help = "Layers are hostile input: each one is extracted below its own directory only, and one that expands past --max-layer-bytes (default 64 GiB) or --max-layer-entries (default 4000000) is refused."
 )]
 struct Cli {
@@ -24,6 +24,19 @@ struct Cli {
 enum Command {
     /// Import an OCI image-layout directory or oci-archive (detected): PATH (every named manifest) or PATH:TAG.
     Import { path: String },
+    /// Pull an image from a registry (short names as Docker: busybox is docker.io/library/busybox:latest).
+    Pull {
+        reference: String,
+        /// os/arch[/variant] to pull from a multi-platform image (default: this host's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Talk plain HTTP (the default for registries on loopback).
+        #[arg(long)]
+        plain_http: bool,
+        /// Credentials file (auth.json or Docker's config.json); by default the usual ones.
+        #[arg(long)]
+        authfile: Option<PathBuf>,
+    },
     /// List stored images and their manifest digests.
     List,
     /// Print an image's manifest and config as JSON.
@@ -61,6 +74,11 @@ fn main() {
     let mut out = std::io::stdout().lock();
     let result = Store::open(&cli.store).and_then(|store| match &cli.command {
         Command::Import { path } => commands::import(&store, path, &mut out),
+        Command::Pull { reference, platform, plain_http, authfile } => platform
+            .as_deref()
+            .map(berth_image::manifest::Platform::parse)
+            .transpose()
+            .and_then(|platform| commands::pull(&store, reference, &berth_image::registry::PullOptions { platform, plain_http: *plain_http, authfile: authfile.clone() }, &mut out)),
         Command::List => commands::list(&store, &mut out),
         Command::Inspect { name } => commands::inspect(&store, name, &mut out),
         Command::Rm { name } => commands::rm(&store, name),

@@ -114,8 +114,15 @@ impl Store {
         }
     }
 
+    /// The image named `name`, or by its normalised reference (`busybox` finds a pulled
+    /// `docker.io/library/busybox:latest`).
     pub fn resolve(&self, name: &str) -> Result<ImageRef> {
-        self.refs()?.remove(name).with_context(|| {
+        let mut refs = self.refs()?;
+        if let Some(image) = refs.remove(name) {
+            return Ok(image);
+        }
+        let normalised = crate::reference::Reference::parse(name).map(|r| r.to_string()).ok();
+        normalised.and_then(|n| refs.remove(&n)).with_context(|| {
             format!("no image named {name:?} in the store; see `berth-image list`")
         })
     }
