@@ -2,7 +2,7 @@
 //! parallel, each into its own staging directory, and renamed in only after the DiffID
 //! of what was extracted matches the image config.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -20,32 +20,39 @@ pub fn ensure(locked: &Locked<'_>, image: &Image, limits: Limits, progress: &mut
     for &i in &missing {
         progress(&format!("extracting layer {}/{} {}", i + 1, dirs.len(), image.layers[i].digest));
     }
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = missing
-            .iter()
-            .map(|&i| {
-                let staging = locked.staging(&format!("layer-{}", chains[i].hex()));
-                let (blob, diff_id, dest) = (store.blob_path(&Digest::parse(&image.layers[i].digest).unwrap()), image.diff_ids[i].clone(), dirs[i].clone());
-                scope.spawn(move || -> Result<()> {
-                    std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
-                    let extracted = extract::extract(&blob, &staging, limits).with_context(|| format!("cannot extract layer {}", blob.display()));
-                    let checked = extracted.and_then(|got| {
-                        if got != diff_id {
-                            bail!("layer {} unpacks to DiffID {got}, but the image config says {diff_id}; the image is corrupt", blob.display());
-                        }
-                        std::fs::rename(&staging, &dest).with_context(|| format!("cannot move the layer into {}", dest.display()))
-                    });
-                    if checked.is_err() {
-                        let _ = std::fs::remove_dir_all(&staging);
-                    }
-                    checked
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a layer extraction panicked")))).collect()
+    // One worker per CPU takes layers off a shared queue (an image may have 500).
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+    let queue = std::sync::Mutex::new(missing);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(i) = queue.lock().unwrap().pop() else { return };
+                if let Err(e) = extract_one(locked, &image.layers[i].digest, &image.diff_ids[i], &chains[i], &dirs[i], limits) {
+                    failures.lock().unwrap().push(e);
+                }
+            });
+        }
     });
-    for result in results {
-        result?;
+    if let Some(first) = failures.into_inner().unwrap().into_iter().next() {
+        return Err(first);
     }
     Ok(dirs)
+}
+
+/// Extracts one layer into staging and renames it in once its DiffID checks out.
+fn extract_one(locked: &Locked<'_>, blob_digest: &str, diff_id: &Digest, chain: &Digest, dest: &Path, limits: Limits) -> Result<()> {
+    let blob = locked.store().blob_path(&Digest::parse(blob_digest)?);
+    let staging = locked.staging(&format!("layer-{}", chain.hex()));
+    std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
+    let checked = extract::extract(&blob, &staging, limits).with_context(|| format!("cannot extract layer {blob_digest}")).and_then(|got| {
+        if got != *diff_id {
+            bail!("layer {blob_digest} unpacks to DiffID {got}, but the image config says {diff_id}; the image is corrupt");
+        }
+        std::fs::rename(&staging, dest).with_context(|| format!("cannot move the layer into {}", dest.display()))
+    });
+    if checked.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    checked
 }

@@ -290,11 +290,78 @@ fn images_past_a_page_of_overlay_options_unpack() {
         return;
     }
     let t = Temp::new();
-    // 300 layers: their lowerdir paths alone are far past one page.
-    let layers: Vec<Vec<u8>> = (0..300).map(|n| Tar::default().add(Entry::file(&format!("layer-{n}"), format!("{n}").as_bytes())).finish()).collect();
+    // 500 layers, the kernel's stacking limit: their lowerdir paths alone are far past a page.
+    let layers: Vec<Vec<u8>> = (0..500).map(|n| Tar::default().add(Entry::file(&format!("layer-{n}"), format!("{n}").as_bytes())).finish()).collect();
     let (store, bundle, out) = try_unpack(&t, &layers, cmd());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(fs::read_dir(bundle.join("rootfs")).unwrap().count(), 300);
-    assert_eq!(fs::read(bundle.join("rootfs/layer-299")).unwrap(), b"299");
+    assert_eq!(fs::read_dir(bundle.join("rootfs")).unwrap().count(), 500);
+    assert_eq!(fs::read(bundle.join("rootfs/layer-499")).unwrap(), b"499");
+    ok(&store, &["release", bundle.to_str().unwrap()]);
+}
+
+#[test]
+fn concurrent_unpack_release_import_and_gc_on_one_store() {
+    if !privileged("concurrent_unpack_release_import_and_gc_on_one_store") {
+        return;
+    }
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    write_image(&layout, "t", &[busybox_layer()], cmd());
+    let other = t.0.join("other");
+    write_image(&other, "u", &[Tar::default().add(Entry::file("u", b"u")).finish()], cmd());
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    let spawn = |args: Vec<String>| std::process::Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&store).args(args).output().unwrap();
+    let bundles: Vec<String> = (0..4).map(|n| t.0.join(format!("b{n}")).display().to_string()).collect();
+    std::thread::scope(|scope| {
+        let mut jobs = Vec::new();
+        for bundle in &bundles {
+            jobs.push(scope.spawn(|| spawn(vec!["unpack".into(), "t".into(), bundle.clone()])));
+        }
+        jobs.push(scope.spawn(|| spawn(vec!["gc".into()])));
+        jobs.push(scope.spawn(|| spawn(vec!["import".into(), other.display().to_string()])));
+        for job in jobs {
+            let out = job.join().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    });
+    let df: serde_json::Value = serde_json::from_str(&ok(&store, &["df", "--json"])).unwrap();
+    assert_eq!(df["bundles"].as_array().unwrap().len(), 4);
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = bundles.iter().map(|b| scope.spawn(|| spawn(vec!["release".into(), b.clone()]))).chain(std::iter::once(scope.spawn(|| spawn(vec!["gc".into()])))).collect();
+        for job in jobs {
+            let out = job.join().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    });
+    assert!(bundles.iter().all(|b| !Path::new(b).exists()));
+    assert_eq!(ok(&store, &["list"]).lines().count(), 2);
+}
+
+#[test]
+fn a_crashed_import_leaves_no_half_image() {
+    if !privileged("a_crashed_import_leaves_no_half_image") {
+        return;
+    }
+    let t = Temp::new();
+    let (layout, store) = (t.0.join("layout"), t.0.join("store"));
+    let big = vec![7u8; 64 << 20];
+    write_image(&layout, "big", &[Tar::default().add(Entry::file("big", &big)).finish()], cmd());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&store).arg("import").arg(&layout).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Whatever the kill interrupted, the image is either whole or absent.
+    let listed = ok(&store, &["list"]);
+    if listed.is_empty() {
+        assert!(err(&store, &["inspect", "big"]).contains("no image named"));
+    } else {
+        ok(&store, &["inspect", "big"]);
+    }
+    // The next locked run clears the crashed run's staging, and the import completes.
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    let bundle = t.0.join("bundle");
+    ok(&store, &["unpack", "big", bundle.to_str().unwrap()]);
+    assert_eq!(fs::metadata(bundle.join("rootfs/big")).unwrap().len(), 64 << 20);
     ok(&store, &["release", bundle.to_str().unwrap()]);
 }
