@@ -365,3 +365,35 @@ fn a_crashed_import_leaves_no_half_image() {
     assert_eq!(fs::metadata(bundle.join("rootfs/big")).unwrap().len(), 64 << 20);
     ok(&store, &["release", bundle.to_str().unwrap()]);
 }
+
+#[test]
+fn multi_member_gzip_layers_unpack_whole() {
+    if !privileged("multi_member_gzip_layers_unpack_whole") {
+        return;
+    }
+    use std::io::Write;
+    let t = Temp::new();
+    let tar = Tar::default().add(Entry::file("first", b"1")).add(Entry::file("second", &[b'2'; 70000])).finish();
+    // Two gzip members, split in the middle of the tar stream (as pigz and some tools write).
+    let mut blob = Vec::new();
+    for part in [&tar[..tar.len() / 2], &tar[tar.len() / 2..]] {
+        let mut member = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        member.write_all(part).unwrap();
+        blob.extend(member.finish().unwrap());
+    }
+    let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
+    common::write_image_blobs(&layout, "t", &[(blob, common::digest(&tar), "application/vnd.oci.image.layer.v1.tar+gzip")], cmd());
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    ok(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    assert_eq!(fs::read(bundle.join("rootfs/second")).unwrap().len(), 70000);
+    ok(&store, &["release", bundle.to_str().unwrap()]);
+    // A layer whose content does not match its DiffID is refused and leaves no layer.
+    let t2 = Temp::new();
+    let (layout, store, bundle) = (t2.0.join("layout"), t2.0.join("store"), t2.0.join("bundle"));
+    common::write_image_blobs(&layout, "t", &[(tar.clone(), common::digest(b"something else"), "application/vnd.oci.image.layer.v1.tar")], cmd());
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    let e = err(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    assert!(e.contains("DiffID"), "{e}");
+    nothing_left(&store, &bundle);
+    assert_eq!(fs::read_dir(store.join("layers")).unwrap().count(), 0);
+}

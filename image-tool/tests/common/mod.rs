@@ -166,10 +166,16 @@ impl Tar {
 /// Writes (or adds to) a layout an image of uncompressed `layers` tagged `tag`, with
 /// `config` as its config's `config` object; returns the manifest digest.
 pub fn write_image(layout: &Path, tag: &str, layers: &[Vec<u8>], config: serde_json::Value) -> String {
+    let blobs: Vec<(Vec<u8>, String, &str)> = layers.iter().map(|l| (l.clone(), digest(l), "application/vnd.oci.image.layer.v1.tar")).collect();
+    write_image_blobs(layout, tag, &blobs, config)
+}
+
+/// As `write_image`, with each layer given as (blob, DiffID, media type).
+pub fn write_image_blobs(layout: &Path, tag: &str, layers: &[(Vec<u8>, String, &str)], config: serde_json::Value) -> String {
     fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
-    let layer_descs: Vec<serde_json::Value> = layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l, &put(layout, l))).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id, _)| diff_id.clone()).collect();
+    let layer_descs: Vec<serde_json::Value> = layers.iter().map(|(blob, _, media_type)| desc(media_type, blob, &put(layout, blob))).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids }
