@@ -236,3 +236,30 @@ fn basic_and_bearer_auth_with_an_auth_file() {
         assert_eq!(doc["config"]["config"]["Cmd"][0], "/bin/sh");
     }
 }
+
+#[test]
+fn pull_chooses_one_platform_of_an_index() {
+    if !ready("pull_chooses_one_platform_of_an_index") {
+        return;
+    }
+    let t = Temp::new();
+    umoci_image(&t.0, "amd", "amd");
+    umoci_image(&t.0, "arm", "arm");
+    common::tag_two_platform_index(&t.0.join("L"));
+    let registry = Registry::start(&t.0);
+    sh(&format!("skopeo copy -q --multi-arch all --dest-tls-verify=false oci:{}:multi docker://127.0.0.1:{}/multi:1", t.0.join("L").display(), registry.port));
+    let name = format!("127.0.0.1:{}/multi:1", registry.port);
+    for (platform, flavour) in [(None, "amd\n"), (Some("linux/arm64"), "arm\n")] {
+        let store = t.0.join(format!("store-{flavour}").trim());
+        let mut args = vec!["pull"];
+        args.extend(platform.iter().flat_map(|p| ["--platform", *p]));
+        args.push(&name);
+        ok(&store, &args);
+        let bundle = t.0.join(format!("bundle-{}", flavour.trim()));
+        ok(&store, &["unpack", &name, bundle.to_str().unwrap()]);
+        assert_eq!(fs::read_to_string(bundle.join("rootfs/a/flavour")).unwrap(), flavour);
+        ok(&store, &["release", bundle.to_str().unwrap()]);
+    }
+    let e = err(&t.0.join("none"), &["pull", "--platform", "linux/s390x", &name]);
+    assert!(e.contains("no image for linux/s390x"), "{e}");
+}

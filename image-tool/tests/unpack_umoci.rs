@@ -68,20 +68,7 @@ fn each_platform_of_an_index_unpacks_to_its_own_tree() {
     umoci_image(&t.0, "arm", "arm");
     // An index of both, tagged `multi`; umoci unpacks each platform's own tag.
     let layout = t.0.join("L");
-    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let mut children = Vec::new();
-    for (tag, arch) in [("amd", "amd64"), ("arm", "arm64")] {
-        let mut entry = index["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag).unwrap().clone();
-        entry.as_object_mut().unwrap().remove("annotations");
-        entry["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
-        children.push(entry);
-    }
-    let multi = serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children })).unwrap();
-    let multi_digest = common::put(&layout, &multi);
-    let mut entry = common::desc("application/vnd.oci.image.index.v1+json", &multi, &multi_digest);
-    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "multi" });
-    index["manifests"].as_array_mut().unwrap().push(entry);
-    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    common::tag_two_platform_index(&layout);
     let store = t.0.join("store");
     ok(&store, &["import", &format!("{}:multi", layout.display())]);
     unpack_and_compare(&store, &t, "multi", "arm", &["--platform", "linux/arm64"]);

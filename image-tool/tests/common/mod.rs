@@ -330,3 +330,21 @@ pub fn umoci_image(dir: &Path, tag: &str, flavour: &str) {
     ));
 }
 
+
+/// Tags `multi` in `layout`: an index of its `amd` (linux/amd64) and `arm` (linux/arm64) images.
+pub fn tag_two_platform_index(layout: &Path) {
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut children = Vec::new();
+    for (tag, arch) in [("amd", "amd64"), ("arm", "arm64")] {
+        let mut entry = index["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag).unwrap().clone();
+        entry.as_object_mut().unwrap().remove("annotations");
+        entry["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
+        children.push(entry);
+    }
+    let multi = serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children })).unwrap();
+    let multi_digest = put(&layout, &multi);
+    let mut entry = desc("application/vnd.oci.image.index.v1+json", &multi, &multi_digest);
+    entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "multi" });
+    index["manifests"].as_array_mut().unwrap().push(entry);
+    fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
