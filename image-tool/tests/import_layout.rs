@@ -6,50 +6,10 @@ use std::process::Command;
 mod common;
 use common::{desc, digest, err, ok, put, Temp};
 
-/// Writes a layout with one image per tag (each its own Cmd); returns the manifest digests.
+/// Writes a layout with one image per tag (each its own Cmd, all sharing one layer);
+/// returns the manifest digests.
 fn write_layout(layout: &Path, tags: &[&str]) -> Vec<String> {
-    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    let layer = vec![0u8; 1024];
-    let layer_d = put(layout, &layer);
-    let mut entries = Vec::new();
-    let mut digests = Vec::new();
-    for tag in tags {
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux",
-            "config": { "Cmd": ["/bin/echo", tag] },
-            "rootfs": { "type": "layers", "diff_ids": [layer_d] }
-        }))
-        .unwrap();
-        let config_d = put(layout, &config);
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": desc("application/vnd.oci.image.config.v1+json", &config, &config_d),
-            "layers": [desc("application/vnd.oci.image.layer.v1.tar", &layer, &layer_d)]
-        }))
-        .unwrap();
-        let manifest_d = put(layout, &manifest);
-        let mut entry = desc(
-            "application/vnd.oci.image.manifest.v1+json",
-            &manifest,
-            &manifest_d,
-        );
-        entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
-        entries.push(entry);
-        digests.push(manifest_d);
-    }
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": entries });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    digests
+    tags.iter().map(|tag| common::write_image(layout, tag, &[vec![0u8; 1024]], serde_json::json!({ "Cmd": ["/bin/echo", tag] }))).collect()
 }
 
 fn blob_count(store: &Path) -> usize {
