@@ -80,10 +80,76 @@ fn decompressed(blob: File) -> Result<Box<dyn Read + Send>> {
 /// (the digest of the uncompressed tar), which the caller checks before using `dir`.
 pub fn extract(blob: &Path, dir: &Path, limits: Limits) -> Result<Digest> {
     let file = File::open(blob).with_context(|| format!("cannot open layer {}", blob.display()))?;
-    let mut stream = Counting { inner: decompressed(file)?, hasher: Sha256::new(), total: 0, cap: limits.max_bytes };
+    let stream = Counting { inner: decompressed(file)?, hasher: Sha256::new(), total: 0, cap: limits.max_bytes };
     let root = rustix::fs::open(dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("cannot open {}", dir.display()))?;
-    let mut writer = Writer { root, dir_times: Vec::new() };
+    let writer = Writer { root, dir_times: Vec::new() };
+    // Pipelined: one thread decompresses and hashes while this one parses and writes.
+    let (chunks, received) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPELINE_DEPTH);
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || decompress_into(stream, chunks));
+        let written = apply_all(ChunkReader { chunks: received, current: Vec::new(), at: 0 }, writer, limits);
+        let hashed = producer.join().map_err(|_| anyhow::anyhow!("the decompression thread panicked"))?;
+        written?;
+        let hash = hashed.context("cannot read the layer")?;
+        Digest::parse(&format!("sha256:{}", hex::encode(hash)))
+    })
+}
+
+/// Decompressed chunks in flight between the two threads of one extraction.
+const PIPELINE_DEPTH: usize = 8;
+const CHUNK: usize = 1 << 20;
+
+/// Reads the whole decompressed stream into `chunks`; returns its sha256 once it is all read.
+fn decompress_into<R: Read>(mut stream: Counting<R>, chunks: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) -> io::Result<[u8; 32]> {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(stream.hasher.finalize().into()),
+            Ok(n) => {
+                buf.truncate(n);
+                if chunks.send(Ok(buf)).is_err() {
+                    return Err(io::Error::other("extraction stopped"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let message = e.to_string();
+                let _ = chunks.send(Err(e));
+                return Err(io::Error::other(message));
+            }
+        }
+    }
+}
+
+/// The receiving end of the pipeline as a reader.
+struct ChunkReader {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Applies every entry of the tar stream, then reads it to the end (the DiffID covers the
+/// padding after the end-of-archive blocks too).
+fn apply_all(mut stream: ChunkReader, mut writer: Writer, limits: Limits) -> Result<()> {
     {
         let mut archive = tar::Archive::new(&mut stream);
         let mut entries = 0u64;
@@ -97,10 +163,8 @@ pub fn extract(blob: &Path, dir: &Path, limits: Limits) -> Result<Digest> {
             writer.apply(&mut entry).with_context(|| format!("layer entry {name:?}"))?;
         }
     }
-    // The DiffID covers the whole stream, padding after the end-of-archive blocks included.
     io::copy(&mut stream, &mut io::sink()).context("cannot read the end of the layer")?;
-    writer.finish()?;
-    Ok(Digest::parse(&format!("sha256:{}", hex::encode(stream.hasher.finalize())))?)
+    writer.finish()
 }
 
 /// A path inside the layer split into its components; `..` is refused and a leading `/`

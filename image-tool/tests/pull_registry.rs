@@ -234,6 +234,13 @@ fn basic_and_bearer_auth_with_an_auth_file() {
         assert_eq!(ok(&store, &["pull", "--authfile", authfile.to_str().unwrap(), &name]), format!("{name}\n"));
         let doc: serde_json::Value = serde_json::from_str(&ok(&store, &["inspect", &name])).unwrap();
         assert_eq!(doc["config"]["config"]["Cmd"][0], "/bin/sh");
+        // Docker's config.json, found through DOCKER_CONFIG without --authfile.
+        let docker = t.0.join(format!("docker-{port}"));
+        fs::create_dir(&docker).unwrap();
+        fs::copy(&authfile, docker.join("config.json")).unwrap();
+        let again = t.0.join(format!("store-docker-{port}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&again).args(["pull", &name]).env("DOCKER_CONFIG", &docker).env("HOME", &t.0).env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
