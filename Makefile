@@ -6,7 +6,8 @@ RELEASE_DIR := target/release
 
 # Debian packages the build, the tests and the bench need; `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq iproute2 \
-	util-linux procps criu podman conmon debootstrap containerd umoci skopeo pigz python3
+	util-linux procps criu podman conmon debootstrap containerd umoci skopeo pigz python3 \
+	containernetworking-plugins docker-registry
 
 .PHONY: all deps build release test install demo bench clean
 
@@ -36,6 +37,9 @@ install: release
 	install -m 0755 $(RELEASE_DIR)/berth $(PREFIX)/bin/berth
 	install -m 0755 $(RELEASE_DIR)/containerd-shim-berth-v2 $(PREFIX)/bin/containerd-shim-berth-v2
 	install -m 0755 $(RELEASE_DIR)/berth-image $(PREFIX)/bin/berth-image
+	install -m 0755 $(RELEASE_DIR)/berth-cni $(PREFIX)/bin/berth-cni
+	install -d $(PREFIX)/lib/cni
+	for plugin in host-local loopback; do ln -sf ../../bin/berth-cni $(PREFIX)/lib/cni/$$plugin; done
 
 demo: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) sh tests/demo.sh

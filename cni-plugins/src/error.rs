@@ -1,0 +1,54 @@
+//! CNI errors: the spec's codes and the error JSON written on stdout.
+
+use serde_json::json;
+
+/// The spec's well-known error codes.
+pub const INCOMPATIBLE_VERSION: u32 = 1;
+pub const UNSUPPORTED_FIELD: u32 = 2;
+pub const UNKNOWN_CONTAINER: u32 = 3;
+pub const INVALID_ENVIRONMENT: u32 = 4;
+pub const IO_FAILURE: u32 = 5;
+pub const DECODING_FAILURE: u32 = 6;
+pub const INVALID_CONFIG: u32 = 7;
+pub const TRY_AGAIN_LATER: u32 = 11;
+pub const NOT_AVAILABLE: u32 = 50;
+/// berth's own: an address range has no free address left.
+pub const NO_ADDRESS_LEFT: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>) -> CniError {
+        CniError { code, msg: msg.into(), details: String::new() }
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> CniError {
+        self.details = details.into();
+        self
+    }
+
+    pub fn io(what: impl std::fmt::Display, e: std::io::Error) -> CniError {
+        CniError::new(IO_FAILURE, format!("{what}: {e}"))
+    }
+
+    pub fn to_json(&self, cni_version: &str) -> serde_json::Value {
+        let mut out = json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
+        if !self.details.is_empty() {
+            out["details"] = self.details.clone().into();
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for CniError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.msg, self.code)
+    }
+}
+
+pub type CniResult<T> = Result<T, CniError>;

@@ -1,0 +1,22 @@
+//! berth-cni: CNI 1.1 plugins in one multicall binary; each plugin is a short
+//! orchestration over the shared protocol, result and store modules.
+
+pub mod error;
+pub mod host_local;
+pub mod loopback;
+pub mod netns;
+pub mod result;
+pub mod skel;
+
+/// Runs the plugin named by the program's file name; returns the exit code.
+pub fn run_as(argv0: &str) -> i32 {
+    let name = std::path::Path::new(argv0).file_name().and_then(|n| n.to_str()).unwrap_or("");
+    match name {
+        "host-local" => skel::run(&host_local::HostLocal, name),
+        "loopback" => skel::run(&loopback::Loopback, name),
+        _ => {
+            eprintln!("berth-cni: run me as one of the plugins host-local or loopback (a link named so), not as {name:?}");
+            1
+        }
+    }
+}
