@@ -1,15 +1,34 @@
-//! Entering a network namespace by path for the rest of this (single-threaded) process.
+//! Network namespaces by path: entering one for good (loopback), or running a closure in
+//! one and coming back (bridge configures both sides of a veth). The plugins are
+//! single-threaded, so setns moves the whole process.
 
+use std::fs::File;
 use std::os::fd::AsRawFd;
 
 use crate::error::{CniError, CniResult, INVALID_ENVIRONMENT};
 
-/// Switches this thread into the network namespace at `path` (CNI_NETNS).
-pub fn enter(path: &str) -> CniResult<()> {
-    let file = std::fs::File::open(path).map_err(|e| CniError::new(INVALID_ENVIRONMENT, format!("cannot open netns {path}: {e}")))?;
+pub fn open(path: &str) -> CniResult<File> {
+    File::open(path).map_err(|e| CniError::new(INVALID_ENVIRONMENT, format!("cannot open netns {path}: {e}")))
+}
+
+fn set(ns: &File, what: &str) -> CniResult<()> {
     // SAFETY: setns on a descriptor this process holds.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(CniError::new(INVALID_ENVIRONMENT, format!("cannot enter netns {path}: {}", std::io::Error::last_os_error())));
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(CniError::new(INVALID_ENVIRONMENT, format!("cannot enter netns {what}: {}", std::io::Error::last_os_error())));
     }
     Ok(())
+}
+
+/// Switches into the network namespace at `path` (CNI_NETNS) for the rest of the call.
+pub fn enter(path: &str) -> CniResult<()> {
+    set(&open(path)?, path)
+}
+
+/// Runs `work` inside `ns` and returns to the namespace the process was in.
+pub fn within<T>(ns: &File, work: impl FnOnce() -> CniResult<T>) -> CniResult<T> {
+    let home = open("/proc/self/ns/net")?;
+    set(ns, "of the container")?;
+    let result = work();
+    set(&home, "of the host")?;
+    result
 }

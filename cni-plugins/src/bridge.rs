@@ -1,0 +1,278 @@
+//! The bridge plugin: a Linux bridge on the host, a veth pair per attachment (one end in
+//! the container, one on the bridge), addresses from the IPAM plugin, the bridge as gateway
+//! and masquerading when asked; DEL undoes it even when the namespace or the interface is
+//! gone, and a failed ADD leaves nothing behind.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, UNKNOWN_CONTAINER, UNSUPPORTED_FIELD};
+use crate::firewall::{iptables::Iptables, Firewall};
+use crate::netlink::{Netlink, NetlinkError};
+use crate::result::{Interface, NetResult, Route};
+use crate::skel::{Args, Plugin};
+use crate::{ipam, netns};
+
+pub struct Bridge;
+
+/// The reference plugin's keys.
+struct BridgeConf {
+    network: String,
+    bridge: String,
+    is_gateway: bool,
+    is_default_gateway: bool,
+    force_address: bool,
+    ip_masq: bool,
+    mtu: Option<u32>,
+    hairpin: bool,
+    promiscuous: bool,
+    enable_dad: bool,
+    disable_container_interface: bool,
+    port_isolation: bool,
+}
+
+impl BridgeConf {
+    fn parse(conf: &Value) -> CniResult<BridgeConf> {
+        let flag = |k: &str| conf[k].as_bool().unwrap_or(false);
+        if conf["vlan"].as_u64().unwrap_or(0) != 0 || conf["vlanTrunk"].is_array() {
+            return Err(CniError::new(UNSUPPORTED_FIELD, "vlan is not implemented by berth's bridge yet; leave it out or use the reference plugin"));
+        }
+        if flag("macspoofchk") {
+            return Err(CniError::new(UNSUPPORTED_FIELD, "macspoofchk is not implemented by berth's bridge yet; leave it out or use the reference plugin"));
+        }
+        let bridge = conf["bridge"].as_str().unwrap_or("cni0").to_string();
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
+            return Err(CniError::new(INVALID_CONFIG, format!("bridge name {bridge:?} is not a valid interface name")));
+        }
+        let is_default_gateway = flag("isDefaultGateway");
+        Ok(BridgeConf {
+            network: conf["name"].as_str().unwrap_or_default().to_string(),
+            bridge,
+            is_gateway: flag("isGateway") || is_default_gateway,
+            is_default_gateway,
+            force_address: flag("forceAddress"),
+            ip_masq: flag("ipMasq"),
+            mtu: conf["mtu"].as_u64().filter(|m| *m > 0).map(|m| m as u32),
+            hairpin: flag("hairpinMode"),
+            promiscuous: flag("promiscMode"),
+            enable_dad: flag("enabledad"),
+            disable_container_interface: flag("disableContainerInterface"),
+            port_isolation: flag("portIsolation"),
+        })
+    }
+}
+
+fn nl(e: NetlinkError) -> CniError {
+    CniError::new(IO_FAILURE, e.message)
+}
+
+/// The host end's name: stable for the attachment, so DEL and CHECK find it.
+fn host_veth_name(network: &str, args: &Args) -> String {
+    let digest = hex::encode(Sha256::digest(format!("{network}\0{}\0{}", args.container_id, args.ifname).as_bytes()));
+    format!("veth{}", &digest[..8])
+}
+
+fn write_sysctl(path: &str, value: &str) -> CniResult<()> {
+    std::fs::write(path, value).map_err(|e| CniError::io(format!("cannot set {path}"), e))
+}
+
+/// The bridge, created when missing, up; returns its index and MAC.
+fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<(u32, String)> {
+    if host.link(&c.bridge).map_err(nl)?.is_none() {
+        host.create_bridge(&c.bridge, c.mtu, false).map_err(nl)?;
+    }
+    let link = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("bridge {} vanished", c.bridge)))?;
+    if link.kind != Some(netlink_packet_route::link::InfoKind::Bridge) {
+        return Err(CniError::new(INVALID_CONFIG, format!("{} exists and is not a bridge", c.bridge)));
+    }
+    if c.promiscuous {
+        host.set_promiscuous(link.index).map_err(nl)?;
+    }
+    host.set_up(link.index).map_err(nl)?;
+    Ok((link.index, link.mac))
+}
+
+/// Gives the bridge the gateway address of each family (replacing another one only with
+/// forceAddress) and turns on forwarding.
+fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, bridge: u32, result: &NetResult) -> CniResult<()> {
+    let present = host.addresses(bridge).map_err(nl)?;
+    for ip in &result.ips {
+        let Some(gw) = ip.gateway else { continue };
+        let wanted = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
+        if present.contains(&wanted) {
+            continue;
+        }
+        for other in present.iter().filter(|p| p.addr().is_ipv4() == gw.is_ipv4() && p.contains(&gw) && !p.addr().is_unicast_link_local_v6()) {
+            if !c.force_address {
+                return Err(CniError::new(INVALID_CONFIG, format!("bridge {} already has {other}, not {wanted}; set forceAddress to replace it", c.bridge)));
+            }
+            host.delete_address(bridge, *other).map_err(nl)?;
+        }
+        host.add_address(bridge, wanted).map_err(nl)?;
+        let forwarding = if gw.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
+        write_sysctl(forwarding, "1")?;
+    }
+    Ok(())
+}
+
+trait LinkLocal {
+    fn is_unicast_link_local_v6(&self) -> bool;
+}
+
+impl LinkLocal for IpAddr {
+    fn is_unicast_link_local_v6(&self) -> bool {
+        matches!(self, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+    }
+}
+
+/// Everything of an ADD after IPAM: veth, bridge port, container addresses and routes,
+/// gateway, masquerading. Returns the interfaces for the result.
+fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
+    let container_ns = netns::open(&args.netns)?;
+    let host_ns = netns::open("/proc/self/ns/net")?;
+    let mut host = Netlink::open().map_err(nl)?;
+    let (bridge_index, bridge_mac) = ensure_bridge(&mut host, c)?;
+    let host_name = host_veth_name(&c.network, args);
+    // The pair is made inside the container's namespace, its host end placed on the host.
+    let container_mac = netns::within(&container_ns, || {
+        let mut inside = Netlink::open().map_err(nl)?;
+        if inside.link(&args.ifname).map_err(nl)?.is_some() {
+            return Err(CniError::new(INVALID_CONFIG, format!("container interface {} already exists", args.ifname)));
+        }
+        use std::os::fd::AsRawFd;
+        inside.create_veth(&args.ifname, &host_name, host_ns.as_raw_fd(), c.mtu).map_err(nl)?;
+        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, "the container's veth vanished"))?;
+        let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
+        if has_v6 && !c.enable_dad {
+            write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_dad", args.ifname), "0")?;
+        }
+        if !c.disable_container_interface {
+            for ip in &result.ips {
+                inside.add_address(link.index, ip.address).map_err(nl)?;
+            }
+            inside.set_up(link.index).map_err(nl)?;
+            for route in &result.routes {
+                let gw = route.gw.or_else(|| result.ips.iter().find(|ip| ip.address.addr().is_ipv4() == route.dst.addr().is_ipv4()).and_then(|ip| ip.gateway));
+                inside.add_route(route.dst, gw, link.index).map_err(nl)?;
+            }
+        }
+        Ok(link.mac)
+    })?;
+    let host_link = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?;
+    host.set_controller(host_link.index, bridge_index).map_err(nl)?;
+    host.set_bridge_port(host_link.index, c.hairpin, c.port_isolation).map_err(nl)?;
+    host.set_up(host_link.index).map_err(nl)?;
+    if c.is_gateway {
+        ensure_gateway(&mut host, c, bridge_index, result)?;
+    }
+    if c.ip_masq {
+        let addresses: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+        Iptables.add_masquerade(&c.network, &args.container_id, &addresses)?;
+    }
+    result.interfaces = vec![
+        Interface { name: c.bridge.clone(), mac: bridge_mac, sandbox: None },
+        Interface { name: host_name, mac: host_link.mac, sandbox: None },
+        Interface { name: args.ifname.clone(), mac: container_mac, sandbox: Some(args.netns.clone()) },
+    ];
+    for ip in &mut result.ips {
+        ip.interface = Some(2);
+    }
+    Ok(())
+}
+
+/// Removes the container's veth (which takes the host end with it) if the namespace and
+/// the interface are still there.
+fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
+    if !args.netns.is_empty() {
+        if let Ok(ns) = netns::open(&args.netns) {
+            netns::within(&ns, || {
+                let mut inside = Netlink::open().map_err(nl)?;
+                if let Some(link) = inside.link(&args.ifname).map_err(nl)? {
+                    inside.delete_link(link.index).map_err(nl)?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+    // A host end whose peer went with its namespace is gone already; one left over is removed.
+    let mut host = Netlink::open().map_err(nl)?;
+    if let Some(link) = host.link(&host_veth_name(&c.network, args)).map_err(nl)? {
+        host.delete_link(link.index).map_err(nl)?;
+    }
+    Ok(())
+}
+
+impl Plugin for Bridge {
+    fn add(&self, args: &Args, conf: &Value) -> CniResult<NetResult> {
+        let c = BridgeConf::parse(conf)?;
+        let mut result = ipam::add(args, conf)?;
+        if c.is_default_gateway {
+            for ip in &result.ips {
+                if let Some(gw) = ip.gateway {
+                    let dst: IpNet = if gw.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
+                    if !result.routes.iter().any(|r| r.dst == dst) {
+                        result.routes.push(Route { dst, gw: Some(gw) });
+                    }
+                }
+            }
+        }
+        if let Err(e) = plumb(&c, args, &mut result) {
+            // Nothing of a failed ADD stays: rules, veth, address.
+            if c.ip_masq {
+                let _ = Iptables.del_masquerade(&c.network, &args.container_id);
+            }
+            let _ = remove_veth(&c, args);
+            let _ = ipam::delegate("DEL", args, conf);
+            return Err(e);
+        }
+        Ok(result)
+    }
+
+    fn del(&self, args: &Args, conf: &Value) -> CniResult<()> {
+        let c = BridgeConf::parse(conf)?;
+        // Best effort, everything attempted: address, firewall, veth.
+        let released = ipam::delegate("DEL", args, conf).map(|_| ());
+        let unmasked = if c.ip_masq { Iptables.del_masquerade(&c.network, &args.container_id) } else { Ok(()) };
+        let removed = remove_veth(&c, args);
+        released.and(unmasked).and(removed)
+    }
+
+    fn check(&self, args: &Args, conf: &Value) -> CniResult<()> {
+        let c = BridgeConf::parse(conf)?;
+        ipam::delegate("CHECK", args, conf)?;
+        let ns = netns::open(&args.netns)?;
+        let expected: Vec<IpNet> = crate::skel::prev_result(conf)?.map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
+        netns::within(&ns, || {
+            let mut inside = Netlink::open().map_err(nl)?;
+            let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("interface {} is missing in {}", args.ifname, args.netns)))?;
+            let present = inside.addresses(link.index).map_err(nl)?;
+            if let Some(missing) = expected.iter().find(|a| !present.contains(a)) {
+                return Err(CniError::new(UNKNOWN_CONTAINER, format!("{} lacks its address {missing}", args.ifname)));
+            }
+            Ok(())
+        })?;
+        let mut host = Netlink::open().map_err(nl)?;
+        let bridge = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("bridge {} is missing", c.bridge)))?;
+        let veth = host.link(&host_veth_name(&c.network, args)).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, "the host end of the veth is missing"))?;
+        if veth.controller != Some(bridge.index) {
+            return Err(CniError::new(UNKNOWN_CONTAINER, format!("the host end of the veth is not on bridge {}", c.bridge)));
+        }
+        Ok(())
+    }
+
+    fn gc(&self, conf: &Value, valid: &[(String, String)]) -> CniResult<()> {
+        let c = BridgeConf::parse(conf)?;
+        let ids: Vec<String> = valid.iter().map(|(id, _)| id.clone()).collect();
+        Iptables.gc_masquerade(&c.network, &ids)?;
+        let args = crate::skel::Args::from_env();
+        ipam::delegate("GC", &args, conf).map(|_| ())
+    }
+
+    fn status(&self, conf: &Value) -> CniResult<()> {
+        BridgeConf::parse(conf)?;
+        ipam::delegate("STATUS", &crate::skel::Args::from_env(), conf).map(|_| ())
+    }
+}

@@ -1,0 +1,131 @@
+//! The iptables backend: one `iptables-save` to read and one `iptables-restore --noflush`
+//! to apply, per address family and operation, instead of a process per rule.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+
+use super::{chain_name, comment, Firewall};
+use crate::error::{CniError, CniResult, IO_FAILURE};
+
+pub struct Iptables;
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn tool(self, suffix: &str) -> String {
+        match self {
+            Family::V4 => format!("iptables-{suffix}"),
+            Family::V6 => format!("ip6tables-{suffix}"),
+        }
+    }
+
+    fn multicast(self) -> &'static str {
+        match self {
+            Family::V4 => "224.0.0.0/4",
+            Family::V6 => "ff00::/8",
+        }
+    }
+}
+
+fn quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Applies `rules` (restore syntax for the nat table) in one transaction.
+fn restore(family: Family, rules: &str) -> CniResult<()> {
+    let tool = family.tool("restore");
+    let mut child = Command::new(&tool).args(["--noflush", "-w"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
+    child.stdin.take().unwrap().write_all(format!("*nat\n{rules}COMMIT\n").as_bytes()).map_err(|e| CniError::io(format!("cannot feed {tool}"), e))?;
+    let out = child.wait_with_output().map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
+    if !out.status.success() {
+        return Err(CniError::new(IO_FAILURE, format!("{tool} refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim())).with_details(rules.to_string()));
+    }
+    Ok(())
+}
+
+/// The nat table as `iptables-save` prints it; empty when the tool or table is absent.
+fn save(family: Family) -> String {
+    Command::new(family.tool("save")).args(["-t", "nat"]).stderr(Stdio::null()).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
+/// Restore lines removing `chains` and every rule that jumps to them.
+fn removal(saved: &str, chains: &[String]) -> String {
+    let mut rules = String::new();
+    for line in saved.lines() {
+        if let Some(rule) = line.strip_prefix("-A ") {
+            let jumps = chains.iter().any(|c| rule.ends_with(&format!("-j {c}")));
+            let own = chains.iter().any(|c| rule.starts_with(&format!("{c} ")));
+            if jumps && !own {
+                rules.push_str(&format!("-D {rule}\n"));
+            }
+        }
+    }
+    for chain in chains {
+        if saved.lines().any(|l| l == format!(":{chain} - [0:0]") || l.starts_with(&format!(":{chain} "))) {
+            rules.push_str(&format!("-F {chain}\n-X {chain}\n"));
+        }
+    }
+    rules
+}
+
+impl Firewall for Iptables {
+    fn add_masquerade(&self, network: &str, container_id: &str, addresses: &[IpNet]) -> CniResult<()> {
+        let chain = chain_name(network, container_id);
+        let note = quote(&comment(network, container_id));
+        for family in [Family::V4, Family::V6] {
+            let mine: Vec<&IpNet> = addresses.iter().filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut rules = format!(":{chain} - [0:0]\n");
+            for address in &mine {
+                rules.push_str(&format!("-A {chain} -d {} -m comment --comment {note} -j ACCEPT\n", address.trunc()));
+            }
+            rules.push_str(&format!("-A {chain} ! -d {} -m comment --comment {note} -j MASQUERADE\n", family.multicast()));
+            for address in &mine {
+                let host = IpNet::new(address.addr(), address.max_prefix_len()).unwrap();
+                rules.push_str(&format!("-A POSTROUTING -s {host} -m comment --comment {note} -j {chain}\n"));
+            }
+            restore(family, &rules)?;
+        }
+        Ok(())
+    }
+
+    fn del_masquerade(&self, network: &str, container_id: &str) -> CniResult<()> {
+        let chains = [chain_name(network, container_id)];
+        for family in [Family::V4, Family::V6] {
+            let rules = removal(&save(family), &chains);
+            if !rules.is_empty() {
+                restore(family, &rules)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn gc_masquerade(&self, network: &str, valid: &[String]) -> CniResult<()> {
+        let prefix = format!("--comment {}", quote(&format!("name: \"{network}\" id: \"")).trim_end_matches('"'));
+        for family in [Family::V4, Family::V6] {
+            let saved = save(family);
+            let mut stale: Vec<String> = Vec::new();
+            for line in saved.lines().filter_map(|l| l.strip_prefix("-A ")) {
+                let Some(chain) = line.split_whitespace().next().filter(|c| c.starts_with("CNI-")) else { continue };
+                let Some(at) = line.find(&prefix) else { continue };
+                let id = line[at + prefix.len()..].split("\\\"").next().unwrap_or_default();
+                if !valid.iter().any(|v| v == id) && chain == chain_name(network, id) && !stale.contains(&chain.to_string()) {
+                    stale.push(chain.to_string());
+                }
+            }
+            let rules = removal(&saved, &stale);
+            if !rules.is_empty() {
+                restore(family, &rules)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! A small synchronous rtnetlink client (the plugins are short-lived processes: no async
+//! runtime, no `ip` subprocesses): links, bridge ports, addresses and routes. A client
+//! acts in the network namespace it was opened in.
+
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+/// A failed netlink request: the kernel's errno, or a transport problem.
+#[derive(Debug)]
+pub struct NetlinkError {
+    pub errno: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, NetlinkError>;
+
+fn failed(what: &str, errno: i32) -> NetlinkError {
+    NetlinkError { errno, message: format!("{what}: {}", std::io::Error::from_raw_os_error(errno)) }
+}
+
+pub struct Netlink {
+    socket: Socket,
+    sequence: u32,
+}
+
+/// A link as the plugins need it.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub controller: Option<u32>,
+    pub kind: Option<InfoKind>,
+}
+
+fn mac_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl Netlink {
+    /// A client in the current network namespace.
+    pub fn open() -> Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| failed("cannot open a netlink socket", e.raw_os_error().unwrap_or(0)))?;
+        socket.bind_auto().map_err(|e| failed("cannot bind the netlink socket", e.raw_os_error().unwrap_or(0)))?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| failed("cannot connect to the kernel", e.raw_os_error().unwrap_or(0)))?;
+        Ok(Netlink { socket, sequence: 0 })
+    }
+
+    /// Sends one request and collects the answers until its ACK or end of dump.
+    fn request(&mut self, message: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
+        self.sequence += 1;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.sequence;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(|e| failed(what, e.raw_os_error().unwrap_or(0)))?;
+        let mut answers = Vec::new();
+        let mut receive = vec![0u8; 1 << 16];
+        loop {
+            let size = self.socket.recv(&mut &mut receive[..], 0).map_err(|e| failed(what, e.raw_os_error().unwrap_or(0)))?;
+            let mut offset = 0;
+            while offset < size {
+                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&receive[offset..size]).map_err(|e| NetlinkError { errno: 0, message: format!("{what}: unreadable answer: {e}") })?;
+                let length = parsed.header.length as usize;
+                if parsed.header.sequence_number == self.sequence {
+                    match parsed.payload {
+                        NetlinkPayload::Error(e) => {
+                            return match e.code {
+                                None => Ok(answers),
+                                Some(code) => Err(failed(what, -code.get())),
+                            };
+                        }
+                        NetlinkPayload::Done(_) => return Ok(answers),
+                        NetlinkPayload::InnerMessage(m) => answers.push(m),
+                        _ => {}
+                    }
+                }
+                if length == 0 {
+                    break;
+                }
+                offset += (length + 3) & !3;
+            }
+        }
+    }
+
+    fn to_link(message: &LinkMessage) -> Link {
+        let mut link = Link { index: message.header.index, name: String::new(), mac: String::new(), mtu: 0, up: message.header.flags.contains(LinkFlags::Up), controller: None, kind: None };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Address(a) => link.mac = mac_text(a),
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Controller(c) => link.controller = Some(*c),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+
+    /// The link named `name`, if there is one.
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut message = LinkMessage::default();
+        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(message), NLM_F_ACK, &format!("cannot look up link {name}")) {
+            Ok(answers) => Ok(answers.iter().find_map(|a| if let RouteNetlinkMessage::NewLink(m) = a { Some(Self::to_link(m)) } else { None })),
+            Err(e) if e.errno == libc::ENODEV => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a bridge; with `vlan_filtering` when VLANs are used.
+    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            message.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        let mut infos = vec![LinkInfo::Kind(InfoKind::Bridge)];
+        if vlan_filtering {
+            infos.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
+        }
+        message.attributes.push(LinkAttribute::LinkInfo(infos));
+        match self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot create bridge {name}")) {
+            Ok(_) => Ok(()),
+            Err(e) if e.errno == libc::EEXIST => Ok(()), // another ADD made it first
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a veth pair here: `name`, and `peer` placed in the namespace `peer_netns`.
+    pub fn create_veth(&mut self, name: &str, peer: &str, peer_netns: RawFd, mtu: Option<u32>) -> Result<()> {
+        let mut peer_message = LinkMessage::default();
+        peer_message.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        peer_message.attributes.push(LinkAttribute::NetNsFd(peer_netns));
+        let mut message = LinkMessage::default();
+        message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            message.attributes.push(LinkAttribute::Mtu(mtu));
+            peer_message.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        message.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth), LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message)))]));
+        self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot create veth {name}/{peer}")).map(|_| ())
+    }
+
+    fn set_link(&mut self, index: u32, header_flags: Option<(LinkFlags, LinkFlags)>, attributes: Vec<LinkAttribute>, what: &str) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        if let Some((flags, mask)) = header_flags {
+            message.header.flags = flags;
+            message.header.change_mask = mask;
+        }
+        message.attributes = attributes;
+        self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK, what).map(|_| ())
+    }
+
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        self.set_link(index, Some((LinkFlags::Up, LinkFlags::Up)), Vec::new(), "cannot bring the link up")
+    }
+
+    pub fn set_promiscuous(&mut self, index: u32) -> Result<()> {
+        self.set_link(index, Some((LinkFlags::Promisc, LinkFlags::Promisc)), Vec::new(), "cannot make the bridge promiscuous")
+    }
+
+    pub fn set_controller(&mut self, index: u32, controller: u32) -> Result<()> {
+        self.set_link(index, None, vec![LinkAttribute::Controller(controller)], "cannot attach the veth to the bridge")
+    }
+
+    /// Bridge-port options of a link attached to a bridge.
+    pub fn set_bridge_port(&mut self, index: u32, hairpin: bool, isolated: bool) -> Result<()> {
+        let data = vec![InfoBridgePort::HairpinMode(hairpin), InfoBridgePort::Isolated(isolated)];
+        let infos = vec![LinkInfo::PortKind(InfoPortKind::Bridge), LinkInfo::PortData(InfoPortData::BridgePort(data))];
+        self.set_link(index, None, vec![LinkAttribute::LinkInfo(infos)], "cannot set the bridge port's options")
+    }
+
+    pub fn delete_link(&mut self, index: u32) -> Result<()> {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(message), NLM_F_ACK, "cannot delete the link").map(|_| ())
+    }
+
+    fn family(ip: &IpAddr) -> AddressFamily {
+        if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+    }
+
+    /// The addresses on link `index`.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
+        let answers = self.request(RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP, "cannot list addresses")?;
+        let mut out = Vec::new();
+        for answer in answers {
+            if let RouteNetlinkMessage::NewAddress(m) = answer {
+                if m.header.index != index {
+                    continue;
+                }
+                for attribute in &m.attributes {
+                    if let AddressAttribute::Address(ip) = attribute {
+                        if let Ok(net) = IpNet::new(*ip, m.header.prefix_len) {
+                            out.push(net);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = Self::family(&address.addr());
+        message.header.prefix_len = address.prefix_len();
+        message.header.index = index;
+        message.attributes.push(AddressAttribute::Address(address.addr()));
+        if address.addr().is_ipv4() {
+            message.attributes.push(AddressAttribute::Local(address.addr()));
+            if let IpNet::V4(v4) = address {
+                message.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
+            }
+        }
+        match self.request(RouteNetlinkMessage::NewAddress(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot add address {address}")) {
+            Err(e) if e.errno == libc::EEXIST => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub fn delete_address(&mut self, index: u32, address: IpNet) -> Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = Self::family(&address.addr());
+        message.header.prefix_len = address.prefix_len();
+        message.header.index = index;
+        message.attributes.push(AddressAttribute::Address(address.addr()));
+        self.request(RouteNetlinkMessage::DelAddress(message), NLM_F_ACK, &format!("cannot remove address {address}")).map(|_| ())
+    }
+
+    /// A route to `dst` via `gateway` (or on-link) out of `oif`.
+    pub fn add_route(&mut self, dst: IpNet, gateway: Option<IpAddr>, oif: u32) -> Result<()> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = Self::family(&dst.addr());
+        message.header.destination_prefix_length = dst.prefix_len();
+        message.header.table = netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN;
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.scope = if gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+        message.header.kind = RouteType::Unicast;
+        let address = |ip: IpAddr| match ip {
+            IpAddr::V4(v4) => RouteAddress::Inet(v4),
+            IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+        };
+        if dst.prefix_len() > 0 {
+            message.attributes.push(RouteAttribute::Destination(address(dst.network())));
+        }
+        if let Some(gw) = gateway {
+            message.attributes.push(RouteAttribute::Gateway(address(gw)));
+        }
+        message.attributes.push(RouteAttribute::Oif(oif));
+        match self.request(RouteNetlinkMessage::NewRoute(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot add route to {dst}")) {
+            Err(e) if e.errno == libc::EEXIST => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
