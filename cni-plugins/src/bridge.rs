@@ -111,7 +111,8 @@ fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, bridge: u32, result: &NetR
             }
             host.delete_address(bridge, *other).map_err(nl)?;
         }
-        host.add_address(bridge, wanted).map_err(nl)?;
+        // The gateway is the bridge's own: usable at once, no IPv6 DAD wait.
+        host.add_address(bridge, wanted, true).map_err(nl)?;
         let forwarding = if gw.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
         write_sysctl(forwarding, "1")?;
     }
@@ -151,7 +152,7 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
         }
         if !c.disable_container_interface {
             for ip in &result.ips {
-                inside.add_address(link.index, ip.address).map_err(nl)?;
+                inside.add_address(link.index, ip.address, !c.enable_dad).map_err(nl)?;
             }
             inside.set_up(link.index).map_err(nl)?;
             for route in &result.routes {

@@ -12,8 +12,18 @@ use crate::skel::{Args, Plugin};
 
 pub struct Loopback;
 
-/// Sets or clears IFF_UP on `lo` of the current namespace; returns whether it is up.
-fn set_lo_up(up: bool) -> CniResult<bool> {
+/// lo's interface flags in the current namespace.
+fn lo_flags() -> CniResult<libc::c_short> {
+    lo_ioctl(None)
+}
+
+/// Sets or clears IFF_UP on `lo` of the current namespace.
+fn set_lo_up(up: bool) -> CniResult<()> {
+    lo_ioctl(Some(up)).map(|_| ())
+}
+
+/// Reads lo's flags and, with `up`, sets or clears IFF_UP; returns the flags read.
+fn lo_ioctl(up: Option<bool>) -> CniResult<libc::c_short> {
     // SAFETY: a datagram socket used only for interface ioctls, closed below.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
@@ -31,13 +41,14 @@ fn set_lo_up(up: bool) -> CniResult<bool> {
         }
         // SAFETY: the flags member of the union is what SIOCGIFFLAGS filled.
         let flags = unsafe { req.ifr_ifru.ifru_flags };
+        let Some(up) = up else { return Ok(flags) };
         let wanted = if up { flags | libc::IFF_UP as libc::c_short } else { flags & !(libc::IFF_UP as libc::c_short) };
         req.ifr_ifru.ifru_flags = wanted;
         // SAFETY: as above.
         if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) } != 0 {
             return Err(CniError::new(IO_FAILURE, format!("cannot set lo's flags: {}", std::io::Error::last_os_error())));
         }
-        Ok(up)
+        Ok(flags)
     })();
     // SAFETY: closing the socket opened above.
     unsafe { libc::close(sock) };
@@ -61,14 +72,12 @@ impl Plugin for Loopback {
         if args.netns.is_empty() || crate::netns::enter(&args.netns).is_err() {
             return Ok(());
         }
-        set_lo_up(false).map(|_| ())
+        set_lo_up(false)
     }
 
     fn check(&self, args: &Args, _conf: &Value) -> CniResult<()> {
         crate::netns::enter(&args.netns)?;
-        let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
-        let up = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).map(|f| f & libc::IFF_UP as u32 != 0).unwrap_or(false);
-        if up { Ok(()) } else { Err(CniError::new(IO_FAILURE, "lo is down in the container's namespace")) }
+        if lo_flags()? & libc::IFF_UP as libc::c_short != 0 { Ok(()) } else { Err(CniError::new(IO_FAILURE, "lo is down in the container's namespace")) }
     }
 
     fn gc(&self, _conf: &Value, _valid: &[(String, String)]) -> CniResult<()> {

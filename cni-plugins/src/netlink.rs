@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use ipnet::IpNet;
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_core::{DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
+use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -191,11 +191,17 @@ impl Netlink {
         self.set_link(index, None, vec![LinkAttribute::Controller(controller)], "cannot attach the veth to the bridge")
     }
 
-    /// Bridge-port options of a link attached to a bridge.
+    /// Bridge-port options of a link attached to a bridge, through the bridge's protinfo
+    /// as `bridge link set` sends them (in link info the kernel applied only the first).
     pub fn set_bridge_port(&mut self, index: u32, hairpin: bool, isolated: bool) -> Result<()> {
-        let data = vec![InfoBridgePort::HairpinMode(hairpin), InfoBridgePort::Isolated(isolated)];
-        let infos = vec![LinkInfo::PortKind(InfoPortKind::Bridge), LinkInfo::PortData(InfoPortData::BridgePort(data))];
-        self.set_link(index, None, vec![LinkAttribute::LinkInfo(infos)], "cannot set the bridge port's options")
+        const IFLA_BRPORT_MODE: u16 = 4;
+        const IFLA_BRPORT_ISOLATED: u16 = 33;
+        let mut message = LinkMessage::default();
+        message.header.interface_family = AddressFamily::Bridge;
+        message.header.index = index;
+        let options = [(IFLA_BRPORT_MODE, hairpin), (IFLA_BRPORT_ISOLATED, isolated)];
+        message.attributes.push(LinkAttribute::ProtoInfoBridge(options.iter().map(|(kind, on)| LinkProtoInfoBridge::Other(DefaultNla::new(*kind, vec![*on as u8]))).collect()));
+        self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK, "cannot set the bridge port's hairpin mode and isolation").map(|_| ())
     }
 
     pub fn delete_link(&mut self, index: u32) -> Result<()> {
@@ -229,9 +235,14 @@ impl Netlink {
         Ok(out)
     }
 
-    pub fn add_address(&mut self, index: u32, address: IpNet) -> Result<()> {
+    /// Adds `address` to link `index`; `nodad` skips IPv6 duplicate address detection, so
+    /// the address is usable at once.
+    pub fn add_address(&mut self, index: u32, address: IpNet, nodad: bool) -> Result<()> {
         let mut message = AddressMessage::default();
         message.header.family = Self::family(&address.addr());
+        if nodad && address.addr().is_ipv6() {
+            message.header.flags = AddressHeaderFlags::Nodad;
+        }
         message.header.prefix_len = address.prefix_len();
         message.header.index = index;
         message.attributes.push(AddressAttribute::Address(address.addr()));

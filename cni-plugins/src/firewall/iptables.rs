@@ -109,7 +109,8 @@ impl Firewall for Iptables {
     }
 
     fn gc_masquerade(&self, network: &str, valid: &[String]) -> CniResult<()> {
-        let prefix = format!("--comment {}", quote(&format!("name: \"{network}\" id: \"")).trim_end_matches('"'));
+        // iptables-save prints the comment as --comment "name: \"N\" id: \"C\"".
+        let prefix = format!("--comment \"name: \\\"{network}\\\" id: \\\"");
         for family in [Family::V4, Family::V6] {
             let saved = save(family);
             let mut stale: Vec<String> = Vec::new();
