@@ -223,7 +223,8 @@ impl Plugin for Bridge {
         if let Err(e) = plumb(&c, args, &mut result) {
             // Nothing of a failed ADD stays: rules, veth, address.
             if c.ip_masq {
-                let _ = Iptables.del_masquerade(&c.network, &args.container_id);
+                let added: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+                let _ = Iptables.del_masquerade(&c.network, &args.container_id, &added);
             }
             let _ = remove_veth(&c, args);
             let _ = ipam::delegate("DEL", args, conf);
@@ -236,7 +237,8 @@ impl Plugin for Bridge {
         let c = BridgeConf::parse(conf)?;
         // Best effort, everything attempted: address, firewall, veth.
         let released = ipam::delegate("DEL", args, conf).map(|_| ());
-        let unmasked = if c.ip_masq { Iptables.del_masquerade(&c.network, &args.container_id) } else { Ok(()) };
+        let known: Vec<IpNet> = crate::skel::prev_result(conf).ok().flatten().map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
+        let unmasked = if c.ip_masq { Iptables.del_masquerade(&c.network, &args.container_id, &known) } else { Ok(()) };
         let removed = remove_veth(&c, args);
         released.and(unmasked).and(removed)
     }

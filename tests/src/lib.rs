@@ -2,6 +2,7 @@
 //! fixtures the tests build themselves, and guards for privileged tests.
 
 pub mod bench;
+pub mod bench_cni;
 pub mod bench_image;
 pub mod bench_runtime;
 pub mod bench_shim;

@@ -97,9 +97,28 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn del_masquerade(&self, network: &str, container_id: &str) -> CniResult<()> {
-        let chains = [chain_name(network, container_id)];
-        for family in [Family::V4, Family::V6] {
+    fn del_masquerade(&self, network: &str, container_id: &str, known: &[IpNet]) -> CniResult<()> {
+        let chain = chain_name(network, container_id);
+        let note = quote(&comment(network, container_id));
+        let mut families = vec![Family::V4, Family::V6];
+        if !known.is_empty() {
+            // Straight to the rules the ADD wrote; a family whose removal fails is read back.
+            families.retain(|family| {
+                let mine: Vec<&IpNet> = known.iter().filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))).collect();
+                if mine.is_empty() {
+                    return true;
+                }
+                let mut rules = String::new();
+                for address in &mine {
+                    let host = IpNet::new(address.addr(), address.max_prefix_len()).unwrap();
+                    rules.push_str(&format!("-D POSTROUTING -s {host} -m comment --comment {note} -j {chain}\n"));
+                }
+                rules.push_str(&format!("-F {chain}\n-X {chain}\n"));
+                restore(*family, &rules).is_err()
+            });
+        }
+        let chains = [chain];
+        for family in families {
             let rules = removal(&save(family), &chains);
             if !rules.is_empty() {
                 restore(family, &rules)?;

@@ -12,9 +12,10 @@ use crate::error::CniResult;
 pub trait Firewall {
     /// Masquerades traffic from `addresses` leaving their own networks.
     fn add_masquerade(&self, network: &str, container_id: &str, addresses: &[IpNet]) -> CniResult<()>;
-    /// Removes the container's masquerade chain and the rules jumping to it (no prevResult,
-    /// netns or interface needed).
-    fn del_masquerade(&self, network: &str, container_id: &str) -> CniResult<()>;
+    /// Removes the container's masquerade chain and the rules jumping to it. `known` are the
+    /// addresses from a prevResult, if any (a direct removal); without them, or when they do
+    /// not match what is installed, the rules are found by reading the table.
+    fn del_masquerade(&self, network: &str, container_id: &str, known: &[IpNet]) -> CniResult<()>;
     /// Removes the chains of every container of `network` not in `valid`.
     fn gc_masquerade(&self, network: &str, valid: &[String]) -> CniResult<()>;
 }

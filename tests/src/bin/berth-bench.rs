@@ -3,13 +3,14 @@
 
 fn main() {
     let sections: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["runtime", "shim", "image"];
+    let all = ["runtime", "shim", "image", "cni"];
     let chosen: Vec<&str> = if sections.is_empty() { all.to_vec() } else { sections.iter().map(|s| s.as_str()).collect() };
     for section in chosen {
         match section {
             "runtime" => berth_tests::bench_runtime::run(),
             "shim" => berth_tests::bench_shim::run(),
             "image" => berth_tests::bench_image::run(),
+            "cni" => berth_tests::bench_cni::run(),
             other => {
                 eprintln!("berth-bench: unknown section {other:?}; known: {}", all.join(", "));
                 std::process::exit(2);
