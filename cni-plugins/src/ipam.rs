@@ -1,9 +1,7 @@
 //! Delegating to an IPAM plugin found in CNI_PATH: the same environment (with the command
 //! given) and the same network config on stdin, its result or error passed back.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -22,24 +20,12 @@ fn find(ipam_type: &str, args: &Args) -> CniResult<PathBuf> {
 pub fn delegate(command: &str, args: &Args, conf: &Value) -> CniResult<Value> {
     let ipam_type = conf["ipam"]["type"].as_str().unwrap_or_default();
     let plugin = find(ipam_type, args)?;
-    let cni_args: Vec<String> = args.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut child = Command::new(&plugin)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &args.container_id)
-        .env("CNI_NETNS", &args.netns)
-        .env("CNI_IFNAME", &args.ifname)
-        .env("CNI_ARGS", cni_args.join(";"))
-        .env("CNI_PATH", args.path.join(":"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| CniError::io(format!("cannot run IPAM plugin {}", plugin.display()), e))?;
-    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).map_err(|e| CniError::io("cannot write to the IPAM plugin", e))?;
-    let out = child.wait_with_output().map_err(|e| CniError::io("cannot run the IPAM plugin", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).map_err(|e| CniError::new(crate::error::DECODING_FAILURE, format!("IPAM plugin {ipam_type} printed no JSON: {e}")))? };
-    if !out.status.success() {
+    let call = Args { command: command.to_string(), ..args.clone() };
+    let (code, value) = crate::exec::run_plugin(&plugin, &call, conf).map_err(|e| CniError::io(format!("cannot run IPAM plugin {}", plugin.display()), e))?;
+    if value.is_string() {
+        return Err(CniError::new(crate::error::DECODING_FAILURE, format!("IPAM plugin {ipam_type} printed no JSON")));
+    }
+    if code != 0 {
         let code = value["code"].as_u64().unwrap_or(999) as u32;
         let msg = value["msg"].as_str().unwrap_or("failed without a message");
         return Err(CniError::new(code, format!("IPAM plugin {ipam_type}: {msg}")).with_details(value["details"].as_str().unwrap_or_default().to_string()));

@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod error;
+pub mod exec;
 pub mod firewall;
 pub mod host_local;
 pub mod ipam;

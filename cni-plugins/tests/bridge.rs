@@ -4,6 +4,8 @@
 //! DEL without netns and GC, no leak from a failed ADD, 50 parallel ADDs, and differential
 //! runs and mixed chains with Debian's reference plugins.
 
+use berth_cni::exec::run_plugin;
+use berth_cni::skel::Args;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,24 +69,10 @@ fn add_netns(name: &str) -> String {
     format!("/run/netns/{name}")
 }
 
-/// Runs the `bridge` of `bin` for one container.
+/// Runs the `bridge` of `bin` for one container, as a runtime does.
 fn call(bin: &Path, command: &str, id: &str, netns: &str, conf: &Value) -> (i32, Value) {
-    let mut child = Command::new(bin.join("bridge"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")) };
-    (out.status.code().unwrap_or(-1), value)
+    let args = Args { command: command.into(), container_id: id.into(), netns: netns.into(), ifname: "eth0".into(), args: Vec::new(), path: vec![bin.display().to_string()] };
+    run_plugin(&bin.join("bridge"), &args, conf).unwrap()
 }
 
 fn network(version: &str, name: &str, bridge: &str, extra: Value) -> Value {

@@ -2,6 +2,8 @@
 //! error codes, VERSION/CHECK/GC/STATUS, idempotent DEL, concurrency, and differential
 //! runs against Debian's reference host-local on the same store.
 
+use berth_cni::exec::run_plugin;
+use berth_cni::skel::Args;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,25 +40,10 @@ fn berth(t: &Temp) -> PathBuf {
     link
 }
 
-/// Runs a plugin; returns its exit code and stdout parsed as JSON (Null when empty).
+/// Runs a plugin as a runtime does; returns its exit code and what it printed.
 fn call(plugin: &Path, command: &str, id: &str, ifname: &str, conf: &Value) -> (i32, Value) {
-    let mut child = Command::new(plugin)
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", "/var/run/netns/unused")
-        .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")) };
-    (out.status.code().unwrap_or(-1), value)
+    let args = Args { command: command.into(), container_id: id.into(), netns: "/var/run/netns/unused".into(), ifname: ifname.into(), args: Vec::new(), path: vec!["/usr/lib/cni".into()] };
+    run_plugin(plugin, &args, conf).unwrap()
 }
 
 fn conf(version: &str, data_dir: &Path, ipam: Value) -> Value {

@@ -3,9 +3,10 @@
 //! 500 existing attachments (DEL with the ADD's result as prevResult), berth against Debian's reference plugins, alternated; the
 //! kernel's floors measured beside them; binary sizes.
 
-use std::io::Write;
+use berth_cni::exec::run_plugin;
+use berth_cni::skel::Args;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::bench::{median, ms, ratio, Table};
@@ -51,23 +52,12 @@ impl Set {
         if let Some(prev) = prev {
             conf["prevResult"] = prev.clone();
         }
+        let args = Args { command: command.into(), container_id: id.into(), netns: format!("/run/netns/{id}"), ifname: "eth0".into(), args: Vec::new(), path: vec![self.bin.display().to_string()] };
         let started = Instant::now();
-        let mut child = Command::new(self.bin.join("bridge"))
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/run/netns/{id}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &self.bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let (code, printed) = run_plugin(&self.bin.join("bridge"), &args, &conf).expect("cannot run the bridge plugin");
         let took = started.elapsed();
-        assert!(out.status.success(), "{} {command} {id}: {}", self.label, String::from_utf8_lossy(&out.stdout));
-        (took, serde_json::from_slice(&out.stdout).unwrap_or_default())
+        assert_eq!(code, 0, "{} {command} {id}: {printed}", self.label);
+        (took, printed)
     }
 }
 
