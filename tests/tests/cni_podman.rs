@@ -1,0 +1,91 @@
+//! podman (Debian's) with its CNI backend pointed at berth-cni's plugins and a network
+//! config the test writes runs two containers on one network that reach each other, all
+//! inside a private network namespace the test creates (`unshare -n -m`), with private
+//! storage; removing the containers frees their addresses and firewall rules.
+
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::fixtures::{debian_rootfs_tar, TempDir};
+use berth_tests::privilege::{have_program, missing, require_root};
+
+const INSIDE: &str = "BERTH_CNI_PODMAN_INSIDE";
+const TEST: &str = "podman_containers_reach_each_other_through_berths_bridge";
+
+#[test]
+fn podman_containers_reach_each_other_through_berths_bridge() {
+    if let Some(dir) = std::env::var_os(INSIDE) {
+        run_inside(Path::new(&dir));
+        return;
+    }
+    if !require_root(TEST) {
+        return;
+    }
+    if !have_program("podman") || !Path::new("/usr/lib/cni/portmap").exists() {
+        missing(TEST, "podman and containernetworking-plugins (make deps installs them)");
+        return;
+    }
+    debian_rootfs_tar(); // built outside: debootstrap needs the network
+    let dir = TempDir::new("bcpod"); // short: podman refuses a runroot over 50 characters
+    let cgroup_parent = format!("berth-cni-podman-{}", std::process::id());
+    let out = Command::new("unshare")
+        .args(["-n", "-m", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, dir.path())
+        .env("BERTH_CGROUP_PARENT", &cgroup_parent)
+        .output()
+        .unwrap();
+    for mount in berth_tests::runtime::cgroup_mounts() {
+        let parent = mount.join(&cgroup_parent);
+        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(child.path());
+        }
+        let _ = std::fs::remove_dir(parent);
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "the podman test failed in its private namespace:\n{text}");
+}
+
+/// The part that runs in the private namespaces; `dir` is the test's private directory.
+fn run_inside(dir: &Path) {
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for kind in ["bridge", "host-local", "loopback"] {
+        std::os::unix::fs::symlink(berth_tests::bins::bin("berth-cni"), bin.join(kind)).unwrap();
+    }
+    for kind in ["portmap", "firewall", "tuning"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(kind), bin.join(kind)).unwrap();
+    }
+    let cgroup_parent = std::env::var("BERTH_CGROUP_PARENT").unwrap();
+    let script = format!(
+        r#"set -e
+        D={d}; mkdir -p $D/net.d $D/www; echo hello-from-berth > $D/www/index.html
+        mount -t tmpfs tmpfs /run; mkdir /run/netns; ip link set lo up
+        printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nevents_logfile_path = "%s/events.log"\n[network]\nnetwork_backend = "cni"\ncni_plugin_dirs = ["%s"]\nnetwork_config_dir = "%s/net.d"\n' $D {bin} $D > $D/containers.conf
+        printf '{{"cniVersion":"1.0.0","name":"berthnet","plugins":[{{"type":"bridge","bridge":"br-berth","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","dataDir":"%s/ipam","ranges":[[{{"subnet":"10.77.0.0/24"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}]}}' $D > $D/net.d/berthnet.conflist
+        export CONTAINERS_CONF=$D/containers.conf
+        P="podman --root $D/root --runroot $D/runroot --tmpdir $D/tmp --storage-driver overlay"
+        cleanup() {{ $P rm -a -f -t 0 >/dev/null 2>&1; $P rmi -a -f >/dev/null 2>&1; grep " $D" /proc/self/mountinfo | cut -d' ' -f5 | sort -r | xargs -r -n1 umount -l; }}
+        trap cleanup EXIT
+        $P import {tar} localhost/berth-cni-debian >/dev/null
+        RUN="$P run --network berthnet --cgroup-parent /{cgroup_parent} -v /bin/busybox:/bin/busybox:ro"
+        $RUN -d --name server -v $D/www:/www:ro localhost/berth-cni-debian /bin/busybox httpd -f -p 8080 -h /www >/dev/null
+        IP=$($P inspect server --format '{{{{.NetworkSettings.Networks.berthnet.IPAddress}}}}')
+        echo "server=$IP"
+        echo "client=$($RUN --rm localhost/berth-cni-debian timeout 5 /bin/busybox wget -qO- http://$IP:8080/index.html)"
+        $P rm -f -t 0 server >/dev/null
+        echo "addresses-left=$(ls $D/ipam/berthnet | grep -c '^10\.' || true)"
+        echo "rules-left=$(iptables-save -t nat | grep -c 'CNI-' || true)"
+        echo "veths-left=$(ip -o link | grep -c veth || true)""#,
+        d = dir.display(),
+        bin = bin.display(),
+        tar = debian_rootfs_tar().display(),
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("server=10.77.0."), "{text}");
+    assert_eq!(&lines[1..], ["client=hello-from-berth", "addresses-left=0", "rules-left=0", "veths-left=0"], "{text}");
+}
