@@ -49,9 +49,10 @@ fn restore(family: Family, rules: &str) -> CniResult<()> {
     Ok(())
 }
 
-/// The nat table as `iptables-save` prints it; empty when the tool or table is absent.
-fn save(family: Family) -> String {
-    Command::new(family.tool("save")).args(["-t", "nat"]).stderr(Stdio::null()).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+/// The nat tables of `families`, read at the same time.
+fn save_all(families: &[Family]) -> Vec<(Family, String)> {
+    let readers: Vec<(Family, Option<std::process::Child>)> = families.iter().map(|f| (*f, Command::new(f.tool("save")).args(["-t", "nat"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok())).collect();
+    readers.into_iter().map(|(f, child)| (f, child.and_then(|c| c.wait_with_output().ok()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default())).collect()
 }
 
 /// Restore lines removing `chains` and every rule that jumps to them.
@@ -102,11 +103,12 @@ impl Firewall for Iptables {
         let note = quote(&comment(network, container_id));
         let mut families = vec![Family::V4, Family::V6];
         if !known.is_empty() {
-            // Straight to the rules the ADD wrote; a family whose removal fails is read back.
+            // Straight to the rules the ADD wrote (it wrote none for a family without an
+            // address); a family whose direct removal fails is read back below.
             families.retain(|family| {
                 let mine: Vec<&IpNet> = known.iter().filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))).collect();
                 if mine.is_empty() {
-                    return true;
+                    return false;
                 }
                 let mut rules = String::new();
                 for address in &mine {
@@ -118,8 +120,8 @@ impl Firewall for Iptables {
             });
         }
         let chains = [chain];
-        for family in families {
-            let rules = removal(&save(family), &chains);
+        for (family, saved) in save_all(&families) {
+            let rules = removal(&saved, &chains);
             if !rules.is_empty() {
                 restore(family, &rules)?;
             }
@@ -130,8 +132,7 @@ impl Firewall for Iptables {
     fn gc_masquerade(&self, network: &str, valid: &[String]) -> CniResult<()> {
         // iptables-save prints the comment as --comment "name: \"N\" id: \"C\"".
         let prefix = format!("--comment \"name: \\\"{network}\\\" id: \\\"");
-        for family in [Family::V4, Family::V6] {
-            let saved = save(family);
+        for (family, saved) in save_all(&[Family::V4, Family::V6]) {
             let mut stale: Vec<String> = Vec::new();
             for line in saved.lines().filter_map(|l| l.strip_prefix("-A ")) {
                 let Some(chain) = line.split_whitespace().next().filter(|c| c.starts_with("CNI-")) else { continue };
