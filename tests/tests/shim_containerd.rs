@@ -316,8 +316,9 @@ fn runc_options_from_containerd_are_honoured() {
     write_busybox_rootfs(rootfs.path());
     let ctd = Containerd::start_with(Some(shims.path()), &[("BERTH_SHIM_CALL_TIMEOUT", "3")]);
     let root = ctd.dir.path().join("custom-root");
+    let fifos = ctd.dir.path().join("fifo");
     let run_with = |binary: &std::path::Path, id: &str, extra: &[&str]| {
-        let mut args = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", binary.to_str().unwrap(), "--runc-root", root.to_str().unwrap()];
+        let mut args = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", binary.to_str().unwrap(), "--runc-root", root.to_str().unwrap(), "--fifo-dir", fifos.to_str().unwrap()];
         args.extend(extra);
         args.extend(["--rootfs", rootfs.path().to_str().unwrap(), id, "sh", "-c", "echo via-options"]);
         ctd.ctr(&args)
