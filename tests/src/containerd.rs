@@ -139,6 +139,15 @@ impl Drop for Containerd {
         }
         let _ = self.ctr(&["namespaces", "remove", &self.namespace]);
         self.stop_daemon();
+        // ctr puts each container's cgroup under /<namespace>/<id>; berth removes the
+        // container's, the namespace's parent is the test's to remove.
+        for mount in crate::runtime::cgroup_mounts() {
+            let parent = mount.join(&self.namespace);
+            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_dir(child.path());
+            }
+            let _ = std::fs::remove_dir(parent);
+        }
         unmount_below(self.dir.path());
         // The shim's per-namespace state root, then shared parents only when empty.
         let _ = std::fs::remove_dir_all(Path::new("/run/containerd/berth").join(&self.namespace));
