@@ -1,7 +1,9 @@
 //! The bridge plugin: a Linux bridge on the host, a veth pair per attachment (one end in
 //! the container, one on the bridge), addresses from the IPAM plugin, the bridge as gateway
 //! and masquerading when asked; DEL undoes it even when the namespace or the interface is
-//! gone, and a failed ADD leaves nothing behind.
+//! gone, and a failed ADD leaves nothing behind. VLANs are bridge-port VLANs on a
+//! filtering bridge; with a gateway on a VLAN, the gateway lives on a `<bridge>.<vlan>`
+//! veth whose peer is a port of that VLAN, as in the reference plugin.
 
 use std::net::IpAddr;
 
@@ -10,11 +12,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, UNKNOWN_CONTAINER, UNSUPPORTED_FIELD};
-use crate::firewall::{iptables::Iptables, Firewall};
-use crate::netlink::{Netlink, NetlinkError};
+use crate::firewall::{self, Attachment};
+use crate::netlink::{Link, Netlink, NetlinkError};
 use crate::result::{Interface, NetResult, Route};
 use crate::skel::{Args, Plugin};
-use crate::{ipam, netns};
+use crate::{ipam, netns, spoofcheck};
 
 pub struct Bridge;
 
@@ -32,17 +34,54 @@ struct BridgeConf {
     enable_dad: bool,
     disable_container_interface: bool,
     port_isolation: bool,
+    /// The port's untagged VLAN (0: none).
+    vlan: u16,
+    /// Tagged VLANs the port carries too.
+    vlan_trunk: Vec<u16>,
+    preserve_default_vlan: bool,
+    macspoofchk: bool,
+}
+
+fn vlan_id(value: &Value, what: &str) -> CniResult<u16> {
+    match value.as_i64() {
+        Some(id) if (1..=4094).contains(&id) => Ok(id as u16),
+        _ => Err(CniError::new(INVALID_CONFIG, format!("invalid VLAN ID {value} in {what} (must be between 1 and 4094)"))),
+    }
+}
+
+/// `vlanTrunk`: a list of `{"id": N}` and `{"minID": A, "maxID": B}`, sorted, once each.
+fn vlan_trunk(conf: &Value) -> CniResult<Vec<u16>> {
+    let Some(items) = conf["vlanTrunk"].as_array() else { return Ok(Vec::new()) };
+    let mut vlans = Vec::new();
+    for item in items {
+        if !item["minID"].is_null() || !item["maxID"].is_null() {
+            let (low, high) = (vlan_id(&item["minID"], "vlanTrunk minID")?, vlan_id(&item["maxID"], "vlanTrunk maxID")?);
+            if low > high {
+                return Err(CniError::new(INVALID_CONFIG, format!("vlanTrunk range {low}-{high}: minID is above maxID")));
+            }
+            vlans.extend(low..=high);
+        }
+        if !item["id"].is_null() {
+            vlans.push(vlan_id(&item["id"], "vlanTrunk id")?);
+        }
+    }
+    if vlans.is_empty() {
+        return Err(CniError::new(INVALID_CONFIG, "vlanTrunk names no VLAN: give {\"id\": N} or {\"minID\": A, \"maxID\": B}"));
+    }
+    vlans.sort_unstable();
+    vlans.dedup();
+    Ok(vlans)
 }
 
 impl BridgeConf {
     fn parse(conf: &Value) -> CniResult<BridgeConf> {
         let flag = |k: &str| conf[k].as_bool().unwrap_or(false);
-        if conf["vlan"].as_u64().unwrap_or(0) != 0 || conf["vlanTrunk"].is_array() {
-            return Err(CniError::new(UNSUPPORTED_FIELD, "vlan is not implemented by berth's bridge yet; leave it out or use the reference plugin"));
-        }
-        if flag("macspoofchk") {
-            return Err(CniError::new(UNSUPPORTED_FIELD, "macspoofchk is not implemented by berth's bridge yet; leave it out or use the reference plugin"));
-        }
+        let vlan = match &conf["vlan"] {
+            Value::Null => 0,
+            v if v.as_i64() == Some(0) => 0,
+            v => vlan_id(v, "vlan")?,
+        };
+        firewall::configured(conf)?;
         let bridge = conf["bridge"].as_str().unwrap_or("cni0").to_string();
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
             return Err(CniError::new(INVALID_CONFIG, format!("bridge name {bridge:?} is not a valid interface name")));
@@ -61,6 +100,10 @@ impl BridgeConf {
             enable_dad: flag("enabledad"),
             disable_container_interface: flag("disableContainerInterface"),
             port_isolation: flag("portIsolation"),
+            vlan,
+            vlan_trunk: vlan_trunk(conf)?,
+            preserve_default_vlan: flag("preserveDefaultVlan"),
+            macspoofchk: flag("macspoofchk"),
         })
     }
 }
@@ -79,11 +122,54 @@ fn write_sysctl(path: &str, value: &str) -> CniResult<()> {
     std::fs::write(path, value).map_err(|e| CniError::io(format!("cannot set {path}"), e))
 }
 
-/// The bridge, created when missing, up; returns its index and MAC.
-fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<(u32, String)> {
-    if host.link(&c.bridge).map_err(nl)?.is_none() {
-        host.create_bridge(&c.bridge, c.mtu, false).map_err(nl)?;
+impl BridgeConf {
+    fn uses_vlans(&self) -> bool {
+        self.vlan != 0 || !self.vlan_trunk.is_empty()
     }
+
+    /// The VLANs of a port: its native one untagged, the trunk's tagged.
+    fn port_vlans(&self) -> Vec<(u16, bool)> {
+        let mut vlans: Vec<(u16, bool)> = self.vlan_trunk.iter().map(|v| (*v, false)).collect();
+        match self.vlan {
+            0 if !vlans.is_empty() => vlans.push((1, true)),
+            0 => {}
+            vlan => vlans.push((vlan, true)),
+        }
+        vlans
+    }
+}
+
+/// Puts a bridge port on the configured VLANs, dropping the bridge's default one unless
+/// asked to keep it.
+fn join_vlans(host: &mut Netlink, c: &BridgeConf, port: u32, bridge: &Link, vlans: &[(u16, bool)]) -> CniResult<()> {
+    if vlans.is_empty() {
+        return Ok(());
+    }
+    if !c.preserve_default_vlan && bridge.vlan_default_pvid != 0 {
+        match host.port_vlans(port, &[(bridge.vlan_default_pvid, false)], true) {
+            Err(e) if e.errno != libc::ENOENT => return Err(nl(e)),
+            _ => {}
+        }
+    }
+    host.port_vlans(port, vlans, false).map_err(nl)
+}
+
+/// The bridge, created when missing (filtering VLANs when they are used), up.
+fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<Link> {
+    let made = match host.link(&c.bridge).map_err(nl)? {
+        None => host.create_bridge(&c.bridge, c.mtu, c.uses_vlans()),
+        Some(link) if c.uses_vlans() && !link.vlan_filtering && link.kind == Some(netlink_packet_route::link::InfoKind::Bridge) => host.set_vlan_filtering(link.index),
+        Some(_) => Ok(()),
+    };
+    match made {
+        Err(e) if e.errno == libc::EOPNOTSUPP && c.uses_vlans() => {
+            let value = if c.vlan != 0 { format!("vlan {}", c.vlan) } else { "vlanTrunk".to_string() };
+            return Err(CniError::new(UNSUPPORTED_FIELD, format!("{value}: this kernel's bridges cannot filter VLANs (built without CONFIG_BRIDGE_VLAN_FILTERING); leave out vlan and vlanTrunk on this host")));
+        }
+        other => other.map_err(nl)?,
+    }
+    // The bridge owns its IPv6 routes: no router advertisements (absent without IPv6).
+    let _ = write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_ra", c.bridge), "0");
     let link = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("bridge {} vanished", c.bridge)))?;
     if link.kind != Some(netlink_packet_route::link::InfoKind::Bridge) {
         return Err(CniError::new(INVALID_CONFIG, format!("{} exists and is not a bridge", c.bridge)));
@@ -92,13 +178,39 @@ fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<(u32, String)>
         host.set_promiscuous(link.index).map_err(nl)?;
     }
     host.set_up(link.index).map_err(nl)?;
-    Ok((link.index, link.mac))
+    Ok(link)
 }
 
-/// Gives the bridge the gateway address of each family (replacing another one only with
-/// forceAddress) and turns on forwarding.
-fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, bridge: u32, result: &NetResult) -> CniResult<()> {
-    let present = host.addresses(bridge).map_err(nl)?;
+/// The gateway's interface for a VLAN: the `<bridge>.<vlan>` end of a veth whose other end
+/// is a bridge port on that VLAN, made when missing.
+fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> CniResult<Link> {
+    let name = format!("{}.{}", c.bridge, c.vlan);
+    if name.len() > 15 {
+        return Err(CniError::new(INVALID_CONFIG, format!("the VLAN gateway's name {name} is longer than 15 characters; use a shorter bridge name")));
+    }
+    if let Some(link) = host.link(&name).map_err(nl)? {
+        return Ok(link);
+    }
+    let port_name = format!("veth{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8]);
+    let host_ns = netns::open("/proc/self/ns/net")?;
+    use std::os::fd::AsRawFd;
+    match host.create_veth(&name, &port_name, host_ns.as_raw_fd(), c.mtu) {
+        Err(e) if e.errno == libc::EEXIST => return host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished"))),
+        other => other.map_err(nl)?,
+    }
+    let port = host.link(&port_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway port {port_name} did not arrive")))?;
+    host.set_controller(port.index, bridge.index).map_err(nl)?;
+    join_vlans(host, c, port.index, bridge, &[(c.vlan, true)])?;
+    host.set_up(port.index).map_err(nl)?;
+    let link = host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished")))?;
+    host.set_up(link.index).map_err(nl)?;
+    Ok(link)
+}
+
+/// Gives the gateway interface the gateway address of each family (replacing another one
+/// only with forceAddress) and turns on forwarding.
+fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, gateway: &Link, result: &NetResult) -> CniResult<()> {
+    let present = host.addresses(gateway.index).map_err(nl)?;
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let wanted = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
@@ -107,12 +219,12 @@ fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, bridge: u32, result: &NetR
         }
         for other in present.iter().filter(|p| p.addr().is_ipv4() == gw.is_ipv4() && p.contains(&gw) && !p.addr().is_unicast_link_local_v6()) {
             if !c.force_address {
-                return Err(CniError::new(INVALID_CONFIG, format!("bridge {} already has {other}, not {wanted}; set forceAddress to replace it", c.bridge)));
+                return Err(CniError::new(INVALID_CONFIG, format!("{} already has {other}, not {wanted}; set forceAddress to replace it", gateway.name)));
             }
-            host.delete_address(bridge, *other).map_err(nl)?;
+            host.delete_address(gateway.index, *other).map_err(nl)?;
         }
-        // The gateway is the bridge's own: usable at once, no IPv6 DAD wait.
-        host.add_address(bridge, wanted, true).map_err(nl)?;
+        // The gateway is the host's own: usable at once, no IPv6 DAD wait.
+        host.add_address(gateway.index, wanted, true).map_err(nl)?;
         let forwarding = if gw.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
         write_sysctl(forwarding, "1")?;
     }
@@ -131,11 +243,11 @@ impl LinkLocal for IpAddr {
 
 /// Everything of an ADD after IPAM: veth, bridge port, container addresses and routes,
 /// gateway, masquerading. Returns the interfaces for the result.
-fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
+fn plumb(c: &BridgeConf, conf: &Value, args: &Args, result: &mut NetResult) -> CniResult<()> {
     let container_ns = netns::open(&args.netns)?;
     let host_ns = netns::open("/proc/self/ns/net")?;
     let mut host = Netlink::open().map_err(nl)?;
-    let (bridge_index, bridge_mac) = ensure_bridge(&mut host, c)?;
+    let bridge = ensure_bridge(&mut host, c)?;
     let host_name = host_veth_name(&c.network, args);
     // The pair is made inside the container's namespace, its host end placed on the host.
     let container_mac = netns::within(&container_ns, || {
@@ -163,25 +275,39 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
         Ok(link.mac)
     })?;
     let host_link = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?;
-    host.set_controller(host_link.index, bridge_index).map_err(nl)?;
+    host.set_controller(host_link.index, bridge.index).map_err(nl)?;
     host.set_bridge_port(host_link.index, c.hairpin, c.port_isolation).map_err(nl)?;
+    join_vlans(&mut host, c, host_link.index, &bridge, &c.port_vlans())?;
+    if c.macspoofchk {
+        spoofcheck::setup(&args.container_id, &args.ifname, &host_name, &container_mac)?;
+    }
     host.set_up(host_link.index).map_err(nl)?;
-    if c.is_gateway {
-        ensure_gateway(&mut host, c, bridge_index, result)?;
+    let mut vlan_gateway = None;
+    if c.is_gateway && result.ips.iter().any(|ip| ip.gateway.is_some()) {
+        let gateway = if c.vlan != 0 { ensure_vlan_gateway(&mut host, c, &bridge)? } else { bridge.clone() };
+        ensure_gateway(&mut host, c, &gateway, result)?;
+        vlan_gateway = (c.vlan != 0).then_some(gateway);
     }
     if c.ip_masq {
         let addresses: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-        Iptables.add_masquerade(&c.network, &args.container_id, &addresses)?;
+        firewall::configured(conf)?.add_masquerade(&attachment(c, args), &addresses)?;
     }
     result.interfaces = vec![
-        Interface { name: c.bridge.clone(), mac: bridge_mac, sandbox: None },
+        Interface { name: c.bridge.clone(), mac: bridge.mac, sandbox: None },
         Interface { name: host_name, mac: host_link.mac, sandbox: None },
         Interface { name: args.ifname.clone(), mac: container_mac, sandbox: Some(args.netns.clone()) },
     ];
+    if let Some(gateway) = vlan_gateway {
+        result.interfaces.push(Interface { name: gateway.name, mac: gateway.mac, sandbox: None });
+    }
     for ip in &mut result.ips {
         ip.interface = Some(2);
     }
     Ok(())
+}
+
+fn attachment<'a>(c: &'a BridgeConf, args: &'a Args) -> Attachment<'a> {
+    Attachment { network: &c.network, container_id: &args.container_id, ifname: &args.ifname }
 }
 
 /// Removes the container's veth (which takes the host end with it) if the namespace and
@@ -220,11 +346,14 @@ impl Plugin for Bridge {
                 }
             }
         }
-        if let Err(e) = plumb(&c, args, &mut result) {
+        if let Err(e) = plumb(&c, conf, args, &mut result) {
             // Nothing of a failed ADD stays: rules, veth, address.
             if c.ip_masq {
                 let added: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-                let _ = Iptables.del_masquerade(&c.network, &args.container_id, &added);
+                let _ = firewall::configured(conf).map(|f| f.del_masquerade(&attachment(&c, args), &added));
+            }
+            if c.macspoofchk {
+                let _ = spoofcheck::teardown(&args.container_id, &args.ifname);
             }
             let _ = remove_veth(&c, args);
             let _ = ipam::delegate("DEL", args, conf);
@@ -235,12 +364,19 @@ impl Plugin for Bridge {
 
     fn del(&self, args: &Args, conf: &Value) -> CniResult<()> {
         let c = BridgeConf::parse(conf)?;
-        // Best effort, everything attempted: address, firewall, veth.
+        // Best effort, everything attempted: address, firewall, spoof check, veth. Rules
+        // are removed from both backends: the ADD may have used either.
         let released = ipam::delegate("DEL", args, conf).map(|_| ());
         let known: Vec<IpNet> = crate::skel::prev_result(conf).ok().flatten().map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
-        let unmasked = if c.ip_masq { Iptables.del_masquerade(&c.network, &args.container_id, &known) } else { Ok(()) };
+        let mut unmasked = Ok(());
+        if c.ip_masq {
+            for backend in firewall::all() {
+                unmasked = unmasked.and(backend.del_masquerade(&attachment(&c, args), &known));
+            }
+        }
+        let unchecked = if c.macspoofchk { spoofcheck::teardown(&args.container_id, &args.ifname) } else { Ok(()) };
         let removed = remove_veth(&c, args);
-        released.and(unmasked).and(removed)
+        released.and(unmasked).and(unchecked).and(removed)
     }
 
     fn check(&self, args: &Args, conf: &Value) -> CniResult<()> {
@@ -268,8 +404,9 @@ impl Plugin for Bridge {
 
     fn gc(&self, conf: &Value, valid: &[(String, String)]) -> CniResult<()> {
         let c = BridgeConf::parse(conf)?;
-        let ids: Vec<String> = valid.iter().map(|(id, _)| id.clone()).collect();
-        Iptables.gc_masquerade(&c.network, &ids)?;
+        for backend in firewall::all() {
+            backend.gc_masquerade(&c.network, valid)?;
+        }
         let args = crate::skel::Args::from_env();
         ipam::delegate("GC", &args, conf).map(|_| ())
     }

@@ -10,8 +10,10 @@ pub mod ipam;
 pub mod loopback;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod result;
 pub mod skel;
+pub mod spoofcheck;
 
 /// Runs the plugin named by the program's file name; returns the exit code.
 pub fn run_as(argv0: &str) -> i32 {

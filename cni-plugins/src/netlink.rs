@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 use ipnet::IpNet;
 use netlink_packet_core::{DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge};
+use netlink_packet_route::link::{AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -47,6 +47,9 @@ pub struct Link {
     pub up: bool,
     pub controller: Option<u32>,
     pub kind: Option<InfoKind>,
+    /// For a bridge: whether it filters by VLAN, and the VLAN new ports get untagged.
+    pub vlan_filtering: bool,
+    pub vlan_default_pvid: u16,
 }
 
 fn mac_text(bytes: &[u8]) -> String {
@@ -103,7 +106,7 @@ impl Netlink {
     }
 
     fn to_link(message: &LinkMessage) -> Link {
-        let mut link = Link { index: message.header.index, name: String::new(), mac: String::new(), mtu: 0, up: message.header.flags.contains(LinkFlags::Up), controller: None, kind: None };
+        let mut link = Link { index: message.header.index, name: String::new(), mac: String::new(), mtu: 0, up: message.header.flags.contains(LinkFlags::Up), controller: None, kind: None, vlan_filtering: false, vlan_default_pvid: 0 };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
@@ -112,8 +115,18 @@ impl Netlink {
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
-                        if let LinkInfo::Kind(k) = info {
-                            link.kind = Some(k.clone());
+                        match info {
+                            LinkInfo::Kind(k) => link.kind = Some(k.clone()),
+                            LinkInfo::Data(InfoData::Bridge(options)) => {
+                                for option in options {
+                                    match option {
+                                        InfoBridge::VlanFiltering(on) => link.vlan_filtering = *on,
+                                        InfoBridge::VlanDefaultPvid(vid) => link.vlan_default_pvid = *vid,
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -134,10 +147,18 @@ impl Netlink {
         }
     }
 
-    /// Creates a bridge; with `vlan_filtering` when VLANs are used.
+    /// Creates a bridge; with `vlan_filtering` when VLANs are used. Its MAC is set (random,
+    /// locally administered) so that it does not follow the lowest MAC among its ports, which
+    /// would change as containers come and go.
     pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<()> {
         let mut message = LinkMessage::default();
         message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let mut mac = [0u8; 6];
+        // SAFETY: getrandom writes at most mac.len() bytes into mac.
+        if unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) } == mac.len() as isize {
+            mac[0] = (mac[0] & 0xfe) | 0x02;
+            message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         if let Some(mtu) = mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -202,6 +223,31 @@ impl Netlink {
         let options = [(IFLA_BRPORT_MODE, hairpin), (IFLA_BRPORT_ISOLATED, isolated)];
         message.attributes.push(LinkAttribute::ProtoInfoBridge(options.iter().map(|(kind, on)| LinkProtoInfoBridge::Other(DefaultNla::new(*kind, vec![*on as u8]))).collect()));
         self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK, "cannot set the bridge port's hairpin mode and isolation").map(|_| ())
+    }
+
+    /// Turns VLAN filtering on for an existing bridge.
+    pub fn set_vlan_filtering(&mut self, index: u32) -> Result<()> {
+        let info = vec![LinkInfo::Kind(InfoKind::Bridge), LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)]))];
+        self.set_link(index, None, vec![LinkAttribute::LinkInfo(info)], "cannot turn on the bridge's VLAN filtering")
+    }
+
+    /// Adds (or with `remove`, removes) VLANs on a bridge port, as `bridge vlan add/del
+    /// ... master` does: each VLAN with whether it is the port's untagged native one.
+    pub fn port_vlans(&mut self, index: u32, vlans: &[(u16, bool)], remove: bool) -> Result<()> {
+        if vlans.is_empty() {
+            return Ok(());
+        }
+        let mut message = LinkMessage::default();
+        message.header.interface_family = AddressFamily::Bridge;
+        message.header.index = index;
+        let mut spec = vec![AfSpecBridge::Flags(BridgeFlag::Controller)];
+        for (vid, native) in vlans {
+            let flags = if *native { BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged } else { BridgeVlanInfoFlags::empty() };
+            spec.push(AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid: *vid }));
+        }
+        message.attributes.push(LinkAttribute::AfSpecBridge(spec));
+        let (request, what) = if remove { (RouteNetlinkMessage::DelLink(message), "cannot remove VLANs from the bridge port") } else { (RouteNetlinkMessage::SetLink(message), "cannot add VLANs to the bridge port") };
+        self.request(request, NLM_F_ACK, what).map(|_| ())
     }
 
     pub fn delete_link(&mut self, index: u32) -> Result<()> {

@@ -1,7 +1,8 @@
 //! `make bench` cni section, run inside a private network namespace (the bench re-runs
 //! itself under `unshare -n -m`): bridge+host-local ADD and DEL with ipMasq at 1, 50 and
 //! 500 existing attachments (DEL with the ADD's result as prevResult), berth against Debian's reference plugins, alternated; the
-//! kernel's floors measured beside them; binary sizes.
+//! floors (a process start, the kernel's veth and nf_tables work) measured beside them;
+//! binary sizes.
 
 use berth_cni::exec::run_plugin;
 use berth_cni::skel::Args;
@@ -109,10 +110,10 @@ pub fn run() {
         adds_at.push(add[0]);
     }
     table.row(vec!["berth ADD at 500 vs at 1".into(), ms(adds_at[2]), ms(adds_at[0]), ratio(adds_at[2], adds_at[0])]);
-    let (create, delete, commit) = floors();
-    table.row(vec!["floor: veth create+attach+up (ip)".into(), ms(create), "".into(), "".into()]);
-    table.row(vec!["floor: veth delete (ip)".into(), ms(delete), "".into(), "".into()]);
-    table.row(vec!["floor: one iptables-restore --noflush commit".into(), ms(commit), "".into(), "".into()]);
+    let floors = floors();
+    for (what, took) in &floors {
+        table.row(vec![format!("floor: {what}"), ms(*took), "".into(), "".into()]);
+    }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let reference_total: u64 = ["bridge", "host-local", "loopback", "portmap"].iter().map(|k| size(&Path::new(REFERENCE_DIR).join(k))).sum();
     let berth_size = size(&crate::bins::bin("berth-cni"));
@@ -120,20 +121,44 @@ pub fn run() {
     table.publish("cni");
 }
 
-/// The kernel's parts, timed around `ip` and `iptables-restore` runs (median of ROUNDS).
-fn floors() -> (Duration, Duration, Duration) {
+/// The parts no plugin can avoid, timed without a process of their own (median of ROUNDS):
+/// starting a program (CNI runs one plugin process, and bridge one IPAM process), and the
+/// kernel's work over netlink for a veth and for one nf_tables transaction.
+fn floors() -> Vec<(&'static str, Duration)> {
+    use berth_cni::netlink::Netlink;
+    use berth_cni::nftables::{Batch, Expr, Family, Nftables, Verdict};
+    use std::os::fd::AsRawFd;
     sh("ip link add br-floor type bridge && ip link set br-floor up && ip netns add floor");
-    let (mut create, mut delete, mut commit) = (Vec::new(), Vec::new(), Vec::new());
+    let peer_ns = std::fs::File::open("/run/netns/floor").unwrap();
+    let mut host = Netlink::open().unwrap();
+    let bridge = host.link("br-floor").unwrap().unwrap().index;
+    let mut nft = Nftables::open().unwrap();
+    let (mut spawn, mut create, mut delete, mut commit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for n in 0..ROUNDS {
         let started = Instant::now();
-        sh(&format!("ip link add vf{n} type veth peer name eth{n} netns floor && ip link set vf{n} master br-floor up"));
+        Command::new("/bin/true").status().unwrap();
+        spawn.push(started.elapsed());
+        let started = Instant::now();
+        host.create_veth(&format!("vf{n}"), "eth0", peer_ns.as_raw_fd(), None).unwrap();
+        let index = host.link(&format!("vf{n}")).unwrap().unwrap().index;
+        host.set_controller(index, bridge).unwrap();
+        host.set_up(index).unwrap();
         create.push(started.elapsed());
         let started = Instant::now();
-        sh(&format!("ip link del vf{n}"));
+        host.delete_link(index).unwrap();
         delete.push(started.elapsed());
+        let mut batch = Batch::new();
+        batch.add_table(Family::Inet, "floor");
+        batch.add_chain(Family::Inet, "floor", "floor", None);
+        batch.add_rule(Family::Inet, "floor", "floor", &[Expr::Verdict(Verdict::Return)], Some("floor"));
         let started = Instant::now();
-        sh(&format!("printf '*nat\\n:FLOOR-{n} - [0:0]\\n-A FLOOR-{n} -j ACCEPT\\nCOMMIT\\n' | iptables-restore --noflush"));
+        nft.commit(batch).unwrap();
         commit.push(started.elapsed());
     }
-    (median(&mut create), median(&mut delete), median(&mut commit))
+    vec![
+        ("start and wait for a program (/bin/true)", median(&mut spawn)),
+        ("veth create+attach+up (netlink)", median(&mut create)),
+        ("veth delete (netlink)", median(&mut delete)),
+        ("one nf_tables transaction (netlink)", median(&mut commit)),
+    ]
 }

@@ -1,13 +1,26 @@
-//! The iptables backend: one `iptables-save` to read and one `iptables-restore --noflush`
-//! to apply, per address family and operation, instead of a process per rule.
+//! The iptables backend: one `iptables-restore --noflush` per address family and
+//! operation instead of a process per rule, and `iptables-save` only when the rules must be
+//! found. Chains are `CNI-` and 24 hex digits of sha512(network name + container id), each
+//! rule commented `name: "N" id: "C"`, as the reference plugins write them.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
-use super::{chain_name, comment, Firewall};
+use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
+use crate::nftables::{Family as TableFamily, Nftables};
+
+/// `CNI-` and the first 24 hex digits of sha512(network name + container id).
+pub fn chain_name(network: &str, container_id: &str) -> String {
+    format!("CNI-{}", hash(&format!("{network}{container_id}"), 24))
+}
+
+/// The comment on every rule of the container's chain.
+pub fn comment(network: &str, container_id: &str) -> String {
+    format!("name: \"{network}\" id: \"{container_id}\"")
+}
 
 pub struct Iptables;
 
@@ -23,6 +36,20 @@ impl Family {
             Family::V4 => format!("iptables-{suffix}"),
             Family::V6 => format!("ip6tables-{suffix}"),
         }
+    }
+
+    /// Whether this family's tables may hold the chain: iptables-nft keeps it in nf_tables
+    /// (asked over netlink, no process), iptables-legacy in x_tables (whose nat table is
+    /// listed once anything used it); no iptables at all means no rules to remove.
+    fn may_hold(self, chain: &str) -> bool {
+        let (table_family, legacy_names) = match self {
+            Family::V4 => (TableFamily::Ip, "/proc/net/ip_tables_names"),
+            Family::V6 => (TableFamily::Ip6, "/proc/net/ip6_tables_names"),
+        };
+        if std::fs::read_to_string(legacy_names).is_ok_and(|names| names.lines().any(|n| n == "nat")) {
+            return true;
+        }
+        Nftables::open().and_then(|mut nft| nft.has_chain(table_family, "nat", chain)).unwrap_or(true)
     }
 
     fn multicast(self) -> &'static str {
@@ -76,7 +103,8 @@ fn removal(saved: &str, chains: &[String]) -> String {
 }
 
 impl Firewall for Iptables {
-    fn add_masquerade(&self, network: &str, container_id: &str, addresses: &[IpNet]) -> CniResult<()> {
+    fn add_masquerade(&self, attachment: &Attachment, addresses: &[IpNet]) -> CniResult<()> {
+        let (network, container_id) = (attachment.network, attachment.container_id);
         let chain = chain_name(network, container_id);
         let note = quote(&comment(network, container_id));
         for family in [Family::V4, Family::V6] {
@@ -98,10 +126,11 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn del_masquerade(&self, network: &str, container_id: &str, known: &[IpNet]) -> CniResult<()> {
+    fn del_masquerade(&self, attachment: &Attachment, known: &[IpNet]) -> CniResult<()> {
+        let (network, container_id) = (attachment.network, attachment.container_id);
         let chain = chain_name(network, container_id);
         let note = quote(&comment(network, container_id));
-        let mut families = vec![Family::V4, Family::V6];
+        let mut families: Vec<Family> = [Family::V4, Family::V6].into_iter().filter(|f| f.may_hold(&chain)).collect();
         if !known.is_empty() {
             // Straight to the rules the ADD wrote (it wrote none for a family without an
             // address); a family whose direct removal fails is read back below.
@@ -129,7 +158,8 @@ impl Firewall for Iptables {
         Ok(())
     }
 
-    fn gc_masquerade(&self, network: &str, valid: &[String]) -> CniResult<()> {
+    fn gc_masquerade(&self, network: &str, valid: &[(String, String)]) -> CniResult<()> {
+        let valid: Vec<&str> = valid.iter().map(|(id, _)| id.as_str()).collect();
         // iptables-save prints the comment as --comment "name: \"N\" id: \"C\"".
         let prefix = format!("--comment \"name: \\\"{network}\\\" id: \\\"");
         for (family, saved) in save_all(&[Family::V4, Family::V6]) {
@@ -138,7 +168,7 @@ impl Firewall for Iptables {
                 let Some(chain) = line.split_whitespace().next().filter(|c| c.starts_with("CNI-")) else { continue };
                 let Some(at) = line.find(&prefix) else { continue };
                 let id = line[at + prefix.len()..].split("\\\"").next().unwrap_or_default();
-                if !valid.iter().any(|v| v == id) && chain == chain_name(network, id) && !stale.contains(&chain.to_string()) {
+                if !valid.contains(&id) && chain == chain_name(network, id) && !stale.contains(&chain.to_string()) {
                     stale.push(chain.to_string());
                 }
             }

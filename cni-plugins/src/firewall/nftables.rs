@@ -1,0 +1,131 @@
+//! The nftables backend, laid out as the reference plugins' nftables backend lays it out:
+//! table `inet cni_plugins_masquerade`, a `postrouting` nat chain that skips multicast and
+//! goes to `masq_checks`, and there one rule per address commented with a hash of the
+//! network and of interface and container, then a readable description. Written over
+//! netlink, one transaction per operation; no process is run.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{hash, Attachment, Firewall};
+use crate::error::{CniError, CniResult, IO_FAILURE};
+use crate::nftables::{BaseChain, Batch, Expr, Family, NftError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+
+pub struct Nftables;
+
+const TABLE: &str = "cni_plugins_masquerade";
+const CHECKS: &str = "masq_checks";
+const POSTROUTING: &str = "postrouting";
+const HOOK_POSTROUTING: u32 = 4;
+const PRIORITY_SRCNAT: i32 = 100;
+/// The longest comment nftables keeps.
+const COMMENT_MAX: usize = 128;
+
+fn failed(e: NftError) -> CniError {
+    CniError::new(IO_FAILURE, format!("{e}; set \"ipMasqBackend\": \"iptables\" where the kernel has no nf_tables"))
+}
+
+fn network_hash(network: &str) -> String {
+    hash(network, 16)
+}
+
+/// The prefix every rule of this attachment's comment starts with.
+fn instance_hash(attachment: &Attachment) -> String {
+    format!("{}-{}", network_hash(attachment.network), hash(&format!("{}:{}", attachment.ifname, attachment.container_id), 16))
+}
+
+fn comment(attachment: &Attachment) -> String {
+    let clean = |s: &str| s.replace('"', "");
+    let mut text = format!("{}, net: {}, if: {}, id: {}", instance_hash(attachment), clean(attachment.network), clean(attachment.ifname), clean(attachment.container_id));
+    if text.len() > COMMENT_MAX {
+        let mut end = COMMENT_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// `ip saddr`/`ip6 saddr` (or daddr) loaded into the register, with the family check
+/// an inet table needs.
+fn address_field(address: IpAddr, source: bool) -> [Expr; 3] {
+    let (proto, offset, len) = match (address, source) {
+        (IpAddr::V4(_), true) => (NFPROTO_IPV4, 12, 4),
+        (IpAddr::V4(_), false) => (NFPROTO_IPV4, 16, 4),
+        (IpAddr::V6(_), true) => (NFPROTO_IPV6, 8, 16),
+        (IpAddr::V6(_), false) => (NFPROTO_IPV6, 24, 16),
+    };
+    [Expr::Meta(META_NFPROTO), Expr::Equal(vec![proto]), Expr::Payload { base: NETWORK_HEADER, offset, len }]
+}
+
+fn octets(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Rules matching a destination inside `net` (`==`) or outside it (`!=`).
+fn destination_in(net: IpNet, inside: bool) -> Vec<Expr> {
+    let mut exprs = address_field(net.addr(), false).to_vec();
+    exprs.push(Expr::Mask(octets(net.netmask())));
+    let value = octets(net.network());
+    exprs.push(if inside { Expr::Equal(value) } else { Expr::NotEqual(value) });
+    exprs
+}
+
+fn table_and_chains(batch: &mut Batch) {
+    batch.add_table(Family::Inet, TABLE);
+    batch.add_chain(Family::Inet, TABLE, CHECKS, None);
+    batch.add_chain(Family::Inet, TABLE, POSTROUTING, Some(&BaseChain { kind: "nat", hook: HOOK_POSTROUTING, priority: PRIORITY_SRCNAT }));
+    batch.flush_chain(Family::Inet, TABLE, POSTROUTING);
+    for multicast in ["224.0.0.0/4", "ff00::/8"] {
+        let mut rule = destination_in(multicast.parse().unwrap(), true);
+        rule.push(Expr::Verdict(Verdict::Return));
+        batch.add_rule(Family::Inet, TABLE, POSTROUTING, &rule, None);
+    }
+    batch.add_rule(Family::Inet, TABLE, POSTROUTING, &[Expr::Verdict(Verdict::Goto(CHECKS.into()))], None);
+}
+
+/// Deletes the rules of `masq_checks` whose comment `doomed` picks, in one transaction.
+fn delete_rules(doomed: impl Fn(&str) -> bool) -> CniResult<()> {
+    let mut client = Client::open().map_err(failed)?;
+    let mut batch = Batch::new();
+    for rule in client.rules(Family::Inet, TABLE, CHECKS).map_err(failed)? {
+        if rule.comment.as_deref().is_some_and(&doomed) {
+            batch.delete_rule(Family::Inet, TABLE, CHECKS, rule.handle);
+        }
+    }
+    client.commit(batch).map_err(failed)
+}
+
+impl Firewall for Nftables {
+    fn add_masquerade(&self, attachment: &Attachment, addresses: &[IpNet]) -> CniResult<()> {
+        let mut batch = Batch::new();
+        table_and_chains(&mut batch);
+        let note = comment(attachment);
+        for address in addresses {
+            let mut rule = address_field(address.addr(), true).to_vec();
+            rule.push(Expr::Equal(octets(address.addr())));
+            rule.extend(destination_in(address.trunc(), false));
+            rule.push(Expr::Masquerade);
+            batch.add_rule(Family::Inet, TABLE, CHECKS, &rule, Some(&note));
+        }
+        Client::open().and_then(|mut client| client.commit(batch)).map_err(failed)
+    }
+
+    fn del_masquerade(&self, attachment: &Attachment, _known: &[IpNet]) -> CniResult<()> {
+        // The rules are found by their comment: the same address may have been given to
+        // another container since, and its rule must stay.
+        let prefix = instance_hash(attachment);
+        delete_rules(|comment| comment.starts_with(&prefix))
+    }
+
+    fn gc_masquerade(&self, network: &str, valid: &[(String, String)]) -> CniResult<()> {
+        let prefix = network_hash(network);
+        let keep: Vec<String> = valid.iter().map(|(id, ifname)| instance_hash(&Attachment { network, container_id: id, ifname })).collect();
+        delete_rules(|comment| comment.starts_with(&prefix) && !keep.iter().any(|k| comment.starts_with(k.as_str())))
+    }
+}
