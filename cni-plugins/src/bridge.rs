@@ -174,10 +174,12 @@ fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<Link> {
     if link.kind != Some(netlink_packet_route::link::InfoKind::Bridge) {
         return Err(CniError::new(INVALID_CONFIG, format!("{} exists and is not a bridge", c.bridge)));
     }
-    if c.promiscuous {
+    if c.promiscuous && !link.promiscuous {
         host.set_promiscuous(link.index).map_err(nl)?;
     }
-    host.set_up(link.index).map_err(nl)?;
+    if !link.up {
+        host.set_up(link.index).map_err(nl)?;
+    }
     Ok(link)
 }
 
@@ -192,7 +194,7 @@ fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> Cni
         return Ok(link);
     }
     let port_name = format!("veth{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8]);
-    let host_ns = netns::open("/proc/self/ns/net")?;
+    let host_ns = netns::open("/proc/thread-self/ns/net")?;
     use std::os::fd::AsRawFd;
     match host.create_veth(&name, &port_name, host_ns.as_raw_fd(), c.mtu) {
         Err(e) if e.errno == libc::EEXIST => return host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished"))),
@@ -208,23 +210,25 @@ fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> Cni
 }
 
 /// Gives the gateway interface the gateway address of each family (replacing another one
-/// only with forceAddress) and turns on forwarding.
+/// of its subnet only with forceAddress) and turns on forwarding. Asking to add the address
+/// tells whether it is there already, so the usual case reads no address list (which grows
+/// with every veth).
 fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, gateway: &Link, result: &NetResult) -> CniResult<()> {
-    let present = host.addresses(gateway.index).map_err(nl)?;
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let wanted = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
-        if present.contains(&wanted) {
+        // The gateway is the host's own: usable at once, no IPv6 DAD wait.
+        if !host.add_address(gateway.index, wanted, true).map_err(nl)? {
             continue;
         }
-        for other in present.iter().filter(|p| p.addr().is_ipv4() == gw.is_ipv4() && p.contains(&gw) && !p.addr().is_unicast_link_local_v6()) {
+        let present = host.addresses(gateway.index).map_err(nl)?;
+        for other in present.iter().filter(|p| **p != wanted && p.addr().is_ipv4() == gw.is_ipv4() && p.contains(&gw) && !p.addr().is_unicast_link_local_v6()) {
             if !c.force_address {
+                let _ = host.delete_address(gateway.index, wanted);
                 return Err(CniError::new(INVALID_CONFIG, format!("{} already has {other}, not {wanted}; set forceAddress to replace it", gateway.name)));
             }
             host.delete_address(gateway.index, *other).map_err(nl)?;
         }
-        // The gateway is the host's own: usable at once, no IPv6 DAD wait.
-        host.add_address(gateway.index, wanted, true).map_err(nl)?;
         let forwarding = if gw.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
         write_sysctl(forwarding, "1")?;
     }
@@ -241,11 +245,11 @@ impl LinkLocal for IpAddr {
     }
 }
 
-/// Everything of an ADD after IPAM: veth, bridge port, container addresses and routes,
-/// gateway, masquerading. Returns the interfaces for the result.
-fn plumb(c: &BridgeConf, conf: &Value, args: &Args, result: &mut NetResult) -> CniResult<()> {
+/// The links of an ADD after IPAM: veth, bridge port, container addresses and routes,
+/// gateway. Fills in the result's interfaces.
+fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     let container_ns = netns::open(&args.netns)?;
-    let host_ns = netns::open("/proc/self/ns/net")?;
+    let host_ns = netns::open("/proc/thread-self/ns/net")?;
     let mut host = Netlink::open().map_err(nl)?;
     let bridge = ensure_bridge(&mut host, c)?;
     let host_name = host_veth_name(&c.network, args);
@@ -287,10 +291,6 @@ fn plumb(c: &BridgeConf, conf: &Value, args: &Args, result: &mut NetResult) -> C
         let gateway = if c.vlan != 0 { ensure_vlan_gateway(&mut host, c, &bridge)? } else { bridge.clone() };
         ensure_gateway(&mut host, c, &gateway, result)?;
         vlan_gateway = (c.vlan != 0).then_some(gateway);
-    }
-    if c.ip_masq {
-        let addresses: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-        firewall::configured(conf)?.add_masquerade(&attachment(c, args), &addresses)?;
     }
     result.interfaces = vec![
         Interface { name: c.bridge.clone(), mac: bridge.mac, sandbox: None },
@@ -346,11 +346,21 @@ impl Plugin for Bridge {
                 }
             }
         }
-        if let Err(e) = plumb(&c, conf, args, &mut result) {
+        // Masquerading is committed on a thread of its own while the links are made: the
+        // kernel frees a transaction's old objects after an RCU grace period, and a process
+        // leaving nf_tables waits for that, so the wait overlaps the netlink work.
+        let firewall = firewall::configured(conf)?;
+        let addresses: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
+        let outcome = std::thread::scope(|scope| {
+            let masquerading = c.ip_masq.then(|| scope.spawn(|| firewall.add_masquerade(&attachment(&c, args), &addresses)));
+            let plumbed = plumb(&c, args, &mut result);
+            let masqueraded = masquerading.map_or(Ok(()), |m| m.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the masquerade thread failed"))));
+            plumbed.and(masqueraded)
+        });
+        if let Err(e) = outcome {
             // Nothing of a failed ADD stays: rules, veth, address.
             if c.ip_masq {
-                let added: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-                let _ = firewall::configured(conf).map(|f| f.del_masquerade(&attachment(&c, args), &added));
+                let _ = firewall.del_masquerade(&attachment(&c, args), &addresses);
             }
             if c.macspoofchk {
                 let _ = spoofcheck::teardown(&args.container_id, &args.ifname);
@@ -365,18 +375,23 @@ impl Plugin for Bridge {
     fn del(&self, args: &Args, conf: &Value) -> CniResult<()> {
         let c = BridgeConf::parse(conf)?;
         // Best effort, everything attempted: address, firewall, spoof check, veth. Rules
-        // are removed from both backends: the ADD may have used either.
-        let released = ipam::delegate("DEL", args, conf).map(|_| ());
-        let known: Vec<IpNet> = crate::skel::prev_result(conf).ok().flatten().map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
-        let mut unmasked = Ok(());
-        if c.ip_masq {
-            for backend in firewall::all() {
-                unmasked = unmasked.and(backend.del_masquerade(&attachment(&c, args), &known));
+        // are removed from both backends: the ADD may have used either. The veth goes on a
+        // thread of its own: deleting a link waits for the kernel's grace periods, and the
+        // rest is done meanwhile.
+        std::thread::scope(|scope| {
+            let removing = scope.spawn(|| remove_veth(&c, args));
+            let released = ipam::delegate("DEL", args, conf).map(|_| ());
+            let known: Vec<IpNet> = crate::skel::prev_result(conf).ok().flatten().map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
+            let mut unmasked = Ok(());
+            if c.ip_masq {
+                for backend in firewall::all() {
+                    unmasked = unmasked.and(backend.del_masquerade(&attachment(&c, args), &known));
+                }
             }
-        }
-        let unchecked = if c.macspoofchk { spoofcheck::teardown(&args.container_id, &args.ifname) } else { Ok(()) };
-        let removed = remove_veth(&c, args);
-        released.and(unmasked).and(unchecked).and(removed)
+            let unchecked = if c.macspoofchk { spoofcheck::teardown(&args.container_id, &args.ifname) } else { Ok(()) };
+            let removed = removing.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the veth removal thread failed")));
+            released.and(unmasked).and(unchecked).and(removed)
+        })
     }
 
     fn check(&self, args: &Args, conf: &Value) -> CniResult<()> {

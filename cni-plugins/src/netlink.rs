@@ -45,6 +45,7 @@ pub struct Link {
     pub mac: String,
     pub mtu: u32,
     pub up: bool,
+    pub promiscuous: bool,
     pub controller: Option<u32>,
     pub kind: Option<InfoKind>,
     /// For a bridge: whether it filters by VLAN, and the VLAN new ports get untagged.
@@ -62,6 +63,10 @@ impl Netlink {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| failed("cannot open a netlink socket", e.raw_os_error().unwrap_or(0)))?;
         socket.bind_auto().map_err(|e| failed("cannot bind the netlink socket", e.raw_os_error().unwrap_or(0)))?;
         socket.connect(&SocketAddr::new(0, 0)).map_err(|e| failed("cannot connect to the kernel", e.raw_os_error().unwrap_or(0)))?;
+        // Strict checking lets the kernel filter dumps by the header's index (4.20 and
+        // later; older kernels ignore it and the answers are filtered here too), so a
+        // bridge's addresses are read without listing those of every veth.
+        let _ = socket.set_netlink_get_strict_chk(true);
         Ok(Netlink { socket, sequence: 0 })
     }
 
@@ -106,7 +111,7 @@ impl Netlink {
     }
 
     fn to_link(message: &LinkMessage) -> Link {
-        let mut link = Link { index: message.header.index, name: String::new(), mac: String::new(), mtu: 0, up: message.header.flags.contains(LinkFlags::Up), controller: None, kind: None, vlan_filtering: false, vlan_default_pvid: 0 };
+        let mut link = Link { index: message.header.index, name: String::new(), mac: String::new(), mtu: 0, up: message.header.flags.contains(LinkFlags::Up), promiscuous: message.header.flags.contains(LinkFlags::Promisc), controller: None, kind: None, vlan_filtering: false, vlan_default_pvid: 0 };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
@@ -262,7 +267,9 @@ impl Netlink {
 
     /// The addresses on link `index`.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
-        let answers = self.request(RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP, "cannot list addresses")?;
+        let mut query = AddressMessage::default();
+        query.header.index = index;
+        let answers = self.request(RouteNetlinkMessage::GetAddress(query), NLM_F_DUMP, "cannot list addresses")?;
         let mut out = Vec::new();
         for answer in answers {
             if let RouteNetlinkMessage::NewAddress(m) = answer {
@@ -283,7 +290,8 @@ impl Netlink {
 
     /// Adds `address` to link `index`; `nodad` skips IPv6 duplicate address detection, so
     /// the address is usable at once.
-    pub fn add_address(&mut self, index: u32, address: IpNet, nodad: bool) -> Result<()> {
+    /// Adds the address; false when the link has it already.
+    pub fn add_address(&mut self, index: u32, address: IpNet, nodad: bool) -> Result<bool> {
         let mut message = AddressMessage::default();
         message.header.family = Self::family(&address.addr());
         if nodad && address.addr().is_ipv6() {
@@ -299,8 +307,8 @@ impl Netlink {
             }
         }
         match self.request(RouteNetlinkMessage::NewAddress(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot add address {address}")) {
-            Err(e) if e.errno == libc::EEXIST => Ok(()),
-            other => other.map(|_| ()),
+            Err(e) if e.errno == libc::EEXIST => Ok(false),
+            other => other.map(|_| true),
         }
     }
 

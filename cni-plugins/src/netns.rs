@@ -1,6 +1,6 @@
 //! Network namespaces by path: entering one for good (loopback), or running a closure in
-//! one and coming back (bridge configures both sides of a veth). The plugins are
-//! single-threaded, so setns moves the whole process.
+//! one and coming back (bridge configures both sides of a veth). setns moves only the
+//! calling thread, so a thread's own namespace is where it returns to.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -24,9 +24,9 @@ pub fn enter(path: &str) -> CniResult<()> {
     set(&open(path)?, path)
 }
 
-/// Runs `work` inside `ns` and returns to the namespace the process was in.
+/// Runs `work` inside `ns` and returns the calling thread to the namespace it was in.
 pub fn within<T>(ns: &File, work: impl FnOnce() -> CniResult<T>) -> CniResult<T> {
-    let home = open("/proc/self/ns/net")?;
+    let home = open("/proc/thread-self/ns/net")?;
     set(ns, "of the container")?;
     let result = work();
     set(&home, "of the host")?;

@@ -484,6 +484,21 @@ impl Nftables {
     }
 }
 
+/// Runs `work` with the process's one client, opened on first use (in the namespace of
+/// that caller: the plugins use it from the host's) and closed only when the process
+/// exits. Closing a socket that removed objects waits until the kernel has released them
+/// after an RCU grace period (10-25 ms here); at exit, after the veth removal that DEL
+/// waits for anyway, that wait is over.
+pub fn with_shared<T>(work: impl FnOnce(&mut Nftables) -> Result<T>) -> Result<T> {
+    static SHARED: std::sync::Mutex<Option<Nftables>> = std::sync::Mutex::new(None);
+    let mut shared = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let client = match shared.as_mut() {
+        Some(client) => client,
+        None => shared.insert(Nftables::open()?),
+    };
+    work(client)
+}
+
 /// The messages in one read: type, sequence number and payload.
 fn messages(mut data: &[u8]) -> Vec<(u16, u32, &[u8])> {
     let mut out = Vec::new();

@@ -93,6 +93,12 @@ fn dispatch(plugin: &dyn Plugin, name: &str, args: &Args, stdin: &[u8], version:
         return Ok(Some(json!({ "cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS })));
     }
     let conf: Value = serde_json::from_slice(stdin).map_err(|e| CniError::new(DECODING_FAILURE, format!("the network config on stdin is not JSON: {e}")))?;
+    call(plugin, name, args, &conf, version)
+}
+
+/// One call of `plugin` with a parsed config, as `run` makes it; also how a plugin calls
+/// another plugin of this binary without starting a process.
+pub fn call(plugin: &dyn Plugin, name: &str, args: &Args, conf: &Value, version: &str) -> CniResult<Option<Value>> {
     if !SUPPORTED_VERSIONS.contains(&version) {
         return Err(CniError::new(INCOMPATIBLE_VERSION, format!("{name} does not support config version {version:?}")).with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))));
     }
@@ -104,11 +110,11 @@ fn dispatch(plugin: &dyn Plugin, name: &str, args: &Args, stdin: &[u8], version:
         "ADD" => {
             args.require(&attachment)?;
             args.require(&[("CNI_NETNS", args.netns.as_str())])?;
-            Ok(Some(plugin.add(args, &conf)?.to_json(version)))
+            Ok(Some(plugin.add(args, conf)?.to_json(version)))
         }
         "DEL" => {
             args.require(&attachment)?;
-            plugin.del(args, &conf).map(|()| None)
+            plugin.del(args, conf).map(|()| None)
         }
         "CHECK" => {
             if !at_least(version, "0.4.0") {
@@ -116,16 +122,16 @@ fn dispatch(plugin: &dyn Plugin, name: &str, args: &Args, stdin: &[u8], version:
             }
             args.require(&attachment)?;
             args.require(&[("CNI_NETNS", args.netns.as_str())])?;
-            plugin.check(args, &conf).map(|()| None)
+            plugin.check(args, conf).map(|()| None)
         }
         "GC" | "STATUS" if !at_least(version, "1.1.0") => Err(CniError::new(INCOMPATIBLE_VERSION, format!("config version {version} does not allow {} (1.1.0 does)", args.command))),
         "GC" => {
             // `cni.dev/valid-attachments` (1.1), also under its pre-release name.
             let listed = conf["cni.dev/valid-attachments"].as_array().or(conf["cni.dev/attachments"].as_array());
             let valid: Vec<(String, String)> = listed.into_iter().flatten().map(|a| (a["containerID"].as_str().unwrap_or_default().to_string(), a["ifname"].as_str().unwrap_or_default().to_string())).collect();
-            plugin.gc(&conf, &valid).map(|()| None)
+            plugin.gc(conf, &valid).map(|()| None)
         }
-        "STATUS" => plugin.status(&conf).map(|()| None),
+        "STATUS" => plugin.status(conf).map(|()| None),
         "" => Err(CniError::new(INVALID_ENVIRONMENT, "CNI_COMMAND is not set")),
         other => Err(CniError::new(INVALID_ENVIRONMENT, format!("unknown CNI_COMMAND {other:?}"))),
     }

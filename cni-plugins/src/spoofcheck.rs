@@ -5,7 +5,7 @@
 //! container id and interface, and every rule is commented `macspoofchk-<id>`.
 
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{BaseChain, Batch, Expr, Family, NftError, Nftables, Verdict, LINK_HEADER, META_IIFNAME};
+use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftError, Verdict, LINK_HEADER, META_IIFNAME};
 
 const TABLE: &str = "nat";
 const PREROUTING: &str = "PREROUTING";
@@ -43,23 +43,32 @@ pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Cn
     let comment = format!("macspoofchk-{id}");
     let mut name = host_veth.as_bytes().to_vec();
     name.resize(IFNAMSIZ, 0);
-    let mut batch = Batch::new();
-    batch.add_table(Family::Bridge, TABLE);
-    batch.add_chain(Family::Bridge, TABLE, PREROUTING, Some(&BaseChain { kind: "filter", hook: HOOK_PREROUTING, priority: PRIORITY }));
-    batch.add_chain(Family::Bridge, TABLE, &iface_chain, None);
-    batch.add_chain(Family::Bridge, TABLE, &mac_chain, None);
-    batch.flush_chain(Family::Bridge, TABLE, &iface_chain);
-    batch.flush_chain(Family::Bridge, TABLE, &mac_chain);
-    let rules = [
-        (PREROUTING, vec![Expr::Meta(META_IIFNAME), Expr::Equal(name), Expr::Verdict(Verdict::Jump(iface_chain.clone()))]),
-        (iface_chain.as_str(), vec![Expr::Verdict(Verdict::Jump(mac_chain.clone()))]),
-        (mac_chain.as_str(), vec![Expr::Payload { base: LINK_HEADER, offset: 6, len: 6 }, Expr::Equal(mac_bytes(mac)?), Expr::Verdict(Verdict::Return)]),
-        (mac_chain.as_str(), vec![Expr::Verdict(Verdict::Drop)]),
-    ];
-    for (chain, exprs) in &rules {
-        batch.add_rule(Family::Bridge, TABLE, chain, exprs, Some(&comment));
-    }
-    Nftables::open().and_then(|mut nft| nft.commit(batch)).map_err(failed)
+    let mac = mac_bytes(mac)?;
+    with_shared(|nft| {
+        let mut batch = Batch::new();
+        // Declaring the existing table and base chain again would make the process wait
+        // out an RCU grace period as it leaves nf_tables; a base chain removed meanwhile
+        // fails the transaction, which is then an error to retry.
+        if !nft.has_chain(Family::Bridge, TABLE, PREROUTING)? {
+            batch.add_table(Family::Bridge, TABLE);
+            batch.add_chain(Family::Bridge, TABLE, PREROUTING, Some(&BaseChain { kind: "filter", hook: HOOK_PREROUTING, priority: PRIORITY }));
+        }
+        batch.add_chain(Family::Bridge, TABLE, &iface_chain, None);
+        batch.add_chain(Family::Bridge, TABLE, &mac_chain, None);
+        batch.flush_chain(Family::Bridge, TABLE, &iface_chain);
+        batch.flush_chain(Family::Bridge, TABLE, &mac_chain);
+        let rules = [
+            (PREROUTING, vec![Expr::Meta(META_IIFNAME), Expr::Equal(name), Expr::Verdict(Verdict::Jump(iface_chain.clone()))]),
+            (iface_chain.as_str(), vec![Expr::Verdict(Verdict::Jump(mac_chain.clone()))]),
+            (mac_chain.as_str(), vec![Expr::Payload { base: LINK_HEADER, offset: 6, len: 6 }, Expr::Equal(mac), Expr::Verdict(Verdict::Return)]),
+            (mac_chain.as_str(), vec![Expr::Verdict(Verdict::Drop)]),
+        ];
+        for (chain, exprs) in &rules {
+            batch.add_rule(Family::Bridge, TABLE, chain, exprs, Some(&comment));
+        }
+        nft.commit(batch)
+    })
+    .map_err(failed)
 }
 
 /// Removes the attachment's jump and chains; nothing to remove is not an error.
@@ -67,18 +76,20 @@ pub fn teardown(container_id: &str, ifname: &str) -> CniResult<()> {
     let id = reference(container_id, ifname);
     let (iface_chain, mac_chain) = chains(&id);
     let comment = format!("macspoofchk-{id}");
-    let mut nft = Nftables::open().map_err(failed)?;
-    let mut batch = Batch::new();
-    for rule in nft.rules(Family::Bridge, TABLE, PREROUTING).map_err(failed)? {
-        if rule.comment.as_deref() == Some(comment.as_str()) {
-            batch.delete_rule(Family::Bridge, TABLE, PREROUTING, rule.handle);
+    with_shared(|nft| {
+        let mut batch = Batch::new();
+        for rule in nft.rules(Family::Bridge, TABLE, PREROUTING)? {
+            if rule.comment.as_deref() == Some(comment.as_str()) {
+                batch.delete_rule(Family::Bridge, TABLE, PREROUTING, rule.handle);
+            }
         }
-    }
-    // The jump goes first, then the chain that jumps, then the chain jumped to.
-    for chain in [&iface_chain, &mac_chain] {
-        if nft.has_chain(Family::Bridge, TABLE, chain).map_err(failed)? {
-            batch.delete_chain(Family::Bridge, TABLE, chain);
+        // The jump goes first, then the chain that jumps, then the chain jumped to.
+        for chain in [&iface_chain, &mac_chain] {
+            if nft.has_chain(Family::Bridge, TABLE, chain)? {
+                batch.delete_chain(Family::Bridge, TABLE, chain);
+            }
         }
-    }
-    nft.commit(batch).map_err(failed)
+        nft.commit(batch)
+    })
+    .map_err(failed)
 }

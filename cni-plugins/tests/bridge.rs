@@ -132,6 +132,7 @@ fn containers_reach_each_other_and_the_host_reaches_them() {
     assert!(ping(None, "10.88.0.2"), "the host cannot reach c1");
     assert!(sh("ip netns exec c1 ip route").contains("default via 10.88.0.1"));
     assert_eq!(second["ips"][0]["address"], "10.88.0.3/24");
+    assert_eq!(first["interfaces"][0]["mac"], second["interfaces"][0]["mac"], "the bridge's MAC changed as a port came");
     // The default nftables backend writes the reference's nftables layout: one rule per
     // address in `masq_checks`, reached from `postrouting` past multicast.
     assert_eq!(masq_rules(), [masq_rule("10.88.0.2", "10.88.0.0/24", "reach", "c1"), masq_rule("10.88.0.3", "10.88.0.0/24", "reach", "c2")]);
@@ -140,6 +141,12 @@ fn containers_reach_each_other_and_the_host_reaches_them() {
         assert!(postrouting.contains(line), "{line} missing from\n{postrouting}");
     }
     assert!(nat_rules().is_empty(), "no iptables rules without ipMasqBackend iptables");
+    // An ADD puts back `postrouting`'s rules when someone removed them.
+    sh("nft flush chain inet cni_plugins_masquerade postrouting");
+    let ns3 = add_netns("c3");
+    assert_eq!(call(&bin, "ADD", "c3", &ns3, &conf).0, 0);
+    assert!(sh("nft list chain inet cni_plugins_masquerade postrouting").contains("goto masq_checks"));
+    assert_eq!(call(&bin, "DEL", "c3", &ns3, &conf).0, 0);
     // CHECK passes with the result as prevResult.
     let mut check = conf.clone();
     check["prevResult"] = first.clone();

@@ -1,10 +1,11 @@
 //! `make bench` cni section, run inside a private network namespace (the bench re-runs
 //! itself under `unshare -n -m`): bridge+host-local ADD and DEL with ipMasq at 1, 50 and
-//! 500 existing attachments (DEL with the ADD's result as prevResult), berth against Debian's reference plugins, alternated; the
-//! floors (a process start, the kernel's veth and nf_tables work) measured beside them;
-//! binary sizes.
+//! 500 existing attachments (DEL with the ADD's result as prevResult), berth against
+//! Debian's reference plugins, alternated; the floors (a process start, the kernel's veth
+//! and nf_tables work) measured beside them at each level; binary sizes.
 
 use berth_cni::exec::run_plugin;
+use berth_cni::netlink::Netlink;
 use berth_cni::skel::Args;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,9 +14,11 @@ use std::time::{Duration, Instant};
 use crate::bench::{median, ms, ratio, Table};
 
 const REFERENCE_DIR: &str = "/usr/lib/cni";
-const ROUNDS: usize = 15;
+const ROUNDS: usize = 21;
 const LEVELS: [usize; 3] = [1, 50, 500];
 const INSIDE: &str = "BERTH_BENCH_PRIVATE_NETNS";
+const SETTLE: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(50);
 
 fn sh(script: &str) {
     let out = Command::new("sh").arg("-ec").arg(script).output().expect("cannot run sh");
@@ -54,6 +57,9 @@ impl Set {
             conf["prevResult"] = prev.clone();
         }
         let args = Args { command: command.into(), container_id: id.into(), netns: format!("/run/netns/{id}"), ifname: "eth0".into(), args: Vec::new(), path: vec![self.bin.display().to_string()] };
+        // The kernel finishes some of an operation after it returns (a deleted link's
+        // release, timers of new ones): each call starts on a quiet system.
+        std::thread::sleep(QUIET);
         let started = Instant::now();
         let (code, printed) = run_plugin(&self.bin.join("bridge"), &args, &conf).expect("cannot run the bridge plugin");
         let took = started.elapsed();
@@ -66,6 +72,22 @@ fn netns(name: &str) {
     sh(&format!("ip netns add {name}"));
 }
 
+/// The kernel's part of a veth attachment, over netlink from this process: a pair made
+/// with one end in `peer_ns`, the other attached to `bridge` and up; then its removal.
+fn veth_floor(host: &mut Netlink, bridge: &str, peer_ns: &std::fs::File, name: &str) -> (Duration, Duration) {
+    use std::os::fd::AsRawFd;
+    let bridge = host.link(bridge).unwrap().expect("the bridge is missing").index;
+    let started = Instant::now();
+    host.create_veth(name, "eth0", peer_ns.as_raw_fd(), None).unwrap();
+    let index = host.link(name).unwrap().unwrap().index;
+    host.set_controller(index, bridge).unwrap();
+    host.set_up(index).unwrap();
+    let created = started.elapsed();
+    let started = Instant::now();
+    host.delete_link(index).unwrap();
+    (created, started.elapsed())
+}
+
 pub fn run() {
     if std::env::var_os(INSIDE).is_none() {
         let status = Command::new("unshare").args(["-n", "-m", "--"]).arg(std::env::current_exe().unwrap()).arg("cni").env(INSIDE, "1").status().expect("cannot run unshare");
@@ -75,6 +97,7 @@ pub fn run() {
     assert!(Path::new(REFERENCE_DIR).join("bridge").exists(), "the reference plugins are missing; `make deps` installs containernetworking-plugins");
     sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && mount -t sysfs sysfs /sys && ip link set lo up");
     let sets = [Set::new("berth", true, 0), Set::new("reference", false, 1)];
+    let mut host = Netlink::open().expect("cannot open netlink");
     let mut table = Table::new(
         &format!("cni: bridge+host-local with ipMasq, berth vs the reference plugins 1.1.1 (median of {ROUNDS}, alternated)"),
         &["operation", "berth", "reference", "berth/reference"],
@@ -91,26 +114,51 @@ pub fn run() {
             }
             existing += 1;
         }
+        // The probes' namespaces are made beforehand and removed afterwards, and the kernel's
+        // work for the links just made (IPv6 address checks, router solicitations) and for
+        // namespaces gone is let settle: the question is the cost at this many attachments,
+        // not during a burst of other work. A program start is timed beside each round.
+        let probe = |set: &Set, round: usize| format!("{}-probe-{level}-{round}", set.label);
+        for round in 0..ROUNDS {
+            for set in &sets {
+                netns(&probe(set, round));
+            }
+        }
+        std::thread::sleep(SETTLE);
         let mut adds = vec![Vec::new(), Vec::new()];
         let mut dels = vec![Vec::new(), Vec::new()];
+        let (mut starts, mut creates, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+        netns(&format!("floor-{level}"));
+        let floor_ns = std::fs::File::open(format!("/run/netns/floor-{level}")).unwrap();
         for round in 0..ROUNDS {
             for (i, set) in sets.iter().enumerate() {
-                let id = format!("{}-probe-{level}-{round}", set.label);
-                netns(&id);
-                let (took, result) = set.call("ADD", &id, None);
+                let (took, result) = set.call("ADD", &probe(set, round), None);
                 adds[i].push(took);
-                dels[i].push(set.call("DEL", &id, Some(&result)).0);
-                sh(&format!("ip netns del {id}"));
+                dels[i].push(set.call("DEL", &probe(set, round), Some(&result)).0);
+            }
+            let started = Instant::now();
+            Command::new("/bin/true").status().expect("cannot run /bin/true");
+            starts.push(started.elapsed());
+            let (created, deleted) = veth_floor(&mut host, "br-berth", &floor_ns, &format!("vf-{level}-{round}"));
+            creates.push(created);
+            deletes.push(deleted);
+        }
+        for round in 0..ROUNDS {
+            for set in &sets {
+                sh(&format!("ip netns del {}", probe(set, round)));
             }
         }
         let add: Vec<Duration> = adds.iter_mut().map(|s| median(s)).collect();
         let del: Vec<Duration> = dels.iter_mut().map(|s| median(s)).collect();
         table.row(vec![format!("ADD at {level} attachments"), ms(add[0]), ms(add[1]), ratio(add[0], add[1])]);
         table.row(vec![format!("DEL at {level} attachments"), ms(del[0]), ms(del[1]), ratio(del[0], del[1])]);
+        for (what, took) in [("start and wait for a program (/bin/true)", &mut starts), ("veth create+attach+up on berth's bridge (netlink)", &mut creates), ("veth delete (netlink)", &mut deletes)] {
+            table.row(vec![format!("floor at {level}: {what}"), ms(median(took)), "".into(), "".into()]);
+        }
         adds_at.push(add[0]);
     }
     table.row(vec!["berth ADD at 500 vs at 1".into(), ms(adds_at[2]), ms(adds_at[0]), ratio(adds_at[2], adds_at[0])]);
-    let floors = floors();
+    let floors = nftables_floors();
     for (what, took) in &floors {
         table.row(vec![format!("floor: {what}"), ms(*took), "".into(), "".into()]);
     }
@@ -121,44 +169,34 @@ pub fn run() {
     table.publish("cni");
 }
 
-/// The parts no plugin can avoid, timed without a process of their own (median of ROUNDS):
-/// starting a program (CNI runs one plugin process, and bridge one IPAM process), and the
-/// kernel's work over netlink for a veth and for one nf_tables transaction.
-fn floors() -> Vec<(&'static str, Duration)> {
-    use berth_cni::netlink::Netlink;
+/// nf_tables' part, timed over netlink without a process of its own (median of ROUNDS):
+/// a transaction adding a rule, and one removing rules whose socket is then closed.
+fn nftables_floors() -> Vec<(&'static str, Duration)> {
     use berth_cni::nftables::{Batch, Expr, Family, Nftables, Verdict};
-    use std::os::fd::AsRawFd;
-    sh("ip link add br-floor type bridge && ip link set br-floor up && ip netns add floor");
-    let peer_ns = std::fs::File::open("/run/netns/floor").unwrap();
-    let mut host = Netlink::open().unwrap();
-    let bridge = host.link("br-floor").unwrap().unwrap().index;
     let mut nft = Nftables::open().unwrap();
-    let (mut spawn, mut create, mut delete, mut commit) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for n in 0..ROUNDS {
-        let started = Instant::now();
-        Command::new("/bin/true").status().unwrap();
-        spawn.push(started.elapsed());
-        let started = Instant::now();
-        host.create_veth(&format!("vf{n}"), "eth0", peer_ns.as_raw_fd(), None).unwrap();
-        let index = host.link(&format!("vf{n}")).unwrap().unwrap().index;
-        host.set_controller(index, bridge).unwrap();
-        host.set_up(index).unwrap();
-        create.push(started.elapsed());
-        let started = Instant::now();
-        host.delete_link(index).unwrap();
-        delete.push(started.elapsed());
+    let mut setup = Batch::new();
+    setup.add_table(Family::Inet, "floor");
+    setup.add_chain(Family::Inet, "floor", "floor", None);
+    nft.commit(setup).unwrap();
+    let (mut commit, mut released) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
         let mut batch = Batch::new();
-        batch.add_table(Family::Inet, "floor");
-        batch.add_chain(Family::Inet, "floor", "floor", None);
         batch.add_rule(Family::Inet, "floor", "floor", &[Expr::Verdict(Verdict::Return)], Some("floor"));
         let started = Instant::now();
         nft.commit(batch).unwrap();
         commit.push(started.elapsed());
+        // A process that removed nf_tables objects waits, as its socket closes, for the
+        // kernel to release them after an RCU grace period.
+        let mut batch = Batch::new();
+        batch.flush_chain(Family::Inet, "floor", "floor");
+        let started = Instant::now();
+        let mut own = Nftables::open().unwrap();
+        own.commit(batch).unwrap();
+        drop(own);
+        released.push(started.elapsed());
     }
     vec![
-        ("start and wait for a program (/bin/true)", median(&mut spawn)),
-        ("veth create+attach+up (netlink)", median(&mut create)),
-        ("veth delete (netlink)", median(&mut delete)),
-        ("one nf_tables transaction (netlink)", median(&mut commit)),
+        ("one nf_tables transaction adding a rule (netlink)", median(&mut commit)),
+        ("one removing rules, its socket closed (an RCU grace period)", median(&mut released)),
     ]
 }

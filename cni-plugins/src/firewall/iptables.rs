@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{Family as TableFamily, Nftables};
+use crate::nftables::{with_shared, Family as TableFamily};
 
 /// `CNI-` and the first 24 hex digits of sha512(network name + container id).
 pub fn chain_name(network: &str, container_id: &str) -> String {
@@ -49,7 +49,7 @@ impl Family {
         if std::fs::read_to_string(legacy_names).is_ok_and(|names| names.lines().any(|n| n == "nat")) {
             return true;
         }
-        Nftables::open().and_then(|mut nft| nft.has_chain(table_family, "nat", chain)).unwrap_or(true)
+        with_shared(|nft| nft.has_chain(table_family, "nat", chain)).unwrap_or(true)
     }
 
     fn multicast(self) -> &'static str {

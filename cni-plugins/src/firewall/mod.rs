@@ -18,7 +18,7 @@ pub struct Attachment<'a> {
     pub ifname: &'a str,
 }
 
-pub trait Firewall {
+pub trait Firewall: Send + Sync {
     /// Masquerades traffic from `addresses` leaving their own networks.
     fn add_masquerade(&self, attachment: &Attachment, addresses: &[IpNet]) -> CniResult<()>;
     /// Removes the attachment's masquerade rules. `known` are the addresses from a

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{BaseChain, Batch, Expr, Family, NftError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
 
 pub struct Nftables;
 
@@ -76,6 +76,8 @@ fn destination_in(net: IpNet, inside: bool) -> Vec<Expr> {
     exprs
 }
 
+/// The table, its chains and `postrouting`'s three rules, rewritten in one transaction as
+/// the reference does on every ADD.
 fn table_and_chains(batch: &mut Batch) {
     batch.add_table(Family::Inet, TABLE);
     batch.add_chain(Family::Inet, TABLE, CHECKS, None);
@@ -89,31 +91,54 @@ fn table_and_chains(batch: &mut Batch) {
     batch.add_rule(Family::Inet, TABLE, POSTROUTING, &[Expr::Verdict(Verdict::Goto(CHECKS.into()))], None);
 }
 
+/// Whether `postrouting` holds its three rules (its goto keeps `masq_checks` alive).
+/// Then ADD writes only its own rule: re-declaring existing chains or replacing rules
+/// makes the kernel release the old objects after an RCU grace period, which a process
+/// leaving nf_tables waits out (8-25 ms here).
+fn in_place(client: &mut Client) -> Result<bool, NftError> {
+    let present = client.rules(Family::Inet, TABLE, POSTROUTING)?;
+    Ok(present.len() == 3 && present.iter().all(|r| r.comment.is_none()))
+}
+
 /// Deletes the rules of `masq_checks` whose comment `doomed` picks, in one transaction.
 fn delete_rules(doomed: impl Fn(&str) -> bool) -> CniResult<()> {
-    let mut client = Client::open().map_err(failed)?;
-    let mut batch = Batch::new();
-    for rule in client.rules(Family::Inet, TABLE, CHECKS).map_err(failed)? {
-        if rule.comment.as_deref().is_some_and(&doomed) {
-            batch.delete_rule(Family::Inet, TABLE, CHECKS, rule.handle);
+    with_shared(|client| {
+        let mut batch = Batch::new();
+        for rule in client.rules(Family::Inet, TABLE, CHECKS)? {
+            if rule.comment.as_deref().is_some_and(&doomed) {
+                batch.delete_rule(Family::Inet, TABLE, CHECKS, rule.handle);
+            }
         }
-    }
-    client.commit(batch).map_err(failed)
+        client.commit(batch)
+    })
+    .map_err(failed)
 }
 
 impl Firewall for Nftables {
     fn add_masquerade(&self, attachment: &Attachment, addresses: &[IpNet]) -> CniResult<()> {
-        let mut batch = Batch::new();
-        table_and_chains(&mut batch);
         let note = comment(attachment);
-        for address in addresses {
-            let mut rule = address_field(address.addr(), true).to_vec();
-            rule.push(Expr::Equal(octets(address.addr())));
-            rule.extend(destination_in(address.trunc(), false));
-            rule.push(Expr::Masquerade);
-            batch.add_rule(Family::Inet, TABLE, CHECKS, &rule, Some(&note));
-        }
-        Client::open().and_then(|mut client| client.commit(batch)).map_err(failed)
+        with_shared(|client| {
+            let mut whole = !in_place(client)?;
+            loop {
+                let mut batch = Batch::new();
+                if whole {
+                    table_and_chains(&mut batch);
+                }
+                for address in addresses {
+                    let mut rule = address_field(address.addr(), true).to_vec();
+                    rule.push(Expr::Equal(octets(address.addr())));
+                    rule.extend(destination_in(address.trunc(), false));
+                    rule.push(Expr::Masquerade);
+                    batch.add_rule(Family::Inet, TABLE, CHECKS, &rule, Some(&note));
+                }
+                match client.commit(batch) {
+                    // The table went away between the look and the write: write all of it.
+                    Err(e) if e.errno == libc::ENOENT && !whole => whole = true,
+                    other => return other,
+                }
+            }
+        })
+        .map_err(failed)
     }
 
     fn del_masquerade(&self, attachment: &Attachment, _known: &[IpNet]) -> CniResult<()> {
