@@ -13,7 +13,8 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-/// A failed netlink request: the kernel's errno, or a transport problem.
+/// A failed netlink request (rtnetlink or nf_tables): the kernel's errno, or a transport
+/// problem, and what was being done.
 #[derive(Debug)]
 pub struct NetlinkError {
     pub errno: i32,
@@ -28,7 +29,7 @@ impl std::fmt::Display for NetlinkError {
 
 pub type Result<T> = std::result::Result<T, NetlinkError>;
 
-fn failed(what: &str, errno: i32) -> NetlinkError {
+pub(crate) fn failed(what: &str, errno: i32) -> NetlinkError {
     NetlinkError { errno, message: format!("{what}: {}", std::io::Error::from_raw_os_error(errno)) }
 }
 

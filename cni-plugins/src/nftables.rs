@@ -112,24 +112,8 @@ pub struct ListedRule {
     pub comment: Option<String>,
 }
 
-/// A failed nf_tables request: the kernel's errno and what was being done.
-#[derive(Debug)]
-pub struct NftError {
-    pub errno: i32,
-    pub message: String,
-}
-
-impl std::fmt::Display for NftError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-pub type Result<T> = std::result::Result<T, NftError>;
-
-fn failed(what: &str, errno: i32) -> NftError {
-    NftError { errno, message: format!("{what}: {}", std::io::Error::from_raw_os_error(errno)) }
-}
+pub use crate::netlink::{NetlinkError, Result};
+use crate::netlink::failed;
 
 /// Netlink attributes appended to a message buffer.
 struct Attributes<'a>(&'a mut Vec<u8>);
@@ -397,7 +381,7 @@ impl Nftables {
         finish(&mut batch.buffer, start);
         self.socket.send(&batch.buffer, 0).map_err(|e| failed("cannot send nf_tables rules", e.raw_os_error().unwrap_or(0)))?;
         let mut answers = vec![0u8; 1 << 16];
-        let mut first_error: Option<NftError> = None;
+        let mut first_error: Option<NetlinkError> = None;
         loop {
             let size = match self.socket.recv(&mut &mut answers[..], libc::MSG_DONTWAIT) {
                 Ok(size) => size,

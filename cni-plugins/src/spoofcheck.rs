@@ -5,7 +5,7 @@
 //! container id and interface, and every rule is commented `macspoofchk-<id>`.
 
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftError, Verdict, LINK_HEADER, META_IIFNAME};
+use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NetlinkError, Verdict, LINK_HEADER, META_IIFNAME};
 
 const TABLE: &str = "nat";
 const PREROUTING: &str = "PREROUTING";
@@ -14,7 +14,7 @@ const PRIORITY: i32 = -300;
 /// IFNAMSIZ: interface names are compared as 16 zero-padded bytes.
 const IFNAMSIZ: usize = 16;
 
-fn failed(e: NftError) -> CniError {
+fn failed(e: NetlinkError) -> CniError {
     CniError::new(IO_FAILURE, format!("macspoofchk: {e}"))
 }
 

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NetlinkError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
 
 pub struct Nftables;
 
@@ -22,7 +22,7 @@ const PRIORITY_SRCNAT: i32 = 100;
 /// The longest comment nftables keeps.
 const COMMENT_MAX: usize = 128;
 
-fn failed(e: NftError) -> CniError {
+fn failed(e: NetlinkError) -> CniError {
     CniError::new(IO_FAILURE, format!("{e}; set \"ipMasqBackend\": \"iptables\" where the kernel has no nf_tables"))
 }
 
@@ -95,14 +95,14 @@ fn table_and_chains(batch: &mut Batch) {
 /// Then ADD writes only its own rule: re-declaring existing chains or replacing rules
 /// makes the kernel release the old objects after an RCU grace period, which a process
 /// leaving nf_tables waits out (8-25 ms here).
-fn in_place(client: &mut Client) -> Result<bool, NftError> {
+fn in_place(client: &mut Client) -> Result<bool, NetlinkError> {
     let present = client.rules(Family::Inet, TABLE, POSTROUTING)?;
     Ok(present.len() == 3 && present.iter().all(|r| r.comment.is_none()))
 }
 
 /// Deletes the rules of `masq_checks` whose comment `doomed` picks, in one transaction.
 fn delete_rules(doomed: impl Fn(&str) -> bool) -> CniResult<()> {
-    with_shared(|client| {
+    let outcome = with_shared(|client| {
         let mut batch = Batch::new();
         for rule in client.rules(Family::Inet, TABLE, CHECKS)? {
             if rule.comment.as_deref().is_some_and(&doomed) {
@@ -110,8 +110,12 @@ fn delete_rules(doomed: impl Fn(&str) -> bool) -> CniResult<()> {
             }
         }
         client.commit(batch)
-    })
-    .map_err(failed)
+    });
+    match outcome {
+        // A kernel without nf_tables holds no such rules.
+        Err(e) if [libc::EPROTONOSUPPORT, libc::EAFNOSUPPORT, libc::EOPNOTSUPP].contains(&e.errno) => Ok(()),
+        other => other.map_err(failed),
+    }
 }
 
 impl Firewall for Nftables {
