@@ -6,6 +6,7 @@
 //! veth whose peer is a port of that VLAN, as in the reference plugin.
 
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 
 use ipnet::IpNet;
 use serde_json::Value;
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, UNKNOWN_CONTAINER, UNSUPPORTED_FIELD};
 use crate::firewall::{self, Attachment};
-use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::netlink::{mac_text, random_mac, Link, Netlink, NetlinkError, VethPort};
 use crate::result::{Interface, NetResult, Route};
 use crate::skel::{Args, Plugin};
 use crate::{ipam, netns, spoofcheck};
@@ -195,7 +196,6 @@ fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> Cni
     }
     let port_name = format!("veth{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8]);
     let host_ns = netns::open("/proc/thread-self/ns/net")?;
-    use std::os::fd::AsRawFd;
     match host.create_veth(&name, &port_name, host_ns.as_raw_fd(), c.mtu) {
         Err(e) if e.errno == libc::EEXIST => return host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished"))),
         other => other.map_err(nl)?,
@@ -249,19 +249,36 @@ impl LinkLocal for IpAddr {
 /// gateway. Fills in the result's interfaces.
 fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     let container_ns = netns::open(&args.netns)?;
-    let host_ns = netns::open("/proc/thread-self/ns/net")?;
     let mut host = Netlink::open().map_err(nl)?;
     let bridge = ensure_bridge(&mut host, c)?;
     let host_name = host_veth_name(&c.network, args);
-    // The pair is made inside the container's namespace, its host end placed on the host.
-    let container_mac = netns::within(&container_ns, || {
-        let mut inside = Netlink::open().map_err(nl)?;
-        if inside.link(&args.ifname).map_err(nl)?.is_some() {
-            return Err(CniError::new(INVALID_CONFIG, format!("container interface {} already exists", args.ifname)));
+    // The pair is made from the host, the host end on the bridge at once; it comes up at
+    // once too unless VLANs or the spoof check must be in place first. The container's end
+    // gets its MAC from here, so the spoof check needs no look inside.
+    let container_mac = random_mac();
+    let early_up = !c.uses_vlans() && !c.macspoofchk;
+    let port = VethPort { name: &host_name, peer: &args.ifname, peer_netns: container_ns.as_raw_fd(), mtu: c.mtu, peer_mac: Some(container_mac), controller: Some(bridge.index), up: early_up };
+    match host.create_port(&port) {
+        Err(e) if e.errno == libc::EEXIST => {
+            return Err(CniError::new(INVALID_CONFIG, format!("cannot make veth {host_name}/{}: {} already has an interface {} or the host one named {host_name} (left by an ADD without DEL?)", args.ifname, args.netns, args.ifname)));
         }
-        use std::os::fd::AsRawFd;
-        inside.create_veth(&args.ifname, &host_name, host_ns.as_raw_fd(), c.mtu).map_err(nl)?;
-        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, "the container's veth vanished"))?;
+        other => other.map_err(nl)?,
+    }
+    let host_link = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?;
+    if c.hairpin || c.port_isolation {
+        host.set_bridge_port(host_link.index, c.hairpin, c.port_isolation).map_err(nl)?;
+    }
+    join_vlans(&mut host, c, host_link.index, &bridge, &c.port_vlans())?;
+    let container_mac = mac_text(&container_mac);
+    if c.macspoofchk {
+        spoofcheck::setup(&args.container_id, &args.ifname, &host_name, &container_mac)?;
+    }
+    if !early_up {
+        host.set_up(host_link.index).map_err(nl)?;
+    }
+    netns::within(&container_ns, || {
+        let mut inside = Netlink::open().map_err(nl)?;
+        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("the container's veth {} did not arrive", args.ifname)))?;
         let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
         if has_v6 && !c.enable_dad {
             write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_dad", args.ifname), "0")?;
@@ -276,16 +293,8 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
                 inside.add_route(route.dst, gw, link.index).map_err(nl)?;
             }
         }
-        Ok(link.mac)
+        Ok(())
     })?;
-    let host_link = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?;
-    host.set_controller(host_link.index, bridge.index).map_err(nl)?;
-    host.set_bridge_port(host_link.index, c.hairpin, c.port_isolation).map_err(nl)?;
-    join_vlans(&mut host, c, host_link.index, &bridge, &c.port_vlans())?;
-    if c.macspoofchk {
-        spoofcheck::setup(&args.container_id, &args.ifname, &host_name, &container_mac)?;
-    }
-    host.set_up(host_link.index).map_err(nl)?;
     let mut vlan_gateway = None;
     if c.is_gateway && result.ips.iter().any(|ip| ip.gateway.is_some()) {
         let gateway = if c.vlan != 0 { ensure_vlan_gateway(&mut host, c, &bridge)? } else { bridge.clone() };
@@ -325,6 +334,11 @@ fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
         }
     }
     // A host end whose peer went with its namespace is gone already; one left over is removed.
+    remove_host_veth(c, args)
+}
+
+/// Removes the pair through its host end (named for this attachment, so never another's).
+fn remove_host_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
     let mut host = Netlink::open().map_err(nl)?;
     if let Some(link) = host.link(&host_veth_name(&c.network, args)).map_err(nl)? {
         host.delete_link(link.index).map_err(nl)?;
@@ -365,7 +379,9 @@ impl Plugin for Bridge {
             if c.macspoofchk {
                 let _ = spoofcheck::teardown(&args.container_id, &args.ifname);
             }
-            let _ = remove_veth(&c, args);
+            // Through the host end only: the ADD may have failed because the container
+            // already had an interface of that name, which is not this ADD's to remove.
+            let _ = remove_host_veth(&c, args);
             let _ = ipam::delegate("DEL", args, conf);
             return Err(e);
         }

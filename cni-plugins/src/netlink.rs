@@ -38,6 +38,31 @@ pub struct Netlink {
     sequence: u32,
 }
 
+/// A veth pair to create: the end `name` here, `peer` in the namespace `peer_netns` (with
+/// `peer_mac` when given); the end here attached to `controller` and up when asked.
+pub struct VethPort<'a> {
+    pub name: &'a str,
+    pub peer: &'a str,
+    pub peer_netns: RawFd,
+    pub mtu: Option<u32>,
+    pub peer_mac: Option<[u8; 6]>,
+    pub controller: Option<u32>,
+    pub up: bool,
+}
+
+/// A random locally administered unicast MAC, as the kernel gives a new veth.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most mac.len() bytes into mac.
+    unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
+pub fn mac_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// A link as the plugins need it.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -52,10 +77,6 @@ pub struct Link {
     /// For a bridge: whether it filters by VLAN, and the VLAN new ports get untagged.
     pub vlan_filtering: bool,
     pub vlan_default_pvid: u16,
-}
-
-fn mac_text(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl Netlink {
@@ -159,12 +180,7 @@ impl Netlink {
     pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>, vlan_filtering: bool) -> Result<()> {
         let mut message = LinkMessage::default();
         message.attributes.push(LinkAttribute::IfName(name.to_string()));
-        let mut mac = [0u8; 6];
-        // SAFETY: getrandom writes at most mac.len() bytes into mac.
-        if unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) } == mac.len() as isize {
-            mac[0] = (mac[0] & 0xfe) | 0x02;
-            message.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        }
+        message.attributes.push(LinkAttribute::Address(random_mac().to_vec()));
         if let Some(mtu) = mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -182,17 +198,33 @@ impl Netlink {
 
     /// Creates a veth pair here: `name`, and `peer` placed in the namespace `peer_netns`.
     pub fn create_veth(&mut self, name: &str, peer: &str, peer_netns: RawFd, mtu: Option<u32>) -> Result<()> {
+        self.create_port(&VethPort { name, peer, peer_netns, mtu, peer_mac: None, controller: None, up: false })
+    }
+
+    /// Creates a veth pair whose end here may join a bridge and come up in the same request
+    /// (one trip through the kernel's lock instead of three).
+    pub fn create_port(&mut self, port: &VethPort) -> Result<()> {
         let mut peer_message = LinkMessage::default();
-        peer_message.attributes.push(LinkAttribute::IfName(peer.to_string()));
-        peer_message.attributes.push(LinkAttribute::NetNsFd(peer_netns));
+        peer_message.attributes.push(LinkAttribute::IfName(port.peer.to_string()));
+        peer_message.attributes.push(LinkAttribute::NetNsFd(port.peer_netns));
+        if let Some(mac) = port.peer_mac {
+            peer_message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         let mut message = LinkMessage::default();
-        message.attributes.push(LinkAttribute::IfName(name.to_string()));
-        if let Some(mtu) = mtu {
+        message.attributes.push(LinkAttribute::IfName(port.name.to_string()));
+        if let Some(mtu) = port.mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
             peer_message.attributes.push(LinkAttribute::Mtu(mtu));
         }
+        if let Some(controller) = port.controller {
+            message.attributes.push(LinkAttribute::Controller(controller));
+        }
+        if port.up {
+            message.header.flags = LinkFlags::Up;
+            message.header.change_mask = LinkFlags::Up;
+        }
         message.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth), LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message)))]));
-        self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot create veth {name}/{peer}")).map(|_| ())
+        self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot create veth {}/{}", port.name, port.peer)).map(|_| ())
     }
 
     fn set_link(&mut self, index: u32, header_flags: Option<(LinkFlags, LinkFlags)>, attributes: Vec<LinkAttribute>, what: &str) -> Result<()> {

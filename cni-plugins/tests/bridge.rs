@@ -209,6 +209,16 @@ fn each_key_behaves() {
     let addresses = sh("ip -o addr show br-force");
     assert!(addresses.contains("10.88.0.1/24") && !addresses.contains("10.88.0.254"), "{addresses}");
 
+    // A container that has an interface of that name already: refused, and its interface,
+    // which is not the plugin's, stays.
+    let ns = add_netns("e1");
+    sh("ip netns exec e1 ip link add eth0 type veth peer name theirs0");
+    let busy = network("1.0.0", "busy", "br-busy", json!({ "isGateway": true }));
+    let (code, error) = call(&bin, "ADD", "e1", &ns, &busy);
+    assert_eq!((code, error["code"].clone()), (1, json!(7)), "{error}");
+    assert!(sh("ip netns exec e1 ip -o link show eth0").contains("theirs0"), "the container's own eth0 was removed");
+    assert_eq!(sh("ls /run/ipam-busy/busy").split_whitespace().filter(|f| f.starts_with("10.")).count(), 0, "the failed ADD kept its address");
+
     // Bad values are refused before anything is made.
     for (key, value, code) in [("vlan", json!(5000), 7), ("vlanTrunk", json!([{ "minID": 20, "maxID": 10 }]), 7), ("ipMasqBackend", json!("pf"), 7)] {
         let conf = network("1.0.0", "bad", "br-bad", json!({ key: value, "ipMasq": true }));
