@@ -253,28 +253,31 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     let bridge = ensure_bridge(&mut host, c)?;
     let host_name = host_veth_name(&c.network, args);
     // The pair is made from the host, the host end on the bridge at once; it comes up at
-    // once too unless VLANs or the spoof check must be in place first. The container's end
-    // gets its MAC from here, so the spoof check needs no look inside.
-    let container_mac = random_mac();
+    // once too unless VLANs or the spoof check must be in place first. Both MACs are chosen
+    // here (as the kernel would: random, locally administered), so nothing needs reading
+    // back in the usual case.
+    let (host_mac, container_mac) = (random_mac(), random_mac());
     let early_up = !c.uses_vlans() && !c.macspoofchk;
-    let port = VethPort { name: &host_name, peer: &args.ifname, peer_netns: container_ns.as_raw_fd(), mtu: c.mtu, peer_mac: Some(container_mac), controller: Some(bridge.index), up: early_up };
+    let port = VethPort { name: &host_name, peer: &args.ifname, peer_netns: container_ns.as_raw_fd(), mtu: c.mtu, mac: Some(host_mac), peer_mac: Some(container_mac), controller: Some(bridge.index), up: early_up };
     match host.create_port(&port) {
         Err(e) if e.errno == libc::EEXIST => {
             return Err(CniError::new(INVALID_CONFIG, format!("cannot make veth {host_name}/{}: {} already has an interface {} or the host one named {host_name} (left by an ADD without DEL?)", args.ifname, args.netns, args.ifname)));
         }
         other => other.map_err(nl)?,
     }
-    let host_link = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?;
-    if c.hairpin || c.port_isolation {
-        host.set_bridge_port(host_link.index, c.hairpin, c.port_isolation).map_err(nl)?;
-    }
-    join_vlans(&mut host, c, host_link.index, &bridge, &c.port_vlans())?;
     let container_mac = mac_text(&container_mac);
-    if c.macspoofchk {
-        spoofcheck::setup(&args.container_id, &args.ifname, &host_name, &container_mac)?;
-    }
-    if !early_up {
-        host.set_up(host_link.index).map_err(nl)?;
+    if c.hairpin || c.port_isolation || !early_up {
+        let index = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?.index;
+        if c.hairpin || c.port_isolation {
+            host.set_bridge_port(index, c.hairpin, c.port_isolation).map_err(nl)?;
+        }
+        join_vlans(&mut host, c, index, &bridge, &c.port_vlans())?;
+        if c.macspoofchk {
+            spoofcheck::setup(&args.container_id, &args.ifname, &host_name, &container_mac)?;
+        }
+        if !early_up {
+            host.set_up(index).map_err(nl)?;
+        }
     }
     netns::within(&container_ns, || {
         let mut inside = Netlink::open().map_err(nl)?;
@@ -303,7 +306,7 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     }
     result.interfaces = vec![
         Interface { name: c.bridge.clone(), mac: bridge.mac, sandbox: None },
-        Interface { name: host_name, mac: host_link.mac, sandbox: None },
+        Interface { name: host_name, mac: mac_text(&host_mac), sandbox: None },
         Interface { name: args.ifname.clone(), mac: container_mac, sandbox: Some(args.netns.clone()) },
     ];
     if let Some(gateway) = vlan_gateway {

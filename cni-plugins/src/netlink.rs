@@ -39,12 +39,13 @@ pub struct Netlink {
 }
 
 /// A veth pair to create: the end `name` here, `peer` in the namespace `peer_netns` (with
-/// `peer_mac` when given); the end here attached to `controller` and up when asked.
+/// the MACs given, if any); the end here attached to `controller` and up when asked.
 pub struct VethPort<'a> {
     pub name: &'a str,
     pub peer: &'a str,
     pub peer_netns: RawFd,
     pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
     pub peer_mac: Option<[u8; 6]>,
     pub controller: Option<u32>,
     pub up: bool,
@@ -198,7 +199,7 @@ impl Netlink {
 
     /// Creates a veth pair here: `name`, and `peer` placed in the namespace `peer_netns`.
     pub fn create_veth(&mut self, name: &str, peer: &str, peer_netns: RawFd, mtu: Option<u32>) -> Result<()> {
-        self.create_port(&VethPort { name, peer, peer_netns, mtu, peer_mac: None, controller: None, up: false })
+        self.create_port(&VethPort { name, peer, peer_netns, mtu, mac: None, peer_mac: None, controller: None, up: false })
     }
 
     /// Creates a veth pair whose end here may join a bridge and come up in the same request
@@ -212,6 +213,9 @@ impl Netlink {
         }
         let mut message = LinkMessage::default();
         message.attributes.push(LinkAttribute::IfName(port.name.to_string()));
+        if let Some(mac) = port.mac {
+            message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         if let Some(mtu) = port.mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
             peer_message.attributes.push(LinkAttribute::Mtu(mtu));

@@ -133,6 +133,11 @@ fn containers_reach_each_other_and_the_host_reaches_them() {
     assert!(sh("ip netns exec c1 ip route").contains("default via 10.88.0.1"));
     assert_eq!(second["ips"][0]["address"], "10.88.0.3/24");
     assert_eq!(first["interfaces"][0]["mac"], second["interfaces"][0]["mac"], "the bridge's MAC changed as a port came");
+    // The reported MACs are the links' own.
+    let veth = first["interfaces"][1]["name"].as_str().unwrap();
+    for (shown, interface) in [(sh(&format!("ip -o link show {veth}")), &first["interfaces"][1]), (sh("ip netns exec c1 ip -o link show eth0"), &first["interfaces"][2]), (sh("ip -o link show br-reach"), &first["interfaces"][0])] {
+        assert!(shown.contains(&format!("link/ether {} ", interface["mac"].as_str().unwrap())), "{interface} vs {shown}");
+    }
     // The default nftables backend writes the reference's nftables layout: one rule per
     // address in `masq_checks`, reached from `postrouting` past multicast.
     assert_eq!(masq_rules(), [masq_rule("10.88.0.2", "10.88.0.0/24", "reach", "c1"), masq_rule("10.88.0.3", "10.88.0.0/24", "reach", "c2")]);
