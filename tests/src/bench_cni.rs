@@ -1,8 +1,9 @@
 //! `make bench` cni section, run inside a private network namespace (the bench re-runs
 //! itself under `unshare -n -m`): bridge+host-local ADD and DEL with ipMasq at 1, 50 and
 //! 500 existing attachments (DEL with the ADD's result as prevResult), berth against
-//! Debian's reference plugins, alternated; the floors (a process start, the kernel's veth
-//! and nf_tables work) measured beside them at each level; binary sizes.
+//! Debian's reference plugins, alternated, with a berth network that keeps one attachment
+//! timed in the same rounds; the floors (a process start, the kernel's veth and nf_tables
+//! work) measured beside them at each level; binary sizes.
 
 use berth_cni::exec::run_plugin;
 use berth_cni::netlink::Netlink;
