@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, UNKNOWN_CONTAINER, UNSUPPORTED_FIELD};
-use crate::firewall::{self, Attachment};
+use crate::firewall::{self, Attachment, Firewall};
 use crate::netlink::{mac_text, random_mac, Link, Netlink, NetlinkError, VethPort};
 use crate::result::{Interface, NetResult, Route};
 use crate::skel::{Args, Plugin};
@@ -41,6 +41,8 @@ struct BridgeConf {
     vlan_trunk: Vec<u16>,
     preserve_default_vlan: bool,
     macspoofchk: bool,
+    /// The masquerading backend `ipMasqBackend` names.
+    firewall: Box<dyn Firewall>,
 }
 
 fn vlan_id(value: &Value, what: &str) -> CniResult<u16> {
@@ -82,7 +84,6 @@ impl BridgeConf {
             v if v.as_i64() == Some(0) => 0,
             v => vlan_id(v, "vlan")?,
         };
-        firewall::configured(conf)?;
         let bridge = conf["bridge"].as_str().unwrap_or("cni0").to_string();
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
             return Err(CniError::new(INVALID_CONFIG, format!("bridge name {bridge:?} is not a valid interface name")));
@@ -105,6 +106,7 @@ impl BridgeConf {
             vlan_trunk: vlan_trunk(conf)?,
             preserve_default_vlan: flag("preserveDefaultVlan"),
             macspoofchk: flag("macspoofchk"),
+            firewall: firewall::configured(conf)?,
         })
     }
 }
@@ -157,24 +159,34 @@ fn join_vlans(host: &mut Netlink, c: &BridgeConf, port: u32, bridge: &Link, vlan
 
 /// The bridge, created when missing (filtering VLANs when they are used), up.
 fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<Link> {
-    let made = match host.link(&c.bridge).map_err(nl)? {
-        None => host.create_bridge(&c.bridge, c.mtu, c.uses_vlans()),
-        Some(link) if c.uses_vlans() && !link.vlan_filtering && link.kind == Some(netlink_packet_route::link::InfoKind::Bridge) => host.set_vlan_filtering(link.index),
-        Some(_) => Ok(()),
-    };
-    match made {
+    // A kernel whose bridges cannot filter VLANs refuses to turn filtering on.
+    let filtering = |outcome: Result<(), NetlinkError>| match outcome {
         Err(e) if e.errno == libc::EOPNOTSUPP && c.uses_vlans() => {
             let value = if c.vlan != 0 { format!("vlan {}", c.vlan) } else { "vlanTrunk".to_string() };
-            return Err(CniError::new(UNSUPPORTED_FIELD, format!("{value}: this kernel's bridges cannot filter VLANs (built without CONFIG_BRIDGE_VLAN_FILTERING); leave out vlan and vlanTrunk on this host")));
+            Err(CniError::new(UNSUPPORTED_FIELD, format!("{value}: this kernel's bridges cannot filter VLANs (built without CONFIG_BRIDGE_VLAN_FILTERING); leave out vlan and vlanTrunk on this host")))
         }
-        other => other.map_err(nl)?,
+        other => other.map_err(nl),
+    };
+    let is_bridge = |link: &Link| link.kind == Some(netlink_packet_route::link::InfoKind::Bridge);
+    // An existing bridge is read once; a new one (or one another ADD made first) is read
+    // after its creation.
+    let link = match host.link(&c.bridge).map_err(nl)? {
+        Some(link) => {
+            if is_bridge(&link) && c.uses_vlans() && !link.vlan_filtering {
+                filtering(host.set_vlan_filtering(link.index))?;
+            }
+            link
+        }
+        None => {
+            filtering(host.create_bridge(&c.bridge, c.mtu, c.uses_vlans()))?;
+            host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("bridge {} vanished", c.bridge)))?
+        }
+    };
+    if !is_bridge(&link) {
+        return Err(CniError::new(INVALID_CONFIG, format!("{} exists and is not a bridge", c.bridge)));
     }
     // The bridge owns its IPv6 routes: no router advertisements (absent without IPv6).
     let _ = write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_ra", c.bridge), "0");
-    let link = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("bridge {} vanished", c.bridge)))?;
-    if link.kind != Some(netlink_packet_route::link::InfoKind::Bridge) {
-        return Err(CniError::new(INVALID_CONFIG, format!("{} exists and is not a bridge", c.bridge)));
-    }
     if c.promiscuous && !link.promiscuous {
         host.set_promiscuous(link.index).map_err(nl)?;
     }
@@ -196,12 +208,13 @@ fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> Cni
     }
     let port_name = format!("veth{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8]);
     let host_ns = netns::open("/proc/thread-self/ns/net")?;
-    match host.create_veth(&name, &port_name, host_ns.as_raw_fd(), c.mtu) {
+    // Its bridge end is the one made here, attached at once; the gateway end is the peer.
+    let port = VethPort { name: &port_name, peer: &name, peer_netns: host_ns.as_raw_fd(), mtu: c.mtu, mac: None, peer_mac: None, controller: Some(bridge.index), up: false };
+    match host.create_port(&port) {
         Err(e) if e.errno == libc::EEXIST => return host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished"))),
         other => other.map_err(nl)?,
     }
     let port = host.link(&port_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway port {port_name} did not arrive")))?;
-    host.set_controller(port.index, bridge.index).map_err(nl)?;
     join_vlans(host, c, port.index, bridge, &[(c.vlan, true)])?;
     host.set_up(port.index).map_err(nl)?;
     let link = host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished")))?;
@@ -265,7 +278,6 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
         }
         other => other.map_err(nl)?,
     }
-    let container_mac = mac_text(&container_mac);
     if c.hairpin || c.port_isolation || !early_up {
         let index = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?.index;
         if c.hairpin || c.port_isolation {
@@ -273,7 +285,7 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
         }
         join_vlans(&mut host, c, index, &bridge, &c.port_vlans())?;
         if c.macspoofchk {
-            spoofcheck::setup(&args.container_id, &args.ifname, &host_name, &container_mac)?;
+            spoofcheck::setup(&args.container_id, &args.ifname, &host_name, container_mac)?;
         }
         if !early_up {
             host.set_up(index).map_err(nl)?;
@@ -307,7 +319,7 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     result.interfaces = vec![
         Interface { name: c.bridge.clone(), mac: bridge.mac, sandbox: None },
         Interface { name: host_name, mac: mac_text(&host_mac), sandbox: None },
-        Interface { name: args.ifname.clone(), mac: container_mac, sandbox: Some(args.netns.clone()) },
+        Interface { name: args.ifname.clone(), mac: mac_text(&container_mac), sandbox: Some(args.netns.clone()) },
     ];
     if let Some(gateway) = vlan_gateway {
         result.interfaces.push(Interface { name: gateway.name, mac: gateway.mac, sandbox: None });
@@ -363,13 +375,11 @@ impl Plugin for Bridge {
                 }
             }
         }
-        // Masquerading is committed on a thread of its own while the links are made: the
-        // kernel frees a transaction's old objects after an RCU grace period, and a process
-        // leaving nf_tables waits for that, so the wait overlaps the netlink work.
-        let firewall = firewall::configured(conf)?;
+        // Masquerading is committed on a thread of its own while the links are made: both
+        // are kernel work that grows with what exists (rules to validate, bridge ports).
         let addresses: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
         let outcome = std::thread::scope(|scope| {
-            let masquerading = c.ip_masq.then(|| scope.spawn(|| firewall.add_masquerade(&attachment(&c, args), &addresses)));
+            let masquerading = c.ip_masq.then(|| scope.spawn(|| c.firewall.add_masquerade(&attachment(&c, args), &addresses)));
             let plumbed = plumb(&c, args, &mut result);
             let masqueraded = masquerading.map_or(Ok(()), |m| m.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the masquerade thread failed"))));
             plumbed.and(masqueraded)
@@ -377,7 +387,7 @@ impl Plugin for Bridge {
         if let Err(e) = outcome {
             // Nothing of a failed ADD stays: rules, veth, address.
             if c.ip_masq {
-                let _ = firewall.del_masquerade(&attachment(&c, args), &addresses);
+                let _ = c.firewall.del_masquerade(&attachment(&c, args), &addresses);
             }
             if c.macspoofchk {
                 let _ = spoofcheck::teardown(&args.container_id, &args.ifname);

@@ -28,22 +28,13 @@ fn chains(reference: &str) -> (String, String) {
     (iface, mac)
 }
 
-fn mac_bytes(mac: &str) -> CniResult<Vec<u8>> {
-    let bytes: Vec<u8> = mac.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
-    if bytes.len() != 6 {
-        return Err(CniError::new(IO_FAILURE, format!("macspoofchk: {mac:?} is not a MAC address")));
-    }
-    Ok(bytes)
-}
-
 /// Lets only frames from `mac` in through the bridge port `host_veth`.
-pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> CniResult<()> {
+pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: [u8; 6]) -> CniResult<()> {
     let id = reference(container_id, ifname);
     let (iface_chain, mac_chain) = chains(&id);
     let comment = format!("macspoofchk-{id}");
     let mut name = host_veth.as_bytes().to_vec();
     name.resize(IFNAMSIZ, 0);
-    let mac = mac_bytes(mac)?;
     with_shared(|nft| {
         let mut batch = Batch::new();
         // Declaring the existing table and base chain again would make the process wait
@@ -60,7 +51,7 @@ pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Cn
         let rules = [
             (PREROUTING, vec![Expr::Meta(META_IIFNAME), Expr::Equal(name), Expr::Verdict(Verdict::Jump(iface_chain.clone()))]),
             (iface_chain.as_str(), vec![Expr::Verdict(Verdict::Jump(mac_chain.clone()))]),
-            (mac_chain.as_str(), vec![Expr::Payload { base: LINK_HEADER, offset: 6, len: 6 }, Expr::Equal(mac), Expr::Verdict(Verdict::Return)]),
+            (mac_chain.as_str(), vec![Expr::Payload { base: LINK_HEADER, offset: 6, len: 6 }, Expr::Equal(mac.to_vec()), Expr::Verdict(Verdict::Return)]),
             (mac_chain.as_str(), vec![Expr::Verdict(Verdict::Drop)]),
         ];
         for (chain, exprs) in &rules {

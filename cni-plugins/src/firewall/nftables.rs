@@ -94,7 +94,7 @@ fn table_and_chains(batch: &mut Batch) {
 /// Whether `postrouting` holds its three rules (its goto keeps `masq_checks` alive).
 /// Then ADD writes only its own rule: re-declaring existing chains or replacing rules
 /// makes the kernel release the old objects after an RCU grace period, which a process
-/// leaving nf_tables waits out (8-25 ms here).
+/// leaving nf_tables waits out (10-25 ms here).
 fn in_place(client: &mut Client) -> Result<bool, NetlinkError> {
     let present = client.rules(Family::Inet, TABLE, POSTROUTING)?;
     Ok(present.len() == 3 && present.iter().all(|r| r.comment.is_none()))
