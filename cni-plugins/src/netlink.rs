@@ -292,10 +292,15 @@ impl Netlink {
         self.request(request, NLM_F_ACK, what).map(|_| ())
     }
 
+    /// Deletes the link; one that went meanwhile (its peer's namespace being torn down,
+    /// say) is as good as deleted.
     pub fn delete_link(&mut self, index: u32) -> Result<()> {
         let mut message = LinkMessage::default();
         message.header.index = index;
-        self.request(RouteNetlinkMessage::DelLink(message), NLM_F_ACK, "cannot delete the link").map(|_| ())
+        match self.request(RouteNetlinkMessage::DelLink(message), NLM_F_ACK, "cannot delete the link") {
+            Err(e) if e.errno == libc::ENODEV => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     fn family(ip: &IpAddr) -> AddressFamily {
