@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::convert;
 use crate::extract::Limits;
 use crate::image::{self, chain_ids};
+use crate::in_use;
 use crate::layers;
 use crate::manifest::Platform;
 use crate::store::{Locked, Store};
@@ -147,6 +148,28 @@ pub fn release(store: &Store, bundle: &Path) -> Result<()> {
     if all.remove(&key.display().to_string()).is_none() {
         bail!("{} is not a bundle of the store {}; `berth-image df` lists them", key.display(), store.root().display());
     }
+    refuse_if_in_use(&key)?;
     undo(&key, false)?;
     write_records(&locked, &all)
+}
+
+/// Fails, naming the processes, while any process has its root or working directory in the
+/// bundle's rootfs: removing it would pull the filesystem from under a container (created
+/// ones included, whose init already lives there), whichever runtime made it.
+fn refuse_if_in_use(bundle: &Path) -> Result<()> {
+    let rootfs = bundle.join("rootfs");
+    if !rootfs.is_dir() {
+        return Ok(());
+    }
+    let users = in_use::users(&rootfs)?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = users.iter().map(|u| format!("process {} ({}) has its {} there", u.pid, u.command, u.through)).collect();
+    bail!(
+        "bundle {} is in use, not released: {}; stop and delete its container first (`berth delete ID` or your runtime's delete) and end any process using {}",
+        bundle.display(),
+        named.join(", "),
+        rootfs.display()
+    )
 }

@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_ENTRIES)]
         max_layer_entries: u64,
     },
-    /// Unmount a bundle made by unpack and remove it with its writable layer.
+    /// Unmount a bundle made by unpack and remove it with its writable layer; refused while a process (a container's, created or running) has its root or working directory in the rootfs.
     Release { bundle: PathBuf },
     /// Disk usage per image (virtual size) and per bundle (own writable bytes, virtual size).
     Df {
