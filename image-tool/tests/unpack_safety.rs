@@ -4,7 +4,7 @@
 //! costing a mount and a config, images past a page of overlay options.
 
 mod common;
-use common::{err, ok, privileged, write_image, Entry, Tar, Temp};
+use common::{busybox_layer, err, ok, privileged, write_image, Entry, Tar, Temp};
 use std::fs;
 use std::path::Path;
 
@@ -205,19 +205,6 @@ fn decompression_bombs_hit_the_caps() {
     assert!(help.contains("--max-layer-bytes") && help.contains("--max-layer-entries"), "{help}");
 }
 
-/// A busybox layer: enough to run a shell.
-fn busybox_layer() -> Vec<u8> {
-    let busybox = fs::read("/bin/busybox").expect("busybox-static is not installed; `make deps` installs it");
-    let mut tar = Tar::default();
-    tar.add(Entry::dir("bin")).add(Entry { mode: 0o755, ..Entry::file("bin/busybox", &busybox) });
-    for applet in ["sh", "echo", "id", "cat"] {
-        let name = format!("bin/{applet}");
-        tar.add(Entry::symlink(&name, "busybox"));
-    }
-    tar.add(Entry::dir("etc")).add(Entry::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n")).add(Entry::file("etc/group", b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n"));
-    tar.finish()
-}
-
 #[test]
 fn a_bundle_runs_with_runc_and_release_leaves_nothing() {
     if !privileged("a_bundle_runs_with_runc_and_release_leaves_nothing") || !common::have("runc", "a_bundle_runs_with_runc_and_release_leaves_nothing") {
@@ -239,9 +226,6 @@ fn a_bundle_runs_with_runc_and_release_leaves_nothing() {
     let root = t.0.join("runc-root");
     let run = std::process::Command::new("runc").arg("--root").arg(&root).args(["run", "--bundle"]).arg(&bundle).arg(format!("berth-image-{}", std::process::id())).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "uid=1000(app) gid=1000(app) groups=10(wheel)\nhello\n/bin\nempty-volume\n", "{}", String::from_utf8_lossy(&run.stderr));
-    // The container's writes land in the bundle's own upper layer, never in the store.
-    let before = common::run(&store, &["df", "--json"]);
-    assert!(before.status.success());
     ok(&store, &["release", bundle.to_str().unwrap()]);
     assert!(!bundle.exists());
     assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()));
@@ -253,6 +237,55 @@ fn a_bundle_runs_with_runc_and_release_leaves_nothing() {
     ok(&store, &["rm", "t"]);
     ok(&store, &["gc"]);
     assert_eq!(fs::read_dir(store.join("layers")).unwrap().count(), 0);
+}
+
+#[test]
+fn container_writes_land_in_the_bundles_upper_layer_never_in_the_store() {
+    if !privileged("container_writes_land_in_the_bundles_upper_layer_never_in_the_store") {
+        return;
+    }
+    let t = Temp::new();
+    let berth = berth_tests::runtime::Berth::new("image-writes");
+    // Written, changed, renamed and deleted inside the container: files of both layers.
+    let script = "echo new > /new-file; echo appended >> /etc/passwd; rm /etc/group; rm /data/second; mv /data/keep /data/moved; \
+                  mkdir /made; echo made > /made/f; chmod 700 /bin; echo done";
+    let second = Tar::default().add(Entry::dir("data")).add(Entry::file("data/second", b"second layer")).add(Entry::file("data/keep", b"kept")).finish();
+    let config = serde_json::json!({ "Entrypoint": ["/bin/sh", "-c"], "Cmd": [script] });
+    let (store, bundle, out) = try_unpack(&t, &[busybox_layer(), second], config);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = common::snapshot(&store);
+    assert!(before.keys().any(|p| p.ends_with("etc/passwd")) && before.keys().any(|p| p.ends_with("data/keep")), "the store holds no extracted layers: {before:?}");
+    let (code, stdout, stderr) = berth.run_bundle(&bundle, &berth_tests::fixtures::container_id("image-writes"));
+    assert_eq!((code, stdout.as_str()), (0, "done\n"), "the container's writes failed: {stderr}");
+    let after = common::snapshot(&store);
+    for (path, line) in &before {
+        assert_eq!(after.get(path), Some(line), "the container's writes changed the store's {path}");
+    }
+    let added: Vec<&String> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert!(added.is_empty(), "the container's writes added {added:?} to the store");
+    // Each write is in the bundle's own upper layer: new content, copies up, whiteouts.
+    let upper = bundle.join("upper");
+    let whiteout = |name: &str| {
+        let meta = fs::symlink_metadata(upper.join(name)).unwrap_or_else(|e| panic!("no whiteout for {name} in the upper layer: {e}"));
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        assert!(meta.file_type().is_char_device() && meta.rdev() == 0, "{name} in the upper layer is not a whiteout");
+    };
+    assert_eq!(fs::read_to_string(upper.join("new-file")).unwrap(), "new\n");
+    assert_eq!(fs::read_to_string(upper.join("etc/passwd")).unwrap(), "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\nappended\n");
+    whiteout("etc/group");
+    whiteout("data/second");
+    whiteout("data/keep");
+    assert_eq!(fs::read(upper.join("data/moved")).unwrap(), b"kept");
+    assert_eq!(fs::read_to_string(upper.join("made/f")).unwrap(), "made\n");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&fs::metadata(upper.join("bin")).unwrap().permissions()) & 0o777, 0o700);
+    // And a second bundle of the same image sees none of them.
+    let other = t.0.join("other");
+    ok(&store, &["unpack", "t", other.to_str().unwrap()]);
+    assert_eq!(fs::read(other.join("rootfs/etc/group")).unwrap(), b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n");
+    assert!(!other.join("rootfs/new-file").exists() && other.join("rootfs/data/second").exists());
+    for bundle in [&bundle, &other] {
+        ok(&store, &["release", bundle.to_str().unwrap()]);
+    }
 }
 
 #[test]

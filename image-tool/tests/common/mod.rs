@@ -227,23 +227,27 @@ pub fn sh(script: &str) {
     assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A path's xattrs but the host's labels and overlay's own bookkeeping.
 pub fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = all_xattrs(path);
+    all.retain(|key, _| !key.starts_with("security.") && !key.starts_with("trusted.overlay."));
+    all
+}
+
+/// Every xattr of a path (not following a symlink).
+pub fn all_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let mut names = vec![0u8; 65536];
     // SAFETY: buffers sized as passed.
     let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
     let mut out = BTreeMap::new();
     for name in names[..n.max(0) as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let key = String::from_utf8_lossy(name).into_owned();
-        if key.starts_with("security.") || key.starts_with("trusted.overlay.") {
-            continue; // the host's labels; overlay's own bookkeeping
-        }
         let cname = CString::new(name).unwrap();
         let mut value = vec![0u8; 65536];
         // SAFETY: as above.
         let len = unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
         value.truncate(len.max(0) as usize);
-        out.insert(key, value);
+        out.insert(String::from_utf8_lossy(name).into_owned(), value);
     }
     out
 }
@@ -330,6 +334,52 @@ pub fn umoci_image(dir: &Path, tag: &str, flavour: &str) {
     ));
 }
 
+
+/// A busybox layer: enough to run a shell and change files.
+pub fn busybox_layer() -> Vec<u8> {
+    let busybox = fs::read("/bin/busybox").expect("busybox-static is not installed; `make deps` installs it");
+    let mut tar = Tar::default();
+    tar.add(Entry::dir("bin")).add(Entry { mode: 0o755, ..Entry::file("bin/busybox", &busybox) });
+    for applet in ["sh", "echo", "id", "cat", "sleep", "mkdir", "rm", "chmod", "mv"] {
+        let name = format!("bin/{applet}");
+        tar.add(Entry::symlink(&name, "busybox"));
+    }
+    tar.add(Entry::dir("etc")).add(Entry::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n")).add(Entry::file("etc/group", b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n"));
+    tar.finish()
+}
+
+/// A tree's full state, one line per path: kind, size, SHA-256 of the content, mode,
+/// owner, link count, mtime and ctime, link target or device numbers, xattrs. Two equal
+/// snapshots mean nothing in the tree was written.
+pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut entries = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let ft = meta.file_type();
+            let detail = if ft.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("symlink -> {}", fs::read_link(&path).unwrap().display())
+            } else if ft.is_file() {
+                format!("file sha256:{}", hex::encode(Sha256::digest(fs::read(&path).unwrap())))
+            } else if ft.is_char_device() || ft.is_block_device() {
+                format!("device {}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev()))
+            } else {
+                "other".to_string()
+            };
+            let line = format!(
+                "{detail} size {} mode {:o} owner {}:{} links {} mtime {}.{} ctime {}.{} xattrs {:?}",
+                meta.len(), meta.mode(), meta.uid(), meta.gid(), meta.nlink(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec(), all_xattrs(&path)
+            );
+            entries.insert(path.strip_prefix(root).unwrap().display().to_string(), line);
+        }
+    }
+    entries
+}
 
 /// Tags `multi` in `layout`: an index of its `amd` (linux/amd64) and `arm` (linux/arm64) images.
 pub fn tag_two_platform_index(layout: &Path) {
