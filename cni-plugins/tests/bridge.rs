@@ -97,6 +97,18 @@ fn masq_rules() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| l.ends_with('"') && l.contains(" masquerade comment ")).map(String::from).collect()
 }
 
+/// One attachment's masquerade rules in each backend: (nftables, iptables). The nftables
+/// backend comments its rule `net: N, if: eth0, id: C`; the iptables one jumps to, and
+/// fills, the chain named after network and container.
+fn attachment_rules(network: &str, id: &str) -> (Vec<String>, Vec<String>) {
+    let out = Command::new("nft").args(["list", "table", "inet", "cni_plugins_masquerade"]).output().unwrap();
+    let tag = format!("net: {network}, if: eth0, id: {id}\"");
+    let nft = String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| l.contains(&tag)).map(String::from).collect();
+    let chain = berth_cni::firewall::iptables::chain_name(network, id);
+    let iptables = nat_rules().into_iter().filter(|l| l.contains(&chain)).collect();
+    (nft, iptables)
+}
+
 /// The first 16 hex digits of sha512(text), by `sha512sum`.
 fn hash16(text: &str) -> String {
     sh(&format!("printf %s '{text}' | sha512sum"))[..16].to_string()
@@ -196,23 +208,38 @@ fn each_key_behaves() {
     assert!(sh("ip netns exec d1 ip -o link show eth0").contains("state DOWN"));
 
     // forceAddress: a bridge holding another address of the subnet is refused without it
-    // (and the failed ADD leaves nothing), and fixed with it.
-    sh("ip link add br-force type bridge && ip addr add 10.88.0.254/24 dev br-force");
-    let strict = network("1.0.0", "force", "br-force", json!({ "isGateway": true, "ipMasq": true }));
+    // (and the failed ADD leaves nothing: no veth, no address, no masquerade rule in either
+    // backend), and fixed with it. With each masquerade backend, the same count then sees
+    // the successful ADD's rule and its removal by DEL, so its zero means something.
+    sh("ip link add br-force type bridge");
     let ns = add_netns("f1");
     let veths = || sh("ip -o link").lines().filter(|l| l.contains("veth")).count();
-    let veths_before = veths();
-    let (code, error) = call(&bin, "ADD", "f1", &ns, &strict);
-    assert_eq!(code, 1);
-    assert!(error["msg"].as_str().unwrap().contains("forceAddress"), "{error}");
-    assert!(!sh("ip netns exec f1 ip -o link").contains("eth0"), "the failed ADD left the container's veth");
-    assert_eq!(veths(), veths_before, "the failed ADD left the host's veth");
-    assert!(nat_rules().is_empty(), "the failed ADD left rules: {:?}", nat_rules());
-    assert_eq!(sh("ls /run/ipam-force/force").split_whitespace().filter(|f| f.starts_with("10.")).count(), 0, "the failed ADD kept its address");
-    let forced = network("1.0.0", "force", "br-force", json!({ "isGateway": true, "forceAddress": true }));
-    assert_eq!(call(&bin, "ADD", "f1", &ns, &forced).0, 0);
-    let addresses = sh("ip -o addr show br-force");
-    assert!(addresses.contains("10.88.0.1/24") && !addresses.contains("10.88.0.254"), "{addresses}");
+    for backend in ["nftables", "iptables"] {
+        sh("ip addr flush dev br-force && ip addr add 10.88.0.254/24 dev br-force");
+        let strict = network("1.0.0", "force", "br-force", json!({ "isGateway": true, "ipMasq": true, "ipMasqBackend": backend }));
+        let veths_before = veths();
+        let (code, error) = call(&bin, "ADD", "f1", &ns, &strict);
+        assert_eq!(code, 1);
+        assert!(error["msg"].as_str().unwrap().contains("forceAddress"), "{error}");
+        assert!(!sh("ip netns exec f1 ip -o link").contains("eth0"), "the failed ADD left the container's veth");
+        assert_eq!(veths(), veths_before, "the failed ADD left the host's veth");
+        assert_eq!(attachment_rules("force", "f1"), (vec![], vec![]), "the failed ADD ({backend}) left masquerade rules (nftables, iptables)");
+        assert!(nat_rules().is_empty(), "the failed ADD left rules: {:?}", nat_rules());
+        assert_eq!(sh("ls /run/ipam-force/force").split_whitespace().filter(|f| f.starts_with("10.")).count(), 0, "the failed ADD kept its address");
+        let mut forced = strict.clone();
+        forced["forceAddress"] = json!(true);
+        assert_eq!(call(&bin, "ADD", "f1", &ns, &forced).0, 0);
+        let addresses = sh("ip -o addr show br-force");
+        assert!(addresses.contains("10.88.0.1/24") && !addresses.contains("10.88.0.254"), "{addresses}");
+        let (nft, iptables) = attachment_rules("force", "f1");
+        let seen = match backend {
+            "nftables" => nft.len() == 1 && iptables.is_empty(),
+            _ => nft.is_empty() && iptables.iter().any(|r| r.ends_with("-j MASQUERADE")),
+        };
+        assert!(seen, "the {backend} ADD's masquerade rule, counted in nftables {nft:?} and iptables {iptables:?}");
+        assert_eq!(call(&bin, "DEL", "f1", &ns, &forced).0, 0);
+        assert_eq!(attachment_rules("force", "f1"), (vec![], vec![]), "DEL ({backend}) left masquerade rules (nftables, iptables)");
+    }
 
     // A container that has an interface of that name already: refused, and its interface,
     // which is not the plugin's, stays.
