@@ -77,6 +77,8 @@ pub fn build(
         Ok(container) => {
             let finished = store.write_record(&container, bundle.rootfs.clone()).and_then(|_| {
                 let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
+                crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
+                    .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
                 crate::propagation::apply(init, &bundle.spec, &args.id)?;
                 cgroups::apply_oom_killer_setting(&container, &bundle.spec)
             });
