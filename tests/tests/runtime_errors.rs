@@ -158,6 +158,9 @@ fn selinux_labels_are_refused_because_berth_cannot_apply_them() {
     bundle.spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c2");
     bundle.write_spec();
     fails_with(&berth, &["run", "-d", "-b", bundle.path().to_str().unwrap(), &id], "linux.mountLabel is set, but berth cannot apply SELinux labels");
+    bundle.spec["linux"]["mountLabel"] = json!("");
+    bundle.write_spec();
+    fails_with(&berth, &["create", "-b", bundle.path().to_str().unwrap(), &id], "linux.mountLabel is an empty string");
     assert!(std::fs::read_dir(berth.root()).map(|d| d.count() == 0).unwrap_or(true), "a refused create left state behind");
 
     // An empty process label means "none" and runs as before; exec refuses a label too, from

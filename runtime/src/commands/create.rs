@@ -102,8 +102,12 @@ pub fn refuse_selinux_labels(spec: &Spec) -> Result<()> {
     if let Some(process) = spec.process() {
         refuse_process_label(process)?;
     }
-    if spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()).is_some_and(|label| !label.is_empty()) {
-        bail!("linux.mountLabel is set, but berth cannot apply SELinux labels; remove linux.mountLabel (or disable labeling in the caller)");
+    match spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()) {
+        None => {}
+        // libcontainer 0.7 hands even an empty label to the kernel as a mount context,
+        // which fails create with "failed to mount path as masked".
+        Some("") => bail!("linux.mountLabel is an empty string, which berth cannot pass on; remove linux.mountLabel"),
+        Some(_) => bail!("linux.mountLabel is set, but berth cannot apply SELinux labels; remove linux.mountLabel (or disable labeling in the caller)"),
     }
     Ok(())
 }
