@@ -7,7 +7,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 /// True when the config asks for a new network namespace (a network namespace entry
 /// without a path); joining an existing one by path leaves its interfaces to their owner.
-pub fn creates_network_namespace(spec: &Spec) -> bool {
+fn creates_network_namespace(spec: &Spec) -> bool {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
