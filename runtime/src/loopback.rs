@@ -65,3 +65,19 @@ fn set_loopback_up() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::creates_network_namespace;
+
+    fn spec_with(namespaces: serde_json::Value) -> oci_spec::runtime::Spec {
+        serde_json::from_value(serde_json::json!({"ociVersion": "1.1.0", "linux": {"namespaces": namespaces}})).unwrap()
+    }
+
+    #[test]
+    fn only_a_network_namespace_without_a_path_is_new() {
+        assert!(creates_network_namespace(&spec_with(serde_json::json!([{"type": "pid"}, {"type": "network"}]))));
+        assert!(!creates_network_namespace(&spec_with(serde_json::json!([{"type": "network", "path": "/run/netns/a"}]))));
+        assert!(!creates_network_namespace(&spec_with(serde_json::json!([{"type": "pid"}, {"type": "mount"}]))));
+    }
+}
