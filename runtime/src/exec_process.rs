@@ -38,7 +38,10 @@ pub fn from_flags(bundle: &Path, args: &ExecArgs) -> Result<Process> {
     if !args.cap.is_empty() {
         let mut caps = process.capabilities().clone().unwrap_or_default();
         for name in &args.cap {
-            let cap: Capability = name.parse().map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
+            // runc's callers name capabilities as config.json does (CAP_NET_ADMIN); oci-spec
+            // parses the bare name (NET_ADMIN). Both are taken.
+            let bare = name.strip_prefix("CAP_").unwrap_or(name);
+            let cap: Capability = bare.parse().map_err(|_| anyhow::anyhow!("unknown capability {name:?}"))?;
             let with_cap = |set: &Option<oci_spec::runtime::Capabilities>| {
                 let mut values = set.clone().unwrap_or_default();
                 values.insert(cap);

@@ -96,6 +96,72 @@ fn joining_another_containers_namespaces_by_path() {
     berth.ok(&["delete", "-f", &a]);
 }
 
+/// A network namespace of the test's own, held by a sleeping process, killed (by pid) on drop.
+struct HeldNetns {
+    holder: std::process::Child,
+}
+
+impl HeldNetns {
+    fn new() -> HeldNetns {
+        let holder = Command::new("unshare").args(["-n", "sleep", "300"]).spawn().expect("cannot run unshare -n");
+        let path = format!("/proc/{}/ns/net", holder.id());
+        // unshare replaces itself with sleep once the namespace exists.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(&path).ok() == std::fs::read_link("/proc/self/ns/net").ok() {
+            assert!(std::time::Instant::now() < deadline, "unshare -n never made its network namespace");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        HeldNetns { holder }
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/{}/ns/net", self.holder.id())
+    }
+}
+
+impl Drop for HeldNetns {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// The flags `ip link show lo` prints between angle brackets, e.g. `LOOPBACK,UP,LOWER_UP`.
+fn link_flags(ip_link_output: &str) -> Vec<String> {
+    let flags = ip_link_output.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(flags, _)| flags).unwrap_or("");
+    flags.split(',').map(String::from).collect()
+}
+
+#[test]
+fn loopback_is_up_in_a_new_network_namespace_and_untouched_in_a_joined_one() {
+    if !require_root("loopback_is_up_in_a_new_network_namespace_and_untouched_in_a_joined_one") {
+        return;
+    }
+    // busybox ping needs a raw socket: CAP_NET_RAW, which runc's default spec also grants.
+    let mut bundle = Bundle::busybox("lo", &["sh", "-c", "ip link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping=ok"]);
+    for set in ["bounding", "effective", "permitted"] {
+        bundle.spec["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_NET_RAW"));
+    }
+    bundle.write_spec();
+    let berth = Berth::new("lo");
+    let out = run_ok(&berth, &bundle, "lo");
+    assert!(link_flags(&out).contains(&"UP".to_string()), "lo is not up in the container's new network namespace: {out}");
+    assert!(out.contains("ping=ok"), "127.0.0.1 does not answer inside the container: {out}");
+
+    // Joined by path, the namespace belongs to someone else: its lo stays as it was (down).
+    let held = HeldNetns::new();
+    bundle.spec["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network", "path": held.path()}
+    ]);
+    bundle.set_args(&["ip", "link", "show", "lo"]);
+    let out = run_ok(&berth, &bundle, "lo-joined");
+    assert!(out.contains("LOOPBACK"), "{out}");
+    assert!(!link_flags(&out).contains(&"UP".to_string()), "berth brought up lo in a namespace it joined: {out}");
+    let from_outside = Command::new("nsenter").arg(format!("--net={}", held.path())).args(["ip", "-o", "link", "show", "lo"]).output().unwrap();
+    let from_outside = String::from_utf8_lossy(&from_outside.stdout);
+    assert!(!link_flags(&from_outside).contains(&"UP".to_string()), "the joined namespace's lo changed: {from_outside}");
+}
+
 #[test]
 fn user_namespace_maps_ids() {
     if !require_root("user_namespace_maps_ids") {

@@ -136,3 +136,46 @@ fn debug_adds_detail_to_the_log() {
     let line = std::fs::read_to_string(&text_log).unwrap();
     assert!(line.starts_with("time=\"") && line.contains(" level=error msg=\"container does not exist"), "{line}");
 }
+
+#[test]
+fn selinux_labels_are_refused_because_berth_cannot_apply_them() {
+    if !require_root("selinux_labels_are_refused_because_berth_cannot_apply_them") {
+        return;
+    }
+    let berth = Berth::new("selinux");
+    let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
+    assert_eq!(features["linux"]["selinux"]["enabled"], false, "berth applies no SELinux labels, whatever the host has");
+
+    let label = "system_u:system_r:container_t:s0:c1,c2";
+    let mut bundle = Bundle::busybox("selinux", &["sleep", "300"]);
+    bundle.spec["process"]["selinuxLabel"] = json!(label);
+    bundle.write_spec();
+    let id = container_id("selinux");
+    for command in ["create", "run"] {
+        fails_with(&berth, &[command, "-b", bundle.path().to_str().unwrap(), &id], "process.selinuxLabel is set, but berth cannot apply SELinux labels");
+    }
+    bundle.spec["process"]["selinuxLabel"] = Value::Null;
+    bundle.spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c2");
+    bundle.write_spec();
+    fails_with(&berth, &["run", "-d", "-b", bundle.path().to_str().unwrap(), &id], "linux.mountLabel is set, but berth cannot apply SELinux labels");
+    bundle.spec["linux"]["mountLabel"] = json!("");
+    bundle.write_spec();
+    fails_with(&berth, &["create", "-b", bundle.path().to_str().unwrap(), &id], "linux.mountLabel is an empty string");
+    assert!(std::fs::read_dir(berth.root()).map(|d| d.count() == 0).unwrap_or(true), "a refused create left state behind");
+
+    // An empty process label means "none" and runs as before; exec refuses a label too, from
+    // a file or from the flag.
+    bundle.spec["process"]["selinuxLabel"] = json!("");
+    bundle.spec["linux"]["mountLabel"] = Value::Null;
+    bundle.write_spec();
+    berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
+    let dir = TempDir::new("berth-selinux-process");
+    let file = dir.path().join("process.json");
+    std::fs::write(&file, serde_json::to_vec(&json!({
+        "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["true"], "selinuxLabel": label
+    })).unwrap()).unwrap();
+    fails_with(&berth, &["exec", "--process", file.to_str().unwrap(), &id], "process.selinuxLabel is set, but berth cannot apply SELinux labels");
+    fails_with(&berth, &["exec", "--process-label", label, &id, "true"], "process.selinuxLabel is set");
+    berth.ok(&["exec", &id, "true"]);
+    berth.ok(&["delete", "-f", &id]);
+}

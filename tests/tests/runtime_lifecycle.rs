@@ -289,3 +289,71 @@ fn rootless_and_criu_flags_are_accepted() {
     let out = berth.output(&["--no-such-flag", "list"]);
     assert_eq!(out.status.code(), Some(1), "bad usage exits 1 as in runc");
 }
+
+/// Waits (up to 10 s) for `path` to exist and returns its content.
+fn wait_for_file(path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_all_reaches_processes_besides_the_init() {
+    if !require_root("kill_all_reaches_processes_besides_the_init") {
+        return;
+    }
+    let bundle = Bundle::busybox("killall", &["sleep", "300"]);
+    let berth = Berth::new("killall");
+    let id = container_id("killall");
+    berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
+    // An exec'd process (not the init) records each signal it traps in a file of the rootfs.
+    let record = bundle.rootfs().join("tmp/signals");
+    let ready = bundle.rootfs().join("tmp/trapping");
+    berth.ok(&["exec", "-d", &id, "sh", "-c",
+        "trap 'echo USR2 >> /tmp/signals' USR2; trap 'echo USR1 >> /tmp/signals' USR1; echo $$ > /tmp/trapping; while :; do sleep 0.05; done"]);
+    let trapper: i64 = wait_for_file(&ready).trim().parse().unwrap();
+    let init = berth.state(&id)["pid"].as_i64().unwrap();
+    // Without --all only the init gets the signal (and ignores it, being a pid namespace's init).
+    berth.ok(&["kill", &id, "USR2"]);
+    berth.ok(&["kill", "--all", &id, "USR1"]);
+    // The shell runs the traps of every pending signal once its sleep ends, so a USR2 that
+    // had reached it would be recorded together with USR1.
+    let recorded = wait_for_file(&record);
+    assert_eq!(recorded, "USR1\n", "kill --all must reach the exec'd process (pid {trapper} in the container), and plain kill only the init {init}");
+    assert_eq!(berth.state(&id)["status"], "running", "the init ignores USR1 and keeps running");
+    berth.ok(&["delete", "-f", &id]);
+}
+
+#[test]
+fn run_keep_leaves_the_stopped_container_until_delete() {
+    if !require_root("run_keep_leaves_the_stopped_container_until_delete") {
+        return;
+    }
+    let bundle = Bundle::busybox("keep", &["sh", "-c", "exit 3"]);
+    let berth = Berth::new("keep");
+    let kept = container_id("kept");
+    let out = berth.output(&["run", "--keep", "-b", bundle.path().to_str().unwrap(), &kept]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let state = berth.state(&kept);
+    assert_eq!((state["status"].as_str(), state["pid"].as_i64()), (Some("stopped"), Some(0)), "{state}");
+    assert_eq!(berth.ok(&["list", "-q"]), format!("{kept}\n"));
+    let listed: serde_json::Value = serde_json::from_str(&berth.ok(&["list", "--format", "json"])).unwrap();
+    assert_eq!(listed[0]["status"], "stopped");
+    berth.ok(&["delete", &kept]);
+    assert_eq!(berth.ok(&["list", "-q"]), "");
+
+    // Without --keep the container is gone once its process exits.
+    let gone = container_id("gone");
+    let out = berth.output(&["run", "-b", bundle.path().to_str().unwrap(), &gone]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = berth.fails(&["state", &gone]);
+    assert!(err.contains("container does not exist"), "{err}");
+    assert_eq!(berth.ok(&["list", "-q"]), "");
+}

@@ -365,3 +365,86 @@ fn features_archs() -> Value {
     let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
     features["linux"]["seccomp"]["archs"].clone()
 }
+
+/// The effective capability mask in a /proc/PID/status text.
+fn cap_eff(status: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("no CapEff line").trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+#[test]
+fn exec_additional_gids_and_added_capabilities_reach_the_process() {
+    if !require_root("exec_additional_gids_and_added_capabilities_reach_the_process") {
+        return;
+    }
+    let (_bundle, berth, id) = running("execflags");
+    // -g adds supplementary groups to the exec'd process; without it there are none.
+    assert_eq!(berth.ok(&["exec", "-u", "1000:1000", "-g", "2000", "-g", "3000", &id, "id", "-G"]).split_whitespace().collect::<Vec<_>>(), ["1000", "2000", "3000"]);
+    assert_eq!(berth.ok(&["exec", "-u", "1000:1000", &id, "id", "-G"]).trim(), "1000");
+
+    // --cap adds a capability the container's process does not have (CAP_NET_ADMIN, bit 12).
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    let with_cap = cap_eff(&berth.ok(&["exec", "--cap", "CAP_NET_ADMIN", &id, "cat", "/proc/self/status"]));
+    assert_ne!(with_cap & CAP_NET_ADMIN, 0, "CapEff {with_cap:x} lacks CAP_NET_ADMIN");
+    let without = cap_eff(&berth.ok(&["exec", &id, "cat", "/proc/self/status"]));
+    assert_eq!(without & CAP_NET_ADMIN, 0, "CapEff {without:x} has CAP_NET_ADMIN without --cap");
+    // The bundle's own capabilities are kept beside the added one (CAP_KILL, bit 5).
+    assert_eq!(with_cap, without | CAP_NET_ADMIN);
+    assert_ne!(without & (1 << 5), 0);
+    // And the capability works: only with it may the process change an interface.
+    assert_eq!(berth.output(&["exec", "--cap", "CAP_NET_ADMIN", &id, "ip", "link", "set", "lo", "mtu", "1500"]).status.code(), Some(0));
+    assert_ne!(berth.output(&["exec", &id, "ip", "link", "set", "lo", "mtu", "1500"]).status.code(), Some(0));
+}
+
+/// True when `path` exists in the mount namespace of process `pid` (seen from its root mount).
+fn exists_in_mount_namespace(pid: i64, path: &std::path::Path) -> bool {
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let path = path.to_path_buf();
+    // A thread of its own: it stops sharing the test's filesystem context, then enters.
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+        nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+        path.exists()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn no_pivot_leaves_the_host_root_under_the_container_root() {
+    if !require_root("no_pivot_leaves_the_host_root_under_the_container_root") {
+        return;
+    }
+    // pivot_root detaches the host's root from the container's mount namespace; --no-pivot
+    // moves the rootfs on top of it instead. Lazily unmounting the container's root then
+    // shows what lies under it: nothing with pivot_root, the host's tree with --no-pivot.
+    let mut bundle = Bundle::busybox("pivot", &["sh", "-c", "umount -l / && touch /unmounted; sleep 300"]);
+    for set in ["bounding", "effective", "permitted"] {
+        bundle.spec["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+    }
+    bundle.write_spec();
+    let berth = Berth::new("pivot");
+    let marker = bundle.rootfs().join("unmounted");
+    for (no_pivot, host_visible) in [(false, false), (true, true)] {
+        let _ = std::fs::remove_file(&marker);
+        let id = container_id("pivot");
+        let mut args = vec!["run", "-d", "-b", bundle.path().to_str().unwrap(), &id];
+        if no_pivot {
+            args.insert(1, "--no-pivot");
+        }
+        berth.ok(&args);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !marker.exists() {
+            assert!(std::time::Instant::now() < deadline, "the container never unmounted its root");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let pid = berth.state(&id)["pid"].as_i64().unwrap();
+        assert_eq!(
+            exists_in_mount_namespace(pid, bundle.path()),
+            host_visible,
+            "no_pivot={no_pivot}: the host's bundle directory {} under the container's root",
+            bundle.path().display()
+        );
+        berth.ok(&["delete", "-f", &id]);
+    }
+}

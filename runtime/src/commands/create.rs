@@ -43,6 +43,7 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
         .with_context(|| format!("bundle {} does not exist or cannot be read", args.bundle.display()))?;
     let spec = load_spec(&path)?;
     cgroups::check_systemd_request(store.systemd_cgroup, &spec)?;
+    refuse_selinux_labels(&spec).with_context(|| format!("invalid config.json in {}", path.display()))?;
     let rootfs = rootfs_of(&path, &spec)?;
     check_bind_sources(&path, &spec)?;
     store.ensure_root()?;
@@ -77,6 +78,8 @@ pub fn build(
         Ok(container) => {
             let finished = store.write_record(&container, bundle.rootfs.clone()).and_then(|_| {
                 let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
+                crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
+                    .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
                 crate::propagation::apply(init, &bundle.spec, &args.id)?;
                 cgroups::apply_oom_killer_setting(&container, &bundle.spec)
             });
@@ -91,6 +94,30 @@ pub fn build(
             Err(anyhow::Error::new(e).context(format!("cannot create container {}", args.id)))
         }
     }
+}
+
+/// Refuses SELinux labels: libcontainer 0.7 does not apply them, and a container started
+/// without the label it asked for would run under a different policy than its caller meant.
+pub fn refuse_selinux_labels(spec: &Spec) -> Result<()> {
+    if let Some(process) = spec.process() {
+        refuse_process_label(process)?;
+    }
+    match spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()) {
+        None => {}
+        // libcontainer 0.7 hands even an empty label to the kernel as a mount context,
+        // which fails create with "failed to mount path as masked".
+        Some("") => bail!("linux.mountLabel is an empty string, which berth cannot pass on; remove linux.mountLabel"),
+        Some(_) => bail!("linux.mountLabel is set, but berth cannot apply SELinux labels; remove linux.mountLabel (or disable labeling in the caller)"),
+    }
+    Ok(())
+}
+
+/// Refuses a process's `selinuxLabel` (create, run and exec), which berth cannot apply.
+pub fn refuse_process_label(process: &oci_spec::runtime::Process) -> Result<()> {
+    if process.selinux_label().as_deref().is_some_and(|label| !label.is_empty()) {
+        bail!("process.selinuxLabel is set, but berth cannot apply SELinux labels; remove process.selinuxLabel (or disable labeling in the caller)");
+    }
+    Ok(())
 }
 
 /// Reads and checks `config.json`, naming the bundle in every error.

@@ -31,6 +31,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         None if args.command.is_empty() => bail!("exec needs a command after the container id, or --process FILE"),
         None => crate::exec_process::from_flags(container.bundle(), args)?,
     };
+    super::create::refuse_process_label(&process).with_context(|| format!("cannot exec in container {}", args.id))?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && args.detach && args.console_socket.is_none() {
         bail!("a detached exec with a terminal needs --console-socket to receive it");

@@ -36,7 +36,8 @@ pub fn features(criu: Option<&Path>) -> Result<()> {
                 "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
             },
             "apparmor": {"enabled": apparmor_enabled()},
-            "selinux": {"enabled": Path::new("/sys/fs/selinux/enforce").exists()},
+            // libcontainer 0.7 applies no SELinux labels, and berth refuses configs that ask for one.
+            "selinux": {"enabled": false},
             "intelRdt": {"enabled": Path::new("/sys/fs/resctrl/schemata").exists()}
         },
         "annotations": {
