@@ -10,6 +10,7 @@ pub mod executor;
 pub mod foreground;
 pub mod lifecycle;
 pub mod logging;
+pub mod mount_options;
 pub mod propagation;
 pub mod signal;
 pub mod state;
