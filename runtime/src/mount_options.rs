@@ -353,7 +353,9 @@ pub fn apply(init: Pid, plan: &Plan, id: &str) -> Result<()> {
     match unsafe { fork() }.context("cannot fork to apply mount options")? {
         ForkResult::Child => {
             drop(report_read);
-            let outcome = enter(&namespace).and_then(|()| plan.fixups.iter().try_for_each(apply_fixup));
+            let outcome = open_host_proc()
+                .and_then(|proc| enter(&namespace).map(|()| proc))
+                .and_then(|proc| plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, &proc)));
             let code = match outcome {
                 Ok(()) => 0,
                 Err(error) => {
@@ -379,6 +381,43 @@ pub fn apply(init: Pid, plan: &Plan, id: &str) -> Result<()> {
     }
 }
 
+/// The host's /proc, opened before entering the container's mount namespace (whose own
+/// /proc shows another pid namespace): through it the helper reads its descriptors' paths
+/// and its mount table, both as the container sees them.
+fn open_host_proc() -> Result<OwnedFd> {
+    let fd = nix::fcntl::openat(None, "/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .context("cannot open /proc")?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The path of an open file as the container sees it (symlinks resolved).
+fn path_in_container(proc: &OwnedFd, fd: &OwnedFd) -> Result<PathBuf> {
+    let link = nix::fcntl::readlinkat(Some(proc.as_raw_fd()), format!("self/fd/{}", fd.as_raw_fd()).as_str())
+        .context("cannot read the path of a mount")?;
+    Ok(PathBuf::from(link))
+}
+
+/// True when the topmost mount at `point` covers another mount at the same place.
+fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
+    let fd = nix::fcntl::openat(Some(proc.as_raw_fd()), "self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .context("cannot open the mount table")?;
+    let mut text = String::new();
+    // SAFETY: a new descriptor that nothing else owns.
+    unsafe { File::from_raw_fd(fd) }.read_to_string(&mut text).context("cannot read the mount table")?;
+    // mountinfo escapes these bytes of a path as octal.
+    let mut shown = String::new();
+    for c in point.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => shown.push_str(&format!("\\{:03o}", c as u32)),
+            c => shown.push(c),
+        }
+    }
+    let mounts: Vec<Vec<&str>> = text.lines().map(|line| line.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
+    let Some(top) = mounts.iter().rev().find(|fields| fields[4] == shown) else { bail!("{} is not mounted", point.display()) };
+    Ok(mounts.iter().any(|fields| fields[0] == top[1] && fields[4] == shown))
+}
+
 fn enter(namespace: &File) -> Result<()> {
     nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
         .context("cannot enter the container's mount namespace")?;
@@ -387,12 +426,12 @@ fn enter(namespace: &File) -> Result<()> {
     Ok(())
 }
 
-fn apply_fixup(fixup: &Fixup) -> Result<()> {
+fn apply_fixup(fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
     let destination = &fixup.destination;
     let target = open_in_root(destination, libc::O_PATH)
         .with_context(|| format!("cannot open mount {} in the container", destination.display()))?;
     if fixup.copy_up {
-        copy_up(destination, &target, fixup)
+        copy_up(&target, fixup, proc)
             .with_context(|| format!("cannot copy the image's {} into its tmpfs (tmpcopyup)", destination.display()))?;
     }
     if !fixup.superblock.is_empty() {
@@ -559,9 +598,14 @@ fn open_dir(dir: RawFd, name: &OsStr) -> nix::Result<OwnedFd> {
 /// submounts (so the tmpfs does not hide it and nothing mounted later leaks in); the
 /// target is a copy of the tmpfs alone, made writable. Every entry is opened relative to
 /// its directory without following symlinks, so nothing outside the rootfs is reached.
-fn copy_up(destination: &Path, tmpfs: &OwnedFd, fixup: &Fixup) -> Result<()> {
+fn copy_up(tmpfs: &OwnedFd, fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
     if statfs(tmpfs)?.f_type != TMPFS_MAGIC {
         bail!("the mount there is not a tmpfs");
+    }
+    // Where libcontainer mounted it, symlinks of the image resolved (/var/run is /run).
+    let destination = path_in_container(proc, tmpfs)?;
+    if covers_a_mount(proc, &destination)? {
+        bail!("the tmpfs at {} covers another mount; berth copies up only the image's content", destination.display());
     }
     let parent = destination.parent().context("the destination is the root")?;
     let name = destination.file_name().context("the destination has no name")?;

@@ -99,7 +99,7 @@ fn tmpcopyup_fills_the_tmpfs_with_the_image_content() {
         return;
     }
     let script = "stat -c '%n %a %u %g' /data /data/a /data/sub /data/sub/b /data/fifo; readlink /data/link; readlink /data/escape; \
-                  cat /data/a /data/sub/b /data/nested/from-host; echo written > /data/w; cat /data/w; grep ' /data ' /proc/self/mountinfo";
+                  cat /data/a /data/sub/b /data/nested/from-host; echo written > /data/w; cat /data/w; cat /real/r; grep -E ' /(data|real) ' /proc/self/mountinfo";
     let mut bundle = Bundle::busybox("copyup", &["sh", "-c", script]);
     // root in the container, to read what the other owners' modes keep from its user.
     bundle.spec["process"]["user"] = json!({"uid": 0, "gid": 0});
@@ -120,7 +120,12 @@ fn tmpcopyup_fills_the_tmpfs_with_the_image_content() {
     // A later bind mount below the tmpfs stays in place over the copied content.
     let host = TempDir::new("berth-copyup-src");
     std::fs::write(host.path().join("from-host"), "host-file\n").unwrap();
+    // A destination that is a symlink in the image is mounted, and filled, where it leads.
+    std::fs::create_dir_all(bundle.rootfs().join("real")).unwrap();
+    std::fs::write(bundle.rootfs().join("real/r"), "image-r\n").unwrap();
+    symlink("/real", bundle.rootfs().join("sym")).unwrap();
     add_mount(&mut bundle, "/data", "tmpfs", "tmpfs", &["rw", "nosuid", "nodev", "tmpcopyup"]);
+    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/sym", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]}));
     add_mount(&mut bundle, "/data/nested", "bind", host.path().to_str().unwrap(), &["bind"]);
     let out = run_ok(&bundle, "copyup");
     for expected in [
@@ -130,12 +135,14 @@ fn tmpcopyup_fills_the_tmpfs_with_the_image_content() {
         "/data/sub/b 604 43 44\n",
         "/data/fifo 620 44 45\n",
         "/etc/shadow\n../../../../../../etc\n",
-        "image-a\nimage-b\nhost-file\nwritten\n",
+        "image-a\nimage-b\nhost-file\nwritten\nimage-r\n",
     ] {
         assert!(out.contains(expected), "{expected:?} missing from the container's view:\n{out}");
     }
-    let line = out.lines().last().unwrap();
-    assert!(line.contains(" - tmpfs "), "/data is not a tmpfs: {line}");
+    for point in ["/data", "/real"] {
+        let line = out.lines().find(|l| l.split_whitespace().nth(4) == Some(point)).unwrap_or_else(|| panic!("{point}:\n{out}"));
+        assert!(line.contains(" - tmpfs "), "{point} is not a tmpfs: {line}");
+    }
     // Writes went to the tmpfs, never to the image; the symlinks were copied, not followed.
     assert!(!data.join("w").exists(), "a write in the tmpfs reached the image");
     assert_eq!(std::fs::read_to_string(data.join("a")).unwrap(), "image-a\n");
@@ -334,6 +341,17 @@ fn options_berth_cannot_apply_are_refused_by_name() {
         assert!(stderr.contains(&format!("{option:?}")) && stderr.contains("/refused"), "{options:?}: {stderr}");
         assert!(!berth.root().join(&id).exists(), "a refused container left state");
     }
+    // A tmpfs stacked on another mount: berth copies only from the image, so it refuses.
+    let mut bundle = Bundle::busybox("refused", &["true"]);
+    add_mount(&mut bundle, "/stacked", "tmpfs", "tmpfs", &[]);
+    add_mount(&mut bundle, "/stacked", "tmpfs", "tmpfs", &["tmpcopyup"]);
+    bundle.write_spec();
+    let berth = Berth::new("refused");
+    let id = format!("{}-stacked", container_id("refused"));
+    let (code, _, stderr) = berth.run_bundle(bundle.path(), &id);
+    assert_ne!(code, 0, "a copy-up over another mount was accepted");
+    assert!(stderr.contains("tmpcopyup") && stderr.contains("covers another mount"), "{stderr}");
+    assert!(!berth.root().join(&id).exists(), "a refused container left state");
 }
 
 #[test]
