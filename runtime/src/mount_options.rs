@@ -53,8 +53,9 @@ const ST_NOSYMFOLLOW: i64 = 0x2000;
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// runc's options that no call berth or libcontainer makes can apply: the filesystem
-/// context API (fsconfig) has no way to pass them, so berth refuses them by name.
-const UNSUPPORTED: &[&str] = &["acl", "noacl", "iversion", "noiversion", "silent", "loud"];
+/// context API (fsconfig) has no way to pass them and their effect cannot be checked, so
+/// berth refuses them by name.
+const UNSUPPORTED: &[&str] = &["iversion", "noiversion", "silent", "loud"];
 
 /// Options libcontainer applies itself, or berth's propagation module does.
 const APPLIED_ELSEWHERE: &[&str] = &[
@@ -122,6 +123,8 @@ struct Fixup {
     recursive: Option<(u64, u64)>,
     /// Superblock flags and (for `remount`) filesystem options, in order.
     superblock: Vec<String>,
+    /// `acl` / `noacl`: whether the filesystem must have POSIX ACLs.
+    acl: Option<bool>,
 }
 
 /// The mounts as libcontainer must see them, and what berth applies after create.
@@ -179,6 +182,14 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
         }
         if UNSUPPORTED.contains(&option) {
             return Err(refuse(option, "berth mounts through the filesystem context API, which cannot pass it"));
+        }
+        if option == "acl" || option == "noacl" {
+            // The filesystem decides (fsconfig cannot pass it): berth checks it holds.
+            if bind {
+                return Err(refuse(option, "a bind mount takes no filesystem options"));
+            }
+            fixup.acl = Some(option == "acl");
+            continue;
         }
         if option == "tmpcopyup" {
             if mount.typ().as_deref() != Some("tmpfs") || bind || remount {
@@ -258,7 +269,7 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     }
     if remount {
         // The mount exists already: berth changes it and libcontainer must not mount anew.
-        if fixup.atime.is_none() && fixup.set == 0 && fixup.clear == 0 && fixup.recursive.is_none() && fixup.superblock.is_empty() {
+        if fixup.atime.is_none() && fixup.set == 0 && fixup.clear == 0 && fixup.recursive.is_none() && fixup.superblock.is_empty() && fixup.acl.is_none() {
             return Ok((None, None));
         }
         return Ok((None, Some(fixup)));
@@ -272,7 +283,7 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     if for_libcontainer != options {
         kept.set_options(Some(for_libcontainer));
     }
-    let needed = fixup.copy_up || fixup.set != 0 || fixup.clear != 0 || fixup.atime.is_some() || !fixup.superblock.is_empty();
+    let needed = fixup.copy_up || fixup.set != 0 || fixup.clear != 0 || fixup.atime.is_some() || !fixup.superblock.is_empty() || fixup.acl.is_some();
     Ok((Some(kept), needed.then_some(fixup)))
 }
 
@@ -438,6 +449,12 @@ fn apply_fixup(fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
         reconfigure(&target, &fixup.superblock)
             .with_context(|| format!("cannot set {} on the filesystem of mount {}", fixup.superblock.join(","), destination.display()))?;
     }
+    if let Some(wanted) = fixup.acl {
+        if has_acls(&target).with_context(|| format!("cannot check POSIX ACLs on mount {}", destination.display()))? != wanted {
+            let (option, why) = if wanted { ("acl", "has no POSIX ACLs") } else { ("noacl", "keeps POSIX ACLs on") };
+            bail!("cannot apply mount option {option:?} to mount {}: its filesystem {why}", destination.display());
+        }
+    }
     let flags = mount_flags(&target)?;
     let mut set = fixup.set;
     let mut clear = 0;
@@ -543,6 +560,22 @@ fn mount_setattr(fd: &OwnedFd, set: u64, clear: u64, recursive: bool) -> std::io
         libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
     })
     .map(drop)
+}
+
+/// Whether the filesystem mounted at `fd` (a directory) has POSIX ACLs: it answers for
+/// the access ACL of its root, set or not, rather than not supporting it.
+fn has_acls(fd: &OwnedFd) -> Result<bool> {
+    let root = open_dir(fd.as_raw_fd(), OsStr::new("."))?;
+    // SAFETY: a size query (no buffer) on a valid descriptor with a NUL-terminated name.
+    let result = unsafe { libc::fgetxattr(root.as_raw_fd(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    if result >= 0 {
+        return Ok(true);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENODATA) => Ok(true),
+        Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(std::io::Error::last_os_error().into()),
+    }
 }
 
 /// Sets superblock flags and filesystem options on the filesystem mounted at `fd`
@@ -742,7 +775,8 @@ mod tests {
     #[test]
     fn unapplicable_options_are_refused_by_name() {
         for (typ, options, option) in [
-            ("tmpfs", &["acl"][..], "acl"),
+            ("tmpfs", &["iversion"][..], "iversion"),
+            ("bind", &["bind", "acl"][..], "acl"),
             ("bind", &["rbind", "size=1m"][..], "size=1m"),
             ("bind", &["bind", "sync"][..], "sync"),
             ("proc", &["tmpcopyup"][..], "tmpcopyup"),
