@@ -4,15 +4,21 @@
 //! never clears one on a bind mount (`rw`, `suid`, `dev`, `exec`, `atime`, `diratime`,
 //! `nostrictatime`, `norelatime`), drops the superblock flags (`sync`, `async`, `dirsync`,
 //! `mand`, `nomand`) and `remount`, ignores every other option of a bind mount, and hands
-//! `tmpcopyup`, `nosymfollow` and `symfollow` to the filesystem, which refuses them. Before
-//! create, berth checks each mount's options and strips from libcontainer's copy of the
-//! spec those it applies itself; after create, in the container's mount namespace (the
-//! rootfs pivoted, the process not yet started), it applies them.
+//! `tmpcopyup`, `nosymfollow`, `symfollow`, `acl` and `noacl` to the filesystem, which
+//! refuses them. Before create, berth checks each mount's options, refuses by name those
+//! nobody can apply, and, when libcontainer must not see some, gives it a copy of the spec
+//! without them (see `SpecCopy`). After create, in the container's mount namespace (the
+//! rootfs pivoted, the createContainer hooks run, the process not yet started), it applies
+//! the rest: copy-up, clearing flags, (no)symfollow, `acl`/`noacl` checks, `remount`.
 //!
 //! Access times: `relatime`, `noatime` and `strictatime` pick the mode; `atime`,
 //! `nostrictatime` and `norelatime` leave a mount that has noatime, strictatime or relatime
 //! respectively: the first two for the kernel's default (relatime), `norelatime` for
 //! strictatime (every access updates atime, which is what "not relatime" means).
+//!
+//! `remount` changes the mount already at the destination: per-mount flags (`ro` and `rw`
+//! included: the filesystem may be shared with the host, so its own read-only state is
+//! left alone), recursive flags, superblock flags and filesystem options (fspick).
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;

@@ -379,3 +379,40 @@ fn features_lists_the_mount_options_of_runc() {
     let missing: Vec<&String> = runc.difference(&berth).collect();
     assert_eq!(missing, ["iversion", "loud", "noiversion", "silent"], "runc's options berth lacks");
 }
+
+#[test]
+fn options_berth_applies_leave_the_bundle_as_given() {
+    if !require_root("options_berth_applies_leave_the_bundle_as_given") {
+        return;
+    }
+    // libcontainer reads a copy of the spec without tmpcopyup; the container's state, the
+    // bundle and berth's state root show no trace of it once create returns, and a
+    // createRuntime hook still finds the bundle's own files (and its rootfs) where it looks.
+    let mut bundle = Bundle::busybox("bundle", &["sh", "-c", "cat /data/f"]);
+    std::fs::create_dir_all(bundle.rootfs().join("data")).unwrap();
+    std::fs::write(bundle.rootfs().join("data/f"), "image-f\n").unwrap();
+    std::fs::write(bundle.path().join("extra"), "bundle-file\n").unwrap();
+    add_mount(&mut bundle, "/data", "tmpfs", "tmpfs", &["tmpcopyup"]);
+    let seen = bundle.path().join("hook-saw");
+    let hook = format!(
+        "b=$(sed 's/.*\"bundle\":\"\\([^\"]*\\)\".*/\\1/'); cat \"$b/extra\" > {0}; ls \"$b/rootfs/data\" >> {0}",
+        seen.display()
+    );
+    bundle.spec["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
+    let config = {
+        bundle.write_spec();
+        std::fs::read(bundle.path().join("config.json")).unwrap()
+    };
+    let berth = Berth::new("bundle");
+    let id = container_id("bundle");
+    let bundle_path = bundle.path().to_str().unwrap();
+    berth.ok(&["create", "--bundle", bundle_path, &id]);
+    assert_eq!(berth.state(&id)["bundle"], bundle_path);
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "bundle-file\nf\n");
+    let entries: Vec<String> = std::fs::read_dir(berth.root()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(entries, [id.clone()], "berth's state root holds more than the container");
+    assert_eq!(std::fs::read(bundle.path().join("config.json")).unwrap(), config, "the bundle's config.json changed");
+    berth.ok(&["start", &id]);
+    berth.wait_status(&id, "stopped");
+    berth.ok(&["delete", &id]);
+}
