@@ -4,8 +4,8 @@
 //! never clears one on a bind mount (`rw`, `suid`, `dev`, `exec`, `atime`, `diratime`,
 //! `nostrictatime`, `norelatime`), drops the superblock flags (`sync`, `async`, `dirsync`,
 //! `mand`, `nomand`) and `remount`, ignores every other option of a bind mount, and hands
-//! `tmpcopyup`, `nosymfollow`, `symfollow`, `acl` and `noacl` to the filesystem, which
-//! refuses them. Before create, berth checks each mount's options, refuses by name those
+//! `tmpcopyup`, `nosymfollow`, `symfollow`, `acl`, `noacl` and `loud` to the filesystem,
+//! which refuses them. Before create, berth checks each mount's options, refuses by name those
 //! nobody can apply, and, when libcontainer must not see some, gives it a copy of the spec
 //! without them (see `SpecCopy`). After create, in the container's mount namespace (the
 //! rootfs pivoted, the createContainer hooks run, the process not yet started), it applies
@@ -61,7 +61,7 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// runc's options that no call berth or libcontainer makes can apply: the filesystem
 /// context API (fsconfig) has no way to pass them and their effect cannot be checked, so
 /// berth refuses them by name.
-const UNSUPPORTED: &[&str] = &["iversion", "noiversion", "silent", "loud"];
+const UNSUPPORTED: &[&str] = &["iversion", "noiversion", "silent"];
 
 /// Options libcontainer applies itself, or berth's propagation module does.
 const APPLIED_ELSEWHERE: &[&str] = &[
@@ -188,6 +188,14 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
         }
         if UNSUPPORTED.contains(&option) {
             return Err(refuse(option, "berth mounts through the filesystem context API, which cannot pass it"));
+        }
+        if option == "loud" {
+            // mount(2)'s MS_SILENT cleared: a filesystem made through fsopen never has it,
+            // so the kernel logs its mount messages; fsconfig would refuse the word.
+            if bind {
+                return Err(refuse(option, "a bind mount takes no filesystem options"));
+            }
+            continue;
         }
         if option == "acl" || option == "noacl" {
             // The filesystem decides (fsconfig cannot pass it): berth checks it holds.
@@ -786,6 +794,7 @@ mod tests {
             ("bind", &["rbind", "size=1m"][..], "size=1m"),
             ("bind", &["bind", "sync"][..], "sync"),
             ("proc", &["tmpcopyup"][..], "tmpcopyup"),
+            ("tmpfs", &["loud", "silent"][..], "silent"),
         ] {
             let error = plan_mount(&mount(typ, options)).unwrap_err().to_string();
             assert!(error.contains(&format!("{option:?}")) && error.contains("/x"), "{error}");
