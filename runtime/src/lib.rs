@@ -11,6 +11,7 @@ pub mod foreground;
 pub mod lifecycle;
 pub mod logging;
 pub mod loopback;
+pub mod mount_options;
 pub mod propagation;
 pub mod signal;
 pub mod state;

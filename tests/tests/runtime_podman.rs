@@ -155,3 +155,25 @@ fn podman_shows_berths_own_error_for_a_container_that_cannot_start() {
     assert!(stderr.contains("executable '/no/such/program' not found"), "{stderr}");
     assert!(stderr.contains("cannot create container"), "podman should show berth's own message: {stderr}");
 }
+
+#[test]
+fn podman_tmpfs_mounts_copy_up_the_image_content() {
+    let Some(podman) = ready("podman_tmpfs_mounts_copy_up_the_image_content") else { return };
+    // Both forms send tmpcopyup: the image's /etc/apt and /etc/default appear in new tmpfs
+    // mounts, writes there stay in the tmpfs, and a directory the image lacks is made.
+    let script = "ls /etc/apt /etc/default; echo written > /etc/apt/berth-written; cat /etc/apt/berth-written; \
+                  ls -d /x; grep -E ' /(etc/apt|etc/default|x) ' /proc/self/mountinfo";
+    let out = podman.ok(&podman.run_args(&[
+        "--rm", "--tmpfs", "/etc/apt", "--mount", "type=tmpfs,destination=/etc/default", "--tmpfs", "/x", IMAGE, "sh", "-c", script,
+    ]));
+    for expected in ["sources.list", "apt.conf.d", "useradd", "written\n", "/x\n"] {
+        assert!(out.contains(expected), "{expected:?} missing:\n{out}");
+    }
+    for point in ["/etc/apt", "/etc/default", "/x"] {
+        let line = out.lines().find(|l| l.split_whitespace().nth(4) == Some(point)).unwrap_or_else(|| panic!("{point} not mounted:\n{out}"));
+        assert!(line.contains(" - tmpfs "), "{point} is not a tmpfs: {line}");
+    }
+    // The image itself is unchanged: a new container sees no trace of the write.
+    let out = podman.output(&podman.run_args(&["--rm", IMAGE, "ls", "/etc/apt/berth-written"]));
+    assert_ne!(out.status.code(), Some(0), "a write to the tmpfs reached the image");
+}

@@ -12,6 +12,7 @@ use oci_spec::runtime::Spec;
 use crate::cli::CreateArgs;
 use crate::executor::BerthExecutor;
 use crate::cgroups;
+use crate::mount_options::{self, SpecCopy};
 use crate::store::{check_id, Store};
 
 pub fn create(store: &Store, args: &CreateArgs) -> Result<()> {
@@ -25,6 +26,8 @@ pub struct CheckedBundle {
     pub path: PathBuf,
     pub spec: Spec,
     rootfs: PathBuf,
+    /// The mount options libcontainer is given and those berth applies itself.
+    mounts: mount_options::Plan,
 }
 
 impl CheckedBundle {
@@ -46,8 +49,9 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     refuse_selinux_labels(&spec).with_context(|| format!("invalid config.json in {}", path.display()))?;
     let rootfs = rootfs_of(&path, &spec)?;
     check_bind_sources(&path, &spec)?;
+    let mounts = mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
     store.ensure_root()?;
-    Ok(CheckedBundle { path, spec, rootfs })
+    Ok(CheckedBundle { path, spec, rootfs, mounts })
 }
 
 /// Builds the container (libcontainer's create). `detach` false keeps the init process
@@ -60,13 +64,20 @@ pub fn build(
     detach: bool,
     console_socket: Option<PathBuf>,
 ) -> Result<Container> {
+    // libcontainer reads the spec from its bundle argument: give it a copy without the
+    // options berth applies itself (the id cannot hold ':', so no container's directory).
+    let spec_copy = match bundle.mounts.rewritten() {
+        Some(spec) => Some(SpecCopy::write(store.root.join(format!("{}:spec", args.id)), &bundle.path, spec)?),
+        None => None,
+    };
+    let libcontainer_bundle = spec_copy.as_ref().map_or(&bundle.path, |copy| &copy.dir);
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(BerthExecutor::new(&args.id, !args.no_new_keyring))
         .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
         .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
         .and_then(|b| {
-            b.as_init(&bundle.path)
+            b.as_init(libcontainer_bundle)
                 .with_systemd(store.systemd_cgroup)
                 // libcontainer accepts a console socket only when detached; the init stays
                 // this process's child either way.
@@ -75,11 +86,12 @@ pub fn build(
                 .build()
         });
     match built {
-        Ok(container) => {
-            let finished = store.write_record(&container, bundle.rootfs.clone()).and_then(|_| {
+        Ok(mut container) => {
+            let finished = restore_bundle(&mut container, &bundle.path, spec_copy).and_then(|()| store.write_record(&container, bundle.rootfs.clone())).and_then(|_| {
                 let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
                 crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
                     .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
+                mount_options::apply(init, &bundle.mounts, &args.id)?;
                 crate::propagation::apply(init, &bundle.spec, &args.id)?;
                 cgroups::apply_oom_killer_setting(&container, &bundle.spec)
             });
@@ -118,6 +130,16 @@ pub fn refuse_process_label(process: &oci_spec::runtime::Process) -> Result<()> 
         bail!("process.selinuxLabel is set, but berth cannot apply SELinux labels; remove process.selinuxLabel (or disable labeling in the caller)");
     }
     Ok(())
+}
+
+/// Points the container's state back at the real bundle once libcontainer has read its
+/// copy of the spec, and removes the copy.
+fn restore_bundle(container: &mut Container, bundle: &Path, spec_copy: Option<SpecCopy>) -> Result<()> {
+    if spec_copy.is_none() {
+        return Ok(());
+    }
+    container.state.bundle = bundle.to_path_buf();
+    container.save().with_context(|| format!("cannot save the state of container {}", container.id()))
 }
 
 /// Reads and checks `config.json`, naming the bundle in every error.

@@ -5,10 +5,16 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-/// Mount options berth applies, each checked by a test in the kernel's mount table.
+/// Mount options berth applies (libcontainer, or berth's mount_options and propagation
+/// modules), each checked by a test: runc's list but for iversion, noiversion and silent,
+/// which berth refuses (see mount_options).
 const MOUNT_OPTIONS: &[&str] = &[
-    "bind", "noatime", "nodev", "nodiratime", "noexec", "nosuid", "private", "rbind", "relatime", "ro", "rprivate",
-    "rshared", "rslave", "runbindable", "rw", "shared", "slave", "unbindable",
+    "acl", "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "lazytime", "loud", "mand",
+    "noacl", "noatime", "nodev", "nodiratime", "noexec", "nolazytime", "nomand", "norelatime", "nostrictatime",
+    "nosuid", "nosymfollow", "private", "ratime", "rbind", "rdev", "rdiratime", "relatime", "remount", "rexec",
+    "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime", "rnosuid", "rnosymfollow", "ro",
+    "rprivate", "rrelatime", "rro", "rrw", "rshared", "rslave", "rstrictatime", "rsuid", "rsymfollow", "runbindable",
+    "rw", "shared", "slave", "strictatime", "suid", "symfollow", "sync", "tmpcopyup", "unbindable",
 ];
 
 pub fn features(criu: Option<&Path>) -> Result<()> {

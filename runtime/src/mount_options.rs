@@ -1,0 +1,820 @@
+//! Mount options that libcontainer 0.7 does not apply as written, and berth's part in
+//! them. libcontainer mounts with fsopen/fsconfig and open_tree/mount_setattr: it sets the
+//! per-mount flags (`ro`, `nosuid`, `noatime`, ...) and the recursive `r*` attributes, but
+//! never clears one on a bind mount (`rw`, `suid`, `dev`, `exec`, `atime`, `diratime`,
+//! `nostrictatime`, `norelatime`), drops the superblock flags (`sync`, `async`, `dirsync`,
+//! `mand`, `nomand`) and `remount`, ignores every other option of a bind mount, and hands
+//! `tmpcopyup`, `nosymfollow`, `symfollow`, `acl`, `noacl` and `loud` to the filesystem,
+//! which refuses them. Before create, berth checks each mount's options, refuses by name those
+//! nobody can apply, and, when libcontainer must not see some, gives it a copy of the spec
+//! without them (see `SpecCopy`). After create, in the container's mount namespace (the
+//! rootfs pivoted, the createContainer hooks run, the process not yet started), it applies
+//! the rest: copy-up, clearing flags, (no)symfollow, `acl`/`noacl` checks, `remount`.
+//!
+//! Access times: `relatime`, `noatime` and `strictatime` pick the mode; `atime`,
+//! `nostrictatime` and `norelatime` leave a mount that has noatime, strictatime or relatime
+//! respectively: the first two for the kernel's default (relatime), `norelatime` for
+//! strictatime (every access updates atime, which is what "not relatime" means).
+//!
+//! `remount` changes the mount already at the destination: per-mount flags (`ro` and `rw`
+//! included: the filesystem may be shared with the host, so its own read-only state is
+//! left alone), recursive flags, superblock flags and filesystem options (fspick).
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, pipe, ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{Mount, Spec};
+
+// mount_setattr(2) attributes.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+// statfs(2) f_flags, to see what a mount has before changing it.
+const ST_RDONLY: i64 = 0x1;
+const ST_NOSUID: i64 = 0x2;
+const ST_NODEV: i64 = 0x4;
+const ST_NOEXEC: i64 = 0x8;
+const ST_NOATIME: i64 = 0x400;
+const ST_NODIRATIME: i64 = 0x800;
+const ST_RELATIME: i64 = 0x1000;
+const ST_NOSYMFOLLOW: i64 = 0x2000;
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// runc's options that no call berth or libcontainer makes can apply: the filesystem
+/// context API (fsconfig) has no way to pass them and their effect cannot be checked, so
+/// berth refuses them by name.
+const UNSUPPORTED: &[&str] = &["iversion", "noiversion", "silent"];
+
+/// Options libcontainer applies itself, or berth's propagation module does.
+const APPLIED_ELSEWHERE: &[&str] = &[
+    "defaults", "bind", "rbind", "idmap", "ridmap", "ro", "nosuid", "nodev", "noexec", "noatime", "relatime",
+    "strictatime", "nodiratime", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnodiratime",
+    "rdiratime", "rrelatime", "rnoatime", "ratime", "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow",
+    "shared", "rshared", "slave", "rslave", "private", "rprivate", "unbindable", "runbindable",
+];
+
+/// Superblock flags: given to fsconfig when the filesystem is made, or set through a
+/// reconfiguration (fspick) on `remount`.
+const SUPERBLOCK_FLAGS: &[&str] = &["sync", "async", "dirsync", "mand", "nomand"];
+
+/// Per-mount attributes as options name them: (option, attribute, true = set).
+const PER_MOUNT: &[(&str, u64, bool)] = &[
+    ("ro", MOUNT_ATTR_RDONLY, true),
+    ("rw", MOUNT_ATTR_RDONLY, false),
+    ("nosuid", MOUNT_ATTR_NOSUID, true),
+    ("suid", MOUNT_ATTR_NOSUID, false),
+    ("nodev", MOUNT_ATTR_NODEV, true),
+    ("dev", MOUNT_ATTR_NODEV, false),
+    ("noexec", MOUNT_ATTR_NOEXEC, true),
+    ("exec", MOUNT_ATTR_NOEXEC, false),
+    ("nodiratime", MOUNT_ATTR_NODIRATIME, true),
+    ("diratime", MOUNT_ATTR_NODIRATIME, false),
+    ("nosymfollow", MOUNT_ATTR_NOSYMFOLLOW, true),
+    ("symfollow", MOUNT_ATTR_NOSYMFOLLOW, false),
+];
+
+/// The access-time mode a mount ends with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Atime {
+    /// relatime, noatime or strictatime (a MOUNT_ATTR_* value).
+    Set(u64),
+    /// Leave mode `from` for `to`, only when the mount has `from`.
+    Leave { from: u64, to: u64 },
+}
+
+fn atime_option(option: &str) -> Option<Atime> {
+    Some(match option {
+        "relatime" => Atime::Set(MOUNT_ATTR_RELATIME),
+        "noatime" => Atime::Set(MOUNT_ATTR_NOATIME),
+        "strictatime" => Atime::Set(MOUNT_ATTR_STRICTATIME),
+        "atime" => Atime::Leave { from: MOUNT_ATTR_NOATIME, to: MOUNT_ATTR_RELATIME },
+        "nostrictatime" => Atime::Leave { from: MOUNT_ATTR_STRICTATIME, to: MOUNT_ATTR_RELATIME },
+        "norelatime" => Atime::Leave { from: MOUNT_ATTR_RELATIME, to: MOUNT_ATTR_STRICTATIME },
+        _ => return None,
+    })
+}
+
+/// What berth does to one mount after libcontainer has made it.
+#[derive(Debug, Default, Clone)]
+struct Fixup {
+    destination: PathBuf,
+    /// `tmpcopyup`: the image's content of the destination copied into the new tmpfs.
+    copy_up: bool,
+    /// The copied-up tmpfs root keeps the options' mode / owner rather than the image's.
+    explicit_mode: bool,
+    explicit_owner: bool,
+    /// Per-mount attributes to set and to clear (cleared only where set).
+    set: u64,
+    clear: u64,
+    atime: Option<Atime>,
+    /// `remount` only: recursive attributes (set, clear) on the mount and its submounts.
+    recursive: Option<(u64, u64)>,
+    /// Superblock flags and (for `remount`) filesystem options, in order.
+    superblock: Vec<String>,
+    /// `acl` / `noacl`: whether the filesystem must have POSIX ACLs.
+    acl: Option<bool>,
+}
+
+/// The mounts as libcontainer must see them, and what berth applies after create.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// libcontainer's copy of the spec, when it must differ from the bundle's.
+    rewritten: Option<Spec>,
+    fixups: Vec<Fixup>,
+}
+
+fn is_bind(mount: &Mount) -> bool {
+    mount.typ().as_deref() == Some("bind") || mount.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+}
+
+/// Checks every mount's options and splits them between libcontainer and berth; an option
+/// neither can apply is refused, naming the mount.
+pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
+    let mut plan = Plan::default();
+    let mut kept = Vec::new();
+    let mut changed = false;
+    for mount in spec.mounts().iter().flatten() {
+        let (for_libcontainer, fixup) = plan_mount(mount)?;
+        changed |= for_libcontainer.as_ref() != Some(mount);
+        kept.extend(for_libcontainer);
+        plan.fixups.extend(fixup);
+    }
+    if changed {
+        let mut rewritten = spec.clone();
+        rewritten.set_mounts(Some(kept));
+        // The copy lives outside the bundle: its rootfs path must not depend on where.
+        if let Some(root) = rewritten.root_mut() {
+            root.set_path(rootfs.to_path_buf());
+        }
+        plan.rewritten = Some(rewritten);
+    }
+    Ok(plan)
+}
+
+fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
+    let destination = mount.destination();
+    let options: Vec<String> = mount.options().clone().unwrap_or_default();
+    let bind = is_bind(mount);
+    let remount = options.iter().any(|o| o == "remount");
+    let refuse = |option: &str, why: &str| -> anyhow::Error {
+        anyhow::anyhow!("cannot apply mount option {option:?} to mount {}: {why}", destination.display())
+    };
+    let mut fixup = Fixup { destination: destination.to_path_buf(), ..Fixup::default() };
+    let mut for_libcontainer = Vec::new();
+    let mut atime_set_by_libcontainer = false;
+    for (index, option) in options.iter().enumerate() {
+        let option = option.as_str();
+        if !remount && superseded_recursive(&options, index) {
+            // libcontainer would keep both, e.g. rstrictatime in effect after rnostrictatime.
+            continue;
+        }
+        if UNSUPPORTED.contains(&option) {
+            return Err(refuse(option, "berth mounts through the filesystem context API, which cannot pass it"));
+        }
+        if option == "loud" {
+            // mount(2)'s MS_SILENT cleared: a filesystem made through fsopen never has it,
+            // so the kernel logs its mount messages; fsconfig would refuse the word.
+            if bind {
+                return Err(refuse(option, "a bind mount takes no filesystem options"));
+            }
+            continue;
+        }
+        if option == "acl" || option == "noacl" {
+            // The filesystem decides (fsconfig cannot pass it): berth checks it holds.
+            if bind {
+                return Err(refuse(option, "a bind mount takes no filesystem options"));
+            }
+            fixup.acl = Some(option == "acl");
+            continue;
+        }
+        if option == "tmpcopyup" {
+            if mount.typ().as_deref() != Some("tmpfs") || bind || remount {
+                return Err(refuse(option, "it applies only to a new tmpfs mount"));
+            }
+            fixup.copy_up = true;
+            continue;
+        }
+        if SUPERBLOCK_FLAGS.contains(&option) || option == "lazytime" || option == "nolazytime" {
+            if bind {
+                return Err(refuse(option, "it changes a filesystem, and a bind mount shares its source's filesystem"));
+            }
+            if remount {
+                if option == "dirsync" {
+                    return Err(refuse(option, "the kernel sets it only when a filesystem is mounted, never on remount"));
+                }
+                fixup.superblock.push(option.to_string());
+            } else if option.ends_with("lazytime") {
+                // fsconfig takes these as filesystem options.
+                for_libcontainer.push(option.to_string());
+            } else {
+                // libcontainer would take `sync` & co. for mount flags and drop them; as
+                // `sync=` it hands them to fsconfig as a string, and the kernel reads the
+                // key alone as the superblock flag, as mount(2) does.
+                for_libcontainer.push(format!("{option}="));
+            }
+            continue;
+        }
+        if let Some(atime) = atime_option(option) {
+            fixup.atime = Some(atime);
+            atime_set_by_libcontainer = matches!(atime, Atime::Set(_)) && !remount;
+            for_libcontainer.push(option.to_string());
+            continue;
+        }
+        if let Some(&(_, attribute, set)) = PER_MOUNT.iter().find(|(name, _, _)| *name == option) {
+            if set {
+                fixup.set |= attribute;
+                fixup.clear &= !attribute;
+            } else {
+                fixup.clear |= attribute;
+                fixup.set &= !attribute;
+            }
+            // libcontainer would hand (no)symfollow to the filesystem.
+            if attribute != MOUNT_ATTR_NOSYMFOLLOW {
+                for_libcontainer.push(option.to_string());
+            }
+            continue;
+        }
+        if remount {
+            if let Some((set, clear)) = recursive_attribute(option) {
+                let (all_set, all_clear) = fixup.recursive.get_or_insert((0, 0));
+                *all_set = (*all_set & !clear) | set;
+                *all_clear = (*all_clear & !set) | clear;
+                continue;
+            }
+        }
+        if option == "rnorelatime" {
+            // libcontainer turns it into relatime, the opposite.
+            for_libcontainer.push("rstrictatime".to_string());
+            continue;
+        }
+        if option == "remount" || APPLIED_ELSEWHERE.contains(&option) {
+            for_libcontainer.push(option.to_string());
+            continue;
+        }
+        // A filesystem option: the filesystem checks it; a bind mount has no use for one.
+        if bind {
+            return Err(refuse(option, "a bind mount takes no filesystem options"));
+        }
+        if remount {
+            fixup.superblock.push(option.to_string());
+        } else {
+            for_libcontainer.push(option.to_string());
+        }
+        fixup.explicit_mode |= option.starts_with("mode=");
+        fixup.explicit_owner |= option.starts_with("uid=") || option.starts_with("gid=");
+    }
+    if remount {
+        // The mount exists already: berth changes it and libcontainer must not mount anew.
+        if fixup.atime.is_none() && fixup.set == 0 && fixup.clear == 0 && fixup.recursive.is_none() && fixup.superblock.is_empty() && fixup.acl.is_none() {
+            return Ok((None, None));
+        }
+        return Ok((None, Some(fixup)));
+    }
+    // libcontainer sets every per-mount attribute but nosymfollow; berth clears and the rest.
+    fixup.set &= MOUNT_ATTR_NOSYMFOLLOW;
+    if atime_set_by_libcontainer {
+        fixup.atime = None;
+    }
+    let mut kept = mount.clone();
+    if for_libcontainer != options {
+        kept.set_options(Some(for_libcontainer));
+    }
+    let needed = fixup.copy_up || fixup.set != 0 || fixup.clear != 0 || fixup.atime.is_some() || !fixup.superblock.is_empty() || fixup.acl.is_some();
+    Ok((Some(kept), needed.then_some(fixup)))
+}
+
+/// The attribute (or the access-time group) a recursive option changes.
+fn recursive_group(option: &str) -> Option<u64> {
+    let plain = option.strip_prefix('r')?;
+    if let Some(&(_, attribute, _)) = PER_MOUNT.iter().find(|(name, _, _)| *name == plain) {
+        return Some(attribute);
+    }
+    atime_option(plain).map(|_| MOUNT_ATTR_ATIME)
+}
+
+/// True when a later recursive option of the list changes the same attribute.
+fn superseded_recursive(options: &[String], index: usize) -> bool {
+    let Some(group) = recursive_group(&options[index]) else { return false };
+    options[index + 1..].iter().any(|later| recursive_group(later) == Some(group))
+}
+
+/// The recursive form of a per-mount option, as (set, clear) attributes.
+fn recursive_attribute(option: &str) -> Option<(u64, u64)> {
+    let plain = option.strip_prefix('r')?;
+    if let Some(&(_, attribute, set)) = PER_MOUNT.iter().find(|(name, _, _)| *name == plain) {
+        return Some(if set { (attribute, 0) } else { (0, attribute) });
+    }
+    match atime_option(plain)? {
+        Atime::Set(mode) => Some((mode, MOUNT_ATTR_ATIME)),
+        Atime::Leave { to, .. } => Some((to, MOUNT_ATTR_ATIME)),
+    }
+}
+
+impl Plan {
+    /// The spec libcontainer must read instead of the bundle's, if any.
+    pub fn rewritten(&self) -> Option<&Spec> {
+        self.rewritten.as_ref()
+    }
+}
+
+/// A directory holding libcontainer's copy of the spec, the other entries of the bundle
+/// linked beside it (hooks that run during create see it as the bundle), removed on drop.
+pub struct SpecCopy {
+    pub dir: PathBuf,
+}
+
+impl SpecCopy {
+    /// Writes `spec` to `dir`/config.json and links the bundle's other entries there.
+    pub fn write(dir: PathBuf, bundle: &Path, spec: &Spec) -> Result<SpecCopy> {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let copy = SpecCopy { dir };
+        spec.save(copy.dir.join("config.json")).with_context(|| format!("cannot write {}/config.json", copy.dir.display()))?;
+        for entry in std::fs::read_dir(bundle).with_context(|| format!("cannot read bundle {}", bundle.display()))? {
+            let name = entry?.file_name();
+            if name != "config.json" {
+                std::os::unix::fs::symlink(bundle.join(&name), copy.dir.join(&name))
+                    .with_context(|| format!("cannot link {} into {}", bundle.join(&name).display(), copy.dir.display()))?;
+            }
+        }
+        Ok(copy)
+    }
+}
+
+impl Drop for SpecCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Applies the plan inside the mount namespace of `init` (after create, before start).
+pub fn apply(init: Pid, plan: &Plan, id: &str) -> Result<()> {
+    if plan.fixups.is_empty() {
+        return Ok(());
+    }
+    let namespace = File::open(format!("/proc/{init}/ns/mnt"))
+        .with_context(|| format!("cannot open the mount namespace of container {id}"))?;
+    let (report_read, report_write) = pipe().context("cannot create a pipe")?;
+    // SAFETY: berth is single-threaded here; the child works and then _exits.
+    match unsafe { fork() }.context("cannot fork to apply mount options")? {
+        ForkResult::Child => {
+            drop(report_read);
+            let outcome = open_host_proc()
+                .and_then(|proc| enter(&namespace).map(|()| proc))
+                .and_then(|proc| plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, &proc)));
+            let code = match outcome {
+                Ok(()) => 0,
+                Err(error) => {
+                    let mut report = File::from(report_write);
+                    let _ = std::io::Write::write_all(&mut report, format!("{error:#}").as_bytes());
+                    1
+                }
+            };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(report_write);
+            let mut report = String::new();
+            File::from(report_read).read_to_string(&mut report).context("cannot read the mount options helper's report")?;
+            let status = waitpid(child, None).context("cannot wait for the mount options helper")?;
+            match status {
+                WaitStatus::Exited(_, 0) => Ok(()),
+                _ if !report.is_empty() => bail!("container {id}: {report}"),
+                _ => bail!("container {id}: the mount options helper failed ({status:?})"),
+            }
+        }
+    }
+}
+
+/// The host's /proc, opened before entering the container's mount namespace (whose own
+/// /proc shows another pid namespace): through it the helper reads its descriptors' paths
+/// and its mount table, both as the container sees them.
+fn open_host_proc() -> Result<OwnedFd> {
+    let fd = nix::fcntl::openat(None, "/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .context("cannot open /proc")?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The path of an open file as the container sees it (symlinks resolved).
+fn path_in_container(proc: &OwnedFd, fd: &OwnedFd) -> Result<PathBuf> {
+    let link = nix::fcntl::readlinkat(Some(proc.as_raw_fd()), format!("self/fd/{}", fd.as_raw_fd()).as_str())
+        .context("cannot read the path of a mount")?;
+    Ok(PathBuf::from(link))
+}
+
+/// True when the topmost mount at `point` covers another mount at the same place.
+fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
+    let fd = nix::fcntl::openat(Some(proc.as_raw_fd()), "self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .context("cannot open the mount table")?;
+    let mut text = String::new();
+    // SAFETY: a new descriptor that nothing else owns.
+    unsafe { File::from_raw_fd(fd) }.read_to_string(&mut text).context("cannot read the mount table")?;
+    // mountinfo escapes these bytes of a path as octal.
+    let mut shown = String::new();
+    for c in point.to_string_lossy().chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => shown.push_str(&format!("\\{:03o}", c as u32)),
+            c => shown.push(c),
+        }
+    }
+    let mounts: Vec<Vec<&str>> = text.lines().map(|line| line.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
+    let Some(top) = mounts.iter().rev().find(|fields| fields[4] == shown) else { bail!("{} is not mounted", point.display()) };
+    Ok(mounts.iter().any(|fields| fields[0] == top[1] && fields[4] == shown))
+}
+
+fn enter(namespace: &File) -> Result<()> {
+    nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot enter the container's mount namespace")?;
+    // Copied-up entries keep the image's modes exactly.
+    nix::sys::stat::umask(Mode::empty());
+    Ok(())
+}
+
+fn apply_fixup(fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
+    let destination = &fixup.destination;
+    let target = open_in_root(destination, libc::O_PATH)
+        .with_context(|| format!("cannot open mount {} in the container", destination.display()))?;
+    if fixup.copy_up {
+        copy_up(&target, fixup, proc)
+            .with_context(|| format!("cannot copy the image's {} into its tmpfs (tmpcopyup)", destination.display()))?;
+    }
+    if !fixup.superblock.is_empty() {
+        reconfigure(&target, &fixup.superblock)
+            .with_context(|| format!("cannot set {} on the filesystem of mount {}", fixup.superblock.join(","), destination.display()))?;
+    }
+    if let Some(wanted) = fixup.acl {
+        if has_acls(&target).with_context(|| format!("cannot check POSIX ACLs on mount {}", destination.display()))? != wanted {
+            let (option, why) = if wanted { ("acl", "has no POSIX ACLs") } else { ("noacl", "keeps POSIX ACLs on") };
+            bail!("cannot apply mount option {option:?} to mount {}: its filesystem {why}", destination.display());
+        }
+    }
+    let flags = mount_flags(&target)?;
+    let mut set = fixup.set;
+    let mut clear = 0;
+    for (attribute, shown) in [
+        (MOUNT_ATTR_RDONLY, ST_RDONLY),
+        (MOUNT_ATTR_NOSUID, ST_NOSUID),
+        (MOUNT_ATTR_NODEV, ST_NODEV),
+        (MOUNT_ATTR_NOEXEC, ST_NOEXEC),
+        (MOUNT_ATTR_NODIRATIME, ST_NODIRATIME),
+        (MOUNT_ATTR_NOSYMFOLLOW, ST_NOSYMFOLLOW),
+    ] {
+        if fixup.clear & attribute != 0 && flags & shown != 0 {
+            clear |= attribute;
+        }
+    }
+    let current_atime = if flags & ST_NOATIME != 0 {
+        MOUNT_ATTR_NOATIME
+    } else if flags & ST_RELATIME != 0 {
+        MOUNT_ATTR_RELATIME
+    } else {
+        MOUNT_ATTR_STRICTATIME
+    };
+    let atime = match fixup.atime {
+        Some(Atime::Set(mode)) => Some(mode),
+        Some(Atime::Leave { from, to }) if from == current_atime => Some(to),
+        _ => None,
+    };
+    if let Some(mode) = atime {
+        set |= mode;
+        clear |= MOUNT_ATTR_ATIME;
+    }
+    if set != 0 || clear != 0 {
+        mount_setattr(&target, set, clear, false)
+            .with_context(|| format!("cannot change the mount flags of {}", destination.display()))?;
+    }
+    if let Some((set, clear)) = fixup.recursive {
+        mount_setattr(&target, set, clear, true)
+            .with_context(|| format!("cannot change the mount flags below {}", destination.display()))?;
+    }
+    Ok(())
+}
+
+fn cvt(result: libc::c_long) -> std::io::Result<libc::c_long> {
+    if result < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+fn c_path(path: &OsStr) -> Result<CString> {
+    CString::new(path.as_bytes()).with_context(|| format!("path {path:?} holds a NUL byte"))
+}
+
+/// Opens `path` inside the container's root (this process's root after setns): symlinks
+/// resolve within it and no magic link is followed, as libcontainer resolved the mount.
+fn open_in_root(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let name = c_path(path.as_os_str())?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+    // SAFETY: a valid path string and an open_how of the size given.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, name.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The mount's flags as statvfs reports them (per-mount flags and the superblock's).
+fn mount_flags(fd: &OwnedFd) -> Result<i64> {
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: fstatvfs fills the struct on success.
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long).context("cannot statvfs a mount")?;
+    // SAFETY: initialised by the successful call.
+    Ok(unsafe { stat.assume_init() }.f_flag as i64)
+}
+
+fn statfs(fd: &OwnedFd) -> Result<libc::statfs> {
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct on success.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long).context("cannot statfs a mount")?;
+    // SAFETY: initialised by the successful call.
+    Ok(unsafe { stat.assume_init() })
+}
+
+fn mount_setattr(fd: &OwnedFd, set: u64, clear: u64, recursive: bool) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr { attr_set: set, attr_clr: clear, propagation: 0, userns_fd: 0 };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: an empty path on a valid descriptor and a mount_attr of the size given.
+    cvt(unsafe {
+        libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+    })
+    .map(drop)
+}
+
+/// Whether the filesystem mounted at `fd` (a directory) has POSIX ACLs: it answers for
+/// the access ACL of its root, set or not, rather than not supporting it.
+fn has_acls(fd: &OwnedFd) -> Result<bool> {
+    let root = open_dir(fd.as_raw_fd(), OsStr::new("."))?;
+    // SAFETY: a size query (no buffer) on a valid descriptor with a NUL-terminated name.
+    let result = unsafe { libc::fgetxattr(root.as_raw_fd(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    if result >= 0 {
+        return Ok(true);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::ENODATA) => Ok(true),
+        Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(std::io::Error::last_os_error().into()),
+    }
+}
+
+/// Sets superblock flags and filesystem options on the filesystem mounted at `fd`
+/// (fspick, fsconfig, reconfigure): only what is named changes.
+fn reconfigure(fd: &OwnedFd, options: &[String]) -> Result<()> {
+    const FSPICK_CLOEXEC: libc::c_uint = 0x1;
+    const FSPICK_EMPTY_PATH: libc::c_uint = 0x8;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
+    // SAFETY: an empty path on a valid descriptor.
+    let context = cvt(unsafe { libc::syscall(libc::SYS_fspick, fd.as_raw_fd(), c"".as_ptr(), FSPICK_CLOEXEC | FSPICK_EMPTY_PATH) })
+        .context("fspick")?;
+    // SAFETY: fspick returned a new descriptor that nothing else owns.
+    let context = unsafe { OwnedFd::from_raw_fd(context as RawFd) };
+    for option in options {
+        let (key, value) = match option.split_once('=') {
+            Some((key, value)) => (key, Some(c_path(OsStr::new(value))?)),
+            None => (option.as_str(), None),
+        };
+        let key = c_path(OsStr::new(key))?;
+        let (command, value_ptr) = match &value {
+            Some(value) => (FSCONFIG_SET_STRING, value.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: valid strings (or null for a flag) on a filesystem context descriptor.
+        cvt(unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), command, key.as_ptr(), value_ptr, 0) })
+            .with_context(|| format!("the filesystem refuses {option:?}"))?;
+    }
+    // SAFETY: a command on a filesystem context descriptor.
+    cvt(unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_CMD_RECONFIGURE, std::ptr::null::<libc::c_char>(), std::ptr::null::<libc::c_char>(), 0) })
+        .context("reconfigure")?;
+    Ok(())
+}
+
+/// A detached copy of the single mount at `fd` (no submounts), opened as a directory.
+fn clone_mount(fd: RawFd, name: &CString, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_int = 1;
+    // SAFETY: a valid path string relative to a valid descriptor.
+    let tree = cvt(unsafe { libc::syscall(libc::SYS_open_tree, fd, name.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC | flags) })?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+fn open_dir(dir: RawFd, name: &OsStr) -> nix::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(Some(dir), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Copies what the image has at the destination into the tmpfs mounted over it. The
+/// source is read from a copy of the mount holding the destination's parent, without its
+/// submounts (so the tmpfs does not hide it and nothing mounted later leaks in); the
+/// target is a copy of the tmpfs alone, made writable. Every entry is opened relative to
+/// its directory without following symlinks, so nothing outside the rootfs is reached.
+fn copy_up(tmpfs: &OwnedFd, fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
+    if statfs(tmpfs)?.f_type != TMPFS_MAGIC {
+        bail!("the mount there is not a tmpfs");
+    }
+    // Where libcontainer mounted it, symlinks of the image resolved (/var/run is /run).
+    let destination = path_in_container(proc, tmpfs)?;
+    if covers_a_mount(proc, &destination)? {
+        bail!("the tmpfs at {} covers another mount; berth copies up only the image's content", destination.display());
+    }
+    let parent = destination.parent().context("the destination is the root")?;
+    let name = destination.file_name().context("the destination has no name")?;
+    let parent = open_in_root(parent, libc::O_PATH | libc::O_DIRECTORY).context("cannot open the destination's parent")?;
+    let lower = clone_mount(parent.as_raw_fd(), &c_path(OsStr::new(""))?, libc::AT_EMPTY_PATH).context("cannot clone the parent mount")?;
+    let source = match open_dir(lower.as_raw_fd(), name) {
+        Ok(source) => source,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(error) => return Err(error).context("the image's destination is not a directory"),
+    };
+    let upper = clone_mount(tmpfs.as_raw_fd(), &c_path(OsStr::new(""))?, libc::AT_EMPTY_PATH).context("cannot clone the tmpfs")?;
+    mount_setattr(&upper, 0, MOUNT_ATTR_RDONLY, false).context("cannot make the tmpfs copy writable")?;
+    let target = open_dir(upper.as_raw_fd(), OsStr::new(".")).context("cannot open the tmpfs")?;
+    copy_tree(&source, &target)?;
+    let stat = nix::sys::stat::fstat(source.as_raw_fd())?;
+    if !fixup.explicit_owner {
+        nix::unistd::fchown(target.as_raw_fd(), Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)))
+            .context("cannot set the tmpfs root's owner")?;
+    }
+    if !fixup.explicit_mode {
+        nix::sys::stat::fchmod(target.as_raw_fd(), Mode::from_bits_truncate(stat.st_mode & 0o7777))
+            .context("cannot set the tmpfs root's mode")?;
+    }
+    Ok(())
+}
+
+fn copy_tree(source: &OwnedFd, target: &OwnedFd) -> Result<()> {
+    let listing = nix::dir::Dir::openat(Some(source.as_raw_fd()), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let names: Vec<CString> = listing
+        .into_iter()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_owned())
+        .filter(|name| name.as_bytes() != b"." && name.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        let shown = String::from_utf8_lossy(name.as_bytes()).into_owned();
+        copy_entry(source, target, OsStr::from_bytes(name.as_bytes())).with_context(|| format!("cannot copy {shown}"))?;
+    }
+    Ok(())
+}
+
+fn copy_entry(source: &OwnedFd, target: &OwnedFd, name: &OsStr) -> Result<()> {
+    let (src, dst) = (source.as_raw_fd(), target.as_raw_fd());
+    let stat = nix::sys::stat::fstatat(Some(src), name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let kind = SFlag::from_bits_truncate(stat.st_mode & libc::S_IFMT);
+    let mode = Mode::from_bits_truncate(stat.st_mode & 0o7777);
+    let exists = |result: nix::Result<()>| match result {
+        Err(nix::errno::Errno::EEXIST) => Ok(false),
+        other => other.map(|()| true),
+    };
+    match kind {
+        SFlag::S_IFDIR => {
+            // A directory may exist already: a mount point for a later mount.
+            exists(nix::sys::stat::mkdirat(Some(dst), name, Mode::from_bits_truncate(0o700)))?;
+            let (from, to) = (open_dir(src, name)?, open_dir(dst, name)?);
+            copy_tree(&from, &to)?;
+        }
+        SFlag::S_IFREG => {
+            let from = nix::fcntl::openat(Some(src), name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+            // SAFETY: a new descriptor that nothing else owns.
+            let mut from = unsafe { File::from_raw_fd(from) };
+            let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match nix::fcntl::openat(Some(dst), name, flags, Mode::from_bits_truncate(0o600)) {
+                Ok(to) => {
+                    // SAFETY: a new descriptor that nothing else owns.
+                    let mut to = unsafe { File::from_raw_fd(to) };
+                    std::io::copy(&mut from, &mut to)?;
+                }
+                // A file made as a mount point for a later mount stays as it is.
+                Err(nix::errno::Errno::EEXIST) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        SFlag::S_IFLNK => {
+            let link = nix::fcntl::readlinkat(Some(src), name)?;
+            if !exists(nix::unistd::symlinkat(link.as_os_str(), Some(dst), name))? {
+                return Ok(());
+            }
+        }
+        SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO | SFlag::S_IFSOCK => {
+            if !exists(nix::sys::stat::mknodat(Some(dst), name, kind, mode, stat.st_rdev))? {
+                return Ok(());
+            }
+        }
+        _ => bail!("unknown file type {:o}", stat.st_mode),
+    }
+    nix::unistd::fchownat(Some(dst), name, Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if kind != SFlag::S_IFLNK {
+        // Made just now by this process and not a symlink (the nofollow form needs /proc).
+        nix::sys::stat::fchmodat(Some(dst), name, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)?;
+    }
+    let times = |sec, nsec| nix::sys::time::TimeSpec::new(sec, nsec);
+    nix::sys::stat::utimensat(
+        Some(dst),
+        name,
+        &times(stat.st_atime, stat.st_atime_nsec),
+        &times(stat.st_mtime, stat.st_mtime_nsec),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::MountBuilder;
+
+    fn mount(typ: &str, options: &[&str]) -> Mount {
+        MountBuilder::default()
+            .destination("/x")
+            .typ(typ)
+            .source(if typ == "bind" { "/tmp" } else { typ })
+            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn tmpcopyup_and_symfollow_are_kept_from_libcontainer() {
+        let (kept, fixup) = plan_mount(&mount("tmpfs", &["rw", "nosuid", "tmpcopyup", "nosymfollow", "size=1m"])).unwrap();
+        assert_eq!(kept.unwrap().options().clone().unwrap(), vec!["rw", "nosuid", "size=1m"]);
+        let fixup = fixup.unwrap();
+        assert!(fixup.copy_up);
+        assert_eq!((fixup.set, fixup.clear), (MOUNT_ATTR_NOSYMFOLLOW, MOUNT_ATTR_RDONLY));
+    }
+
+    #[test]
+    fn the_last_of_opposite_options_wins() {
+        let (_, fixup) = plan_mount(&mount("bind", &["rbind", "noexec", "exec", "nosymfollow", "symfollow"])).unwrap();
+        let fixup = fixup.unwrap();
+        assert_eq!((fixup.set, fixup.clear), (0, MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSYMFOLLOW));
+    }
+
+    #[test]
+    fn unapplicable_options_are_refused_by_name() {
+        for (typ, options, option) in [
+            ("tmpfs", &["iversion"][..], "iversion"),
+            ("bind", &["bind", "acl"][..], "acl"),
+            ("bind", &["rbind", "size=1m"][..], "size=1m"),
+            ("bind", &["bind", "sync"][..], "sync"),
+            ("proc", &["tmpcopyup"][..], "tmpcopyup"),
+            ("tmpfs", &["loud", "silent"][..], "silent"),
+        ] {
+            let error = plan_mount(&mount(typ, options)).unwrap_err().to_string();
+            assert!(error.contains(&format!("{option:?}")) && error.contains("/x"), "{error}");
+        }
+    }
+
+    #[test]
+    fn superblock_flags_reach_fsconfig_and_recursive_options_collapse() {
+        let (kept, fixup) = plan_mount(&mount("tmpfs", &["sync", "dirsync", "lazytime", "rnoatime", "rstrictatime", "rro"])).unwrap();
+        assert_eq!(kept.unwrap().options().clone().unwrap(), vec!["sync=", "dirsync=", "lazytime", "rstrictatime", "rro"]);
+        assert!(fixup.is_none());
+    }
+
+    #[test]
+    fn remount_is_left_to_berth() {
+        let (kept, fixup) = plan_mount(&mount("tmpfs", &["remount", "ro", "sync", "size=2m", "rnosuid"])).unwrap();
+        assert!(kept.is_none());
+        let fixup = fixup.unwrap();
+        assert_eq!(fixup.set, MOUNT_ATTR_RDONLY);
+        assert_eq!(fixup.superblock, vec!["sync", "size=2m"]);
+        assert_eq!(fixup.recursive, Some((MOUNT_ATTR_NOSUID, 0)));
+    }
+}
