@@ -91,6 +91,18 @@ impl Containerd {
         }
     }
 
+    /// `ctr images import` of an archive the test built; containerd unpacks it into its
+    /// default (overlayfs) snapshotter.
+    pub fn import(&self, archive: &crate::oci_image::OciArchive) {
+        let out = self.ctr(&["images", "import", archive.path().to_str().unwrap()]);
+        assert!(out.status.success(), "ctr images import of {} failed: {}", archive.name, String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The bundle directory containerd makes for task `id` (the shim mounts its rootfs there).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.path().join("state/io.containerd.runtime.v2.task").join(&self.namespace).join(id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
@@ -157,11 +169,23 @@ impl Drop for Containerd {
     }
 }
 
+/// Mount points at or below `dir` in this process's mount namespace, with their
+/// filesystem types.
+pub fn mounts_below(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let point = PathBuf::from(l.split_whitespace().nth(4)?);
+            let kind = l.split(" - ").nth(1)?.split_whitespace().next()?.to_string();
+            point.starts_with(dir).then_some((point, kind))
+        })
+        .collect()
+}
+
 /// Lazily unmounts every mount below `dir`, deepest first.
 pub fn unmount_below(dir: &Path) {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(PathBuf::from).collect();
+    let mut points: Vec<PathBuf> = mounts_below(dir).into_iter().map(|(point, _)| point).collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for point in points {
         let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
