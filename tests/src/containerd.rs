@@ -122,6 +122,60 @@ impl Containerd {
     }
 }
 
+/// `ctr events` running in the background, its lines read as they come; killed by its
+/// pid and reaped on drop, also when the test fails.
+pub struct EventWatch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl EventWatch {
+    /// Waits (at most 10 s) for an event on `topic` (`/tasks/exit`) whose line mentions
+    /// `container` as its id; returns that line, or panics with every event seen.
+    pub fn wait_for(&mut self, topic: &str, container: &str) -> String {
+        let id = format!("\"{container}\"");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.split_whitespace().any(|w| w == topic) && line.contains(&id);
+                    self.seen.push(line.clone());
+                    if found {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {topic} event for {container} within 10 s; ctr events saw: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Containerd {
+    /// Starts `ctr events` on this containerd.
+    pub fn watch_events(&self) -> EventWatch {
+        let mut child = self.command(&["events"]).stdout(Stdio::piped()).spawn().expect("cannot run ctr events");
+        let stdout = child.stdout.take().expect("ctr events has no stdout");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        EventWatch { child, lines, seen: Vec::new() }
+    }
+}
+
 /// containerd on the config in `dir`, logging to `dir/containerd.log`.
 fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();

@@ -320,6 +320,14 @@ fn a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects() {
     let fifos = ctd.dir.path().join("fifo").display().to_string();
     let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "after", "survivor", "echo", "still-here"]);
     assert_eq!(stdout(&out), "still-here\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // The shim's events reach the new containerd: the task's exit is published to it.
+    let mut events = ctd.watch_events();
+    std::thread::sleep(std::time::Duration::from_millis(300)); // ctr subscribes
+    assert!(ctd.ctr(&["task", "kill", "-s", "KILL", "survivor"]).status.success());
+    let exit = events.wait_for("/tasks/exit", "survivor");
+    assert!(exit.contains("\"exit_status\":137"), "{exit}");
+    drop(events);
+    assert_eq!(task_status(&ctd, "survivor"), "STOPPED");
 
     // A shim killed with SIGKILL: `task delete` runs the shim's delete subcommand, which
     // removes the container and its processes.
@@ -482,3 +490,4 @@ fn containers_of_one_pod_share_one_shim() {
     assert!(std::path::Path::new(&format!("/proc/{pod_shim}")).exists(), "the pod's shim left with a container still in it");
     assert_eq!(task_status(&ctd, "pod-a"), "RUNNING");
 }
+
