@@ -79,7 +79,9 @@ fn delete(flags: &Flags) -> Result<(), String> {
     if let Err(e) = runtime.call(&bundle.join("log.json"), &["delete", "--force", &flags.id], None) {
         log::warn!("cleanup of {}: {e}", flags.id);
     }
-    let _ = containerd_shim::mount::umount_recursive(bundle.join("rootfs").to_str(), 0);
+    if let Err(e) = crate::rootfs::unmount(&bundle.join("rootfs")) {
+        log::warn!("cleanup of {}: {e}", flags.id);
+    }
     // A shim that was killed left its socket; the last container of a group removes it.
     if grouping(&flags.id) == flags.id {
         let socket = containerd_shim::socket_address(&flags.address, &flags.namespace, &flags.id);

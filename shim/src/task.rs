@@ -19,6 +19,7 @@ use log::warn;
 
 use crate::container::{Container, Process, UnclaimedExits};
 use crate::events::Events;
+use crate::rootfs;
 use crate::runtime::{CallIo, Runtime};
 use crate::stdio::{self, ConsoleSocket, StdioSpec};
 
@@ -165,25 +166,21 @@ fn runtime_options(options: &MessageField<Any>, namespace: &str) -> Runtime {
     }
 }
 
-/// Mounts containerd's rootfs mounts (a snapshotter's overlay, say) on `<bundle>/rootfs`.
+/// Mounts containerd's rootfs mounts (a snapshotter's overlay, say) on `<bundle>/rootfs`;
+/// false when there are none (`ctr run --rootfs`: the bundle's rootfs is used as it is).
 fn mount_rootfs(bundle: &Path, mounts: &[containerd_shim::protos::types::mount::Mount]) -> Result<bool, String> {
     if mounts.is_empty() {
         return Ok(false);
     }
     let target = bundle.join("rootfs");
     std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
-    for m in mounts {
-        let kind = (!m.type_.is_empty()).then_some(m.type_.as_str());
-        containerd_shim::mount::mount_rootfs(kind, Some(m.source.as_str()), &m.options.to_vec(), &target)
-            .map_err(|e| format!("cannot mount the rootfs ({}) on {}: {e}", m.type_, target.display()))?;
-    }
+    rootfs::mount_all(mounts, &target)?;
     Ok(true)
 }
 
 fn unmount_rootfs(bundle: &Path) {
-    let target = bundle.join("rootfs");
-    if let Err(e) = containerd_shim::mount::umount_recursive(target.to_str(), 0) {
-        warn!("cannot unmount {}: {e}", target.display());
+    if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
+        warn!("{e}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! `make bench` shim section: containerd-shim-berth-v2 against Debian's Go
 //! containerd-shim-runc-v2, both driving berth under a private containerd: per-container
-//! memory (PSS, private) and threads with 10 detached containers, and `ctr run --rm` latency.
+//! memory (PSS, private) and threads with 10 detached containers, and `ctr run --rm` latency,
+//! both from a rootfs directory (`--rootfs`, no mounts) and from an image in containerd's
+//! store (the overlayfs snapshotter's mounts, which each shim mounts itself).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use crate::bench::{alternate, ms, ratio, time, Contestant, Table};
 use crate::containerd::Containerd;
 use crate::fixtures::{write_busybox_rootfs, TempDir};
+use crate::oci_image::{LayerDir, OciArchive};
 
 const DETACHED: usize = 10;
 const ROUNDS: usize = 20;
@@ -37,8 +40,11 @@ pub fn run() {
     let ctd = Containerd::start();
     let rootfs = TempDir::new("bench-shim-rootfs");
     write_busybox_rootfs(rootfs.path());
+    let image = OciArchive::build("berth.test/bench-busybox:latest", &[LayerDir::busybox()], &["sh"]);
+    ctd.import(&image);
     let berth = crate::bins::bin("berth").display().to_string();
-    let run_args = |shim: &Shim, id: &str, extra: &[&str], args: &[&str]| -> Vec<String> {
+    // `image` None runs the rootfs directory; Some(name) an image from containerd's store.
+    let run_args = |shim: &Shim, image: Option<&str>, id: &str, extra: &[&str], args: &[&str]| -> Vec<String> {
         let private = ctd.dir.path();
         let mut all: Vec<String> = vec!["run".into()];
         all.extend(extra.iter().map(|s| s.to_string()));
@@ -51,11 +57,14 @@ pub fn run() {
             ("--runtime", shim.runtime.clone()),
             ("--runc-root", private.join("berth").display().to_string()),
             ("--fifo-dir", private.join("fifo").display().to_string()),
-            // `--rootfs` is a switch: the image argument becomes the rootfs path.
-            ("--rootfs", rootfs.path().display().to_string()),
         ] {
             all.push(flag.into());
             all.push(value);
+        }
+        match image {
+            Some(name) => all.push(name.into()),
+            // `--rootfs` is a switch: the image argument becomes the rootfs path.
+            None => all.extend(["--rootfs".to_string(), rootfs.path().display().to_string()]),
         }
         all.push(id.into());
         all.extend(args.iter().map(|s| s.to_string()));
@@ -74,7 +83,7 @@ pub fn run() {
     for shim in &shims {
         let ids: Vec<String> = (0..DETACHED).map(|n| format!("mem-{}-{n}", shim.label.split(' ').next().unwrap())).collect();
         for id in &ids {
-            ctr_ok(&run_args(shim, id, &["-d"], &["sleep", "600"]));
+            ctr_ok(&run_args(shim, None, id, &["-d"], &["sleep", "600"]));
         }
         std::thread::sleep(Duration::from_millis(500)); // let both settle after their last call
         let each: Vec<Footprint> = ids.iter().map(|id| footprint(shim_pid(&shim.exe, id).unwrap_or_else(|| panic!("no {} serves {id}", shim.label)))).collect();
@@ -100,24 +109,31 @@ pub fn run() {
         &format!("shim latency: `ctr run --rm ... /bin/true`, both driving berth (median of {ROUNDS}, alternated)"),
         &["operation", "berth shim", "Go runc-v2 shim", "berth/Go"],
     );
-    let mut contestants: Vec<Contestant> = shims
-        .iter()
-        .map(|shim| {
-            let mut n = 0;
-            let run_args = &run_args;
-            let ctr_ok = &ctr_ok;
-            Contestant {
-                label: shim.label.into(),
-                run: Box::new(move || {
-                    n += 1;
-                    let args = run_args(shim, &format!("lat-{}-{n}", shim.label.split(' ').next().unwrap()), &["--rm"], &["/bin/true"]);
-                    time(|| ctr_ok(&args))
-                }),
-            }
-        })
-        .collect();
-    let medians = alternate(&mut contestants, ROUNDS);
-    latency.row(vec!["ctr run --rm /bin/true".into(), ms(medians[0]), ms(medians[1]), ratio(medians[0], medians[1])]);
+    let operations = [
+        ("ctr run --rm --rootfs DIR /bin/true", "dir", None),
+        ("ctr run --rm IMAGE /bin/true (overlayfs snapshot)", "img", Some(image.name.as_str())),
+    ];
+    for (operation, short, image) in operations {
+        let mut contestants: Vec<Contestant> = shims
+            .iter()
+            .map(|shim| {
+                let mut n = 0;
+                let run_args = &run_args;
+                let ctr_ok = &ctr_ok;
+                Contestant {
+                    label: shim.label.into(),
+                    run: Box::new(move || {
+                        n += 1;
+                        let id = format!("lat-{short}-{}-{n}", shim.label.split(' ').next().unwrap());
+                        let args = run_args(shim, image, &id, &["--rm"], &["/bin/true"]);
+                        time(|| ctr_ok(&args))
+                    }),
+                }
+            })
+            .collect();
+        let medians = alternate(&mut contestants, ROUNDS);
+        latency.row(vec![operation.into(), ms(medians[0]), ms(medians[1]), ratio(medians[0], medians[1])]);
+    }
     latency.publish("shim-latency");
 }
 

@@ -91,6 +91,18 @@ impl Containerd {
         }
     }
 
+    /// `ctr images import` of an archive the test built; containerd unpacks it into its
+    /// default (overlayfs) snapshotter.
+    pub fn import(&self, archive: &crate::oci_image::OciArchive) {
+        let out = self.ctr(&["images", "import", archive.path().to_str().unwrap()]);
+        assert!(out.status.success(), "ctr images import of {} failed: {}", archive.name, String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The bundle directory containerd makes for task `id` (the shim mounts its rootfs there).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.path().join("state/io.containerd.runtime.v2.task").join(&self.namespace).join(id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
@@ -107,6 +119,60 @@ impl Containerd {
         self.stop_daemon();
         self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref(), &self.env);
         self.wait_ready();
+    }
+}
+
+/// `ctr events` running in the background, its lines read as they come; killed by its
+/// pid and reaped on drop, also when the test fails.
+pub struct EventWatch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl EventWatch {
+    /// Waits (at most 10 s) for an event on `topic` (`/tasks/exit`) whose line mentions
+    /// `container` as its id; returns that line, or panics with every event seen.
+    pub fn wait_for(&mut self, topic: &str, container: &str) -> String {
+        let id = format!("\"{container}\"");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.split_whitespace().any(|w| w == topic) && line.contains(&id);
+                    self.seen.push(line.clone());
+                    if found {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {topic} event for {container} within 10 s; ctr events saw: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for EventWatch {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Containerd {
+    /// Starts `ctr events` on this containerd.
+    pub fn watch_events(&self) -> EventWatch {
+        let mut child = self.command(&["events"]).stdout(Stdio::piped()).spawn().expect("cannot run ctr events");
+        let stdout = child.stdout.take().expect("ctr events has no stdout");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        EventWatch { child, lines, seen: Vec::new() }
     }
 }
 
@@ -157,11 +223,23 @@ impl Drop for Containerd {
     }
 }
 
+/// Mount points at or below `dir` in this process's mount namespace, with their
+/// filesystem types.
+pub fn mounts_below(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let point = PathBuf::from(l.split_whitespace().nth(4)?);
+            let kind = l.split(" - ").nth(1)?.split_whitespace().next()?.to_string();
+            point.starts_with(dir).then_some((point, kind))
+        })
+        .collect()
+}
+
 /// Lazily unmounts every mount below `dir`, deepest first.
 pub fn unmount_below(dir: &Path) {
-    let prefix = dir.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(PathBuf::from).collect();
+    let mut points: Vec<PathBuf> = mounts_below(dir).into_iter().map(|(point, _)| point).collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for point in points {
         let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);

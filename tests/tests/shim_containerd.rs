@@ -5,11 +5,13 @@
 use std::io::Read;
 use std::process::Stdio;
 
-use berth_tests::containerd::Containerd;
+use berth_tests::containerd::{mounts_below, Containerd};
 use berth_tests::fixtures::{write_busybox_rootfs, TempDir};
+use berth_tests::oci_image::{LayerDir, OciArchive};
 use berth_tests::privilege::{have_program, missing, require_root};
 
-fn ready(test: &str) -> Option<(Containerd, TempDir)> {
+/// A private containerd, when the test can have one.
+fn containerd_ready(test: &str) -> Option<Containerd> {
     if !require_root(test) {
         return None;
     }
@@ -17,9 +19,15 @@ fn ready(test: &str) -> Option<(Containerd, TempDir)> {
         missing(test, "Debian's containerd (make deps installs it)");
         return None;
     }
+    Some(Containerd::start())
+}
+
+/// A private containerd and a busybox directory for `ctr run --rootfs`.
+fn ready(test: &str) -> Option<(Containerd, TempDir)> {
+    let ctd = containerd_ready(test)?;
     let rootfs = TempDir::new("berth-shim-rootfs");
     write_busybox_rootfs(rootfs.path());
-    Some((Containerd::start(), rootfs))
+    Some((ctd, rootfs))
 }
 
 fn shim() -> String {
@@ -50,6 +58,103 @@ fn run_args(ctd: &Containerd, rootfs: &TempDir, extra: &[&str], id: &str, args: 
 fn ctr_run(ctd: &Containerd, rootfs: &TempDir, extra: &[&str], id: &str, args: &[&str]) -> std::process::Output {
     let all = run_args(ctd, rootfs, extra, id, args);
     ctd.ctr(&all.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `ctr run [extra] --runtime SHIM --runc-root R --fifo-dir F IMAGE ID ARGS...`: a container
+/// from an image in containerd's store, its rootfs the snapshotter's mounts.
+fn ctr_run_image(ctd: &Containerd, extra: &[&str], image: &str, id: &str, args: &[&str]) -> std::process::Output {
+    let private = ctd.dir.path();
+    let (root, fifos) = (private.join("berth"), private.join("fifo"));
+    let mut all = vec!["run"];
+    all.extend(extra);
+    all.extend(["--runtime", &shim_path(), "--runc-root", root.to_str().unwrap(), "--fifo-dir", fifos.to_str().unwrap(), image, id]);
+    all.extend(args);
+    ctd.ctr(&all)
+}
+
+fn shim_path() -> &'static str {
+    static SHIM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHIM.get_or_init(shim)
+}
+
+/// Runs `image` the ways a containerd user does, with `script` printing `expected`: in the
+/// foreground with --rm (output and exit code come back), and detached with an exec, a kill
+/// and a delete. While the detached task runs, its rootfs is one mount, of the type
+/// `mount_type`, and `while_running` gets its id; after each run nothing stays mounted in
+/// the task's bundle.
+fn run_image_both_ways(ctd: &Containerd, extra: &[&str], image: &OciArchive, id: &str, mount_type: &str, script: &str, expected: &str, while_running: impl Fn(&str)) {
+    let fg = format!("{id}-fg");
+    let mut args = vec!["--rm"];
+    args.extend(extra);
+    let out = ctr_run_image(ctd, &args, &image.name, &fg, &["sh", "-c", &format!("{script}; exit 3")]);
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
+    assert_eq!(stdout(&out), expected);
+    assert_eq!(mounts_below(&ctd.bundle(&fg)), vec![], "the rootfs of {fg} stays mounted");
+
+    let bg = format!("{id}-bg");
+    let mut args = vec!["-d"];
+    args.extend(extra);
+    let out = ctr_run_image(ctd, &args, &image.name, &bg, &["sleep", "300"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
+    let bundle = ctd.bundle(&bg);
+    assert_eq!(mounts_below(&bundle), vec![(bundle.join("rootfs"), mount_type.to_string())]);
+    while_running(&bg);
+    let fifos = ctd.dir.path().join("fifo").display().to_string();
+    let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e1", &bg, "sh", "-c", &format!("{script}; exit 5")]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(5), expected), "{}", String::from_utf8_lossy(&out.stderr));
+    ctd.kill_task(&bg);
+    assert!(ctd.ctr(&["task", "delete", &bg]).status.success());
+    assert!(ctd.ctr(&["containers", "delete", &bg]).status.success());
+    assert_eq!(mounts_below(&bundle), vec![], "the rootfs of {bg} stays mounted after delete");
+}
+
+#[test]
+fn ctr_runs_an_image_from_its_store_through_the_shim() {
+    let Some(ctd) = containerd_ready("ctr_runs_an_image_from_its_store_through_the_shim") else { return };
+    let image = OciArchive::build("berth.test/one-layer:latest", &[LayerDir::busybox().file("etc/motd", "from the image")], &["sh"]);
+    ctd.import(&image);
+    // The overlayfs snapshotter (containerd's default) sends an overlay.
+    run_image_both_ways(&ctd, &[], &image, "one", "overlay", "cat /etc/motd; echo; echo written > /tmp/f; cat /tmp/f", "from the image\nwritten\n", |_| {});
+    // The native snapshotter sends a bind mount of a copy.
+    let out = ctr_run_image(&ctd, &["--rm", "--snapshotter", "native"], &image.name, "native", &["sh", "-c", "cat /etc/motd; exit 4"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(4), "from the image"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mounts_below(&ctd.bundle("native")), vec![]);
+}
+
+#[test]
+fn whiteouts_of_upper_layers_hide_lower_files_in_the_container() {
+    let Some(ctd) = containerd_ready("whiteouts_of_upper_layers_hide_lower_files_in_the_container") else { return };
+    let layers = [
+        LayerDir::busybox().file("data/gone", "gone").file("data/kept", "kept").file("opaque/old", "old"),
+        // A file deleted, and a directory made opaque with new content.
+        LayerDir::new().whiteout("data/gone").opaque("opaque").file("opaque/new", "new"),
+        LayerDir::new().file("data/added", "added"),
+    ];
+    let image = OciArchive::build("berth.test/whiteouts:latest", &layers, &["sh"]);
+    ctd.import(&image);
+    let script = "ls /data; echo --; ls /opaque; test -e /data/gone || echo gone-is-gone; test -e /opaque/old || echo old-is-hidden";
+    run_image_both_ways(&ctd, &[], &image, "wh", "overlay", script, "added\nkept\n--\nnew\ngone-is-gone\nold-is-hidden\n", |_| {});
+}
+
+#[test]
+fn an_image_whose_overlay_options_exceed_a_page_runs() {
+    let Some(ctd) = containerd_ready("an_image_whose_overlay_options_exceed_a_page_runs") else { return };
+    const LAYERS: usize = 60;
+    let mut layers = vec![LayerDir::busybox()];
+    layers.extend((1..LAYERS).map(|n| LayerDir::new().file(&format!("layers/{n:02}"), &format!("{n}"))));
+    let image = OciArchive::build("berth.test/many-layers:latest", &layers, &["sh"]);
+    ctd.import(&image);
+    // What containerd hands the shim for the running task: one overlay whose options are
+    // longer than the page mount(2) takes.
+    let check_options = |id: &str| {
+        let out = ctd.ctr(&["snapshots", "mounts", "/mnt", id]);
+        let text = stdout(&out);
+        let options = text.lines().find(|l| l.starts_with("mount -t overlay")).and_then(|l| l.split_once(" -o ")).map(|(_, o)| o.trim()).unwrap_or_else(|| panic!("no overlay in {text:?}"));
+        assert_eq!(options.split_once("lowerdir=").map(|(_, dirs)| dirs.split(':').count()), Some(LAYERS), "{options}");
+        assert!(options.len() > 4096, "the overlay options are only {} bytes", options.len());
+    };
+    let script = "ls /layers | wc -l; cat /layers/01 /layers/59; echo";
+    run_image_both_ways(&ctd, &[], &image, "many", "overlay", script, &format!("{}\n159\n", LAYERS - 1), check_options);
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -215,6 +320,14 @@ fn a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects() {
     let fifos = ctd.dir.path().join("fifo").display().to_string();
     let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "after", "survivor", "echo", "still-here"]);
     assert_eq!(stdout(&out), "still-here\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // The shim's events reach the new containerd: the task's exit is published to it.
+    let mut events = ctd.watch_events();
+    std::thread::sleep(std::time::Duration::from_millis(300)); // ctr subscribes
+    assert!(ctd.ctr(&["task", "kill", "-s", "KILL", "survivor"]).status.success());
+    let exit = events.wait_for("/tasks/exit", "survivor");
+    assert!(exit.contains("\"exit_status\":137"), "{exit}");
+    drop(events);
+    assert_eq!(task_status(&ctd, "survivor"), "STOPPED");
 
     // A shim killed with SIGKILL: `task delete` runs the shim's delete subcommand, which
     // removes the container and its processes.
@@ -377,3 +490,4 @@ fn containers_of_one_pod_share_one_shim() {
     assert!(std::path::Path::new(&format!("/proc/{pod_shim}")).exists(), "the pod's shim left with a container still in it");
     assert_eq!(task_status(&ctd, "pod-a"), "RUNNING");
 }
+
