@@ -4,12 +4,13 @@
 //! never clears one on a bind mount (`rw`, `suid`, `dev`, `exec`, `atime`, `diratime`,
 //! `nostrictatime`, `norelatime`), drops the superblock flags (`sync`, `async`, `dirsync`,
 //! `mand`, `nomand`) and `remount`, ignores every other option of a bind mount, and hands
-//! `tmpcopyup`, `nosymfollow`, `symfollow`, `acl`, `noacl` and `loud` to the filesystem,
-//! which refuses them. Before create, berth checks each mount's options, refuses by name those
-//! nobody can apply, and, when libcontainer must not see some, gives it a copy of the spec
-//! without them (see `SpecCopy`). After create, in the container's mount namespace (the
-//! rootfs pivoted, the createContainer hooks run, the process not yet started), it applies
-//! the rest: copy-up, clearing flags, (no)symfollow, `acl`/`noacl` checks, `remount`.
+//! `tmpcopyup`, `nosymfollow`, `symfollow`, `acl`, `noacl`, `iversion`, `noiversion`,
+//! `silent` and `loud` to the filesystem, which refuses them. Before create, berth checks
+//! each mount's options, refuses by name those nobody can apply, and, when libcontainer must
+//! not see some, gives it a copy of the spec without them (see `SpecCopy`). After create, in
+//! the container's mount namespace (the rootfs pivoted, the createContainer hooks run, the
+//! process not yet started), it applies the rest: copy-up, clearing flags, (no)symfollow,
+//! `acl`/`noacl` checks, `remount`, and the mounts it makes itself (`OwnMount`).
 //!
 //! Access times: `relatime`, `noatime` and `strictatime` pick the mode; `atime`,
 //! `nostrictatime` and `norelatime` leave a mount that has noatime, strictatime or relatime
@@ -19,6 +20,17 @@
 //! `remount` changes the mount already at the destination: per-mount flags (`ro` and `rw`
 //! included: the filesystem may be shared with the host, so its own read-only state is
 //! left alone), recursive flags, superblock flags and filesystem options (fspick).
+//!
+//! `silent` and `iversion` are mount(2) flags (MS_SILENT, MS_I_VERSION) that fsconfig has
+//! no key for, so a mount whose options end with them in effect is made by berth, as runc
+//! makes every mount: one mount(2) call with runc's flags and data (see `OwnMount`). What
+//! the kernel (6.18 here) does with them: both land in the new superblock's flags. SB_SILENT
+//! only quiets a filesystem's messages while it reads its device at mount time (tmpfs, proc
+//! and the other virtual filesystems print nothing either way); SB_I_VERSION turns on the
+//! inode change counter (NFS, IMA), which tmpfs, ext4, xfs (v5) and btrfs enable by
+//! themselves. Neither shows in mountinfo or statfs. `noiversion` and `loud` only leave the
+//! flag out, which is what an fsopen mount is, and a bind mount (runc remounts it with the
+//! per-mount flags alone) ignores all four, so those cases need nothing from berth.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -58,10 +70,46 @@ const ST_NOSYMFOLLOW: i64 = 0x2000;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
-/// runc's options that no call berth or libcontainer makes can apply: the filesystem
-/// context API (fsconfig) has no way to pass them and their effect cannot be checked, so
-/// berth refuses them by name.
-const UNSUPPORTED: &[&str] = &["iversion", "noiversion", "silent"];
+/// Options for mount(2) flags that only mount(2) can pass (see the module's notes).
+const MOUNT2_ONLY: &[&str] = &["iversion", "noiversion", "silent", "loud"];
+
+/// The mount(2) flags runc 1.1 reads from options, in its sense: (option, flag, true = set).
+/// `acl`/`noacl` are left out: berth checks them rather than passing MS_POSIXACL (which
+/// would make the kernel skip the umask on a filesystem without ACLs; runc later dropped it).
+const MOUNT2_FLAGS: &[(&str, libc::c_ulong, bool)] = &[
+    ("ro", libc::MS_RDONLY, true),
+    ("rw", libc::MS_RDONLY, false),
+    ("nosuid", libc::MS_NOSUID, true),
+    ("suid", libc::MS_NOSUID, false),
+    ("nodev", libc::MS_NODEV, true),
+    ("dev", libc::MS_NODEV, false),
+    ("noexec", libc::MS_NOEXEC, true),
+    ("exec", libc::MS_NOEXEC, false),
+    ("sync", libc::MS_SYNCHRONOUS, true),
+    ("async", libc::MS_SYNCHRONOUS, false),
+    ("dirsync", libc::MS_DIRSYNC, true),
+    ("mand", libc::MS_MANDLOCK, true),
+    ("nomand", libc::MS_MANDLOCK, false),
+    ("noatime", libc::MS_NOATIME, true),
+    ("atime", libc::MS_NOATIME, false),
+    ("nodiratime", libc::MS_NODIRATIME, true),
+    ("diratime", libc::MS_NODIRATIME, false),
+    ("relatime", libc::MS_RELATIME, true),
+    ("norelatime", libc::MS_RELATIME, false),
+    ("strictatime", libc::MS_STRICTATIME, true),
+    ("nostrictatime", libc::MS_STRICTATIME, false),
+    ("lazytime", libc::MS_LAZYTIME, true),
+    ("nolazytime", libc::MS_LAZYTIME, false),
+    ("nosymfollow", libc::MS_NOSYMFOLLOW, true),
+    ("symfollow", libc::MS_NOSYMFOLLOW, false),
+    ("iversion", libc::MS_I_VERSION, true),
+    ("noiversion", libc::MS_I_VERSION, false),
+    ("silent", libc::MS_SILENT, true),
+    ("loud", libc::MS_SILENT, false),
+];
+
+/// Options that are neither mount(2) flags nor filesystem data for runc's mount(2) call.
+const NOT_MOUNT2_DATA: &[&str] = &["defaults", "tmpcopyup", "idmap", "ridmap", "acl", "noacl"];
 
 /// Options libcontainer applies itself, or berth's propagation module does.
 const APPLIED_ELSEWHERE: &[&str] = &[
@@ -131,6 +179,76 @@ struct Fixup {
     superblock: Vec<String>,
     /// `acl` / `noacl`: whether the filesystem must have POSIX ACLs.
     acl: Option<bool>,
+    /// The mount berth makes itself in place of the one libcontainer made there.
+    own: Option<OwnMount>,
+}
+
+/// A mount berth makes with one mount(2) call, with the flags and data runc 1.1 passes,
+/// because its options need flags (MS_SILENT, MS_I_VERSION) that fsconfig cannot pass.
+/// libcontainer first makes it without them, at its place among the other mounts: that
+/// creates the mount point and checks the type's rules (proc only on /proc, ...). After
+/// create berth unmounts that one (refused while anything is mounted below it or a process
+/// uses it: the new mount would hide it) and mounts its own there.
+#[derive(Debug, Clone)]
+struct OwnMount {
+    /// The option that makes berth mount it (for messages).
+    option: &'static str,
+    source: CString,
+    fstype: String,
+    flags: libc::c_ulong,
+    data: CString,
+    /// A tmpfs is mounted writable and made read-only after its copy-up, as runc does.
+    read_only_after: bool,
+}
+
+impl OwnMount {
+    /// The mount berth must make itself, if the options leave MS_SILENT or MS_I_VERSION set.
+    fn of(mount: &Mount, options: &[String]) -> Result<Option<OwnMount>> {
+        let mut flags: libc::c_ulong = 0;
+        let mut data = Vec::new();
+        for option in options {
+            if let Some(&(_, flag, set)) = MOUNT2_FLAGS.iter().find(|(name, _, _)| name == option) {
+                if set {
+                    flags |= flag;
+                } else {
+                    flags &= !flag;
+                }
+            } else if !NOT_MOUNT2_DATA.contains(&option.as_str())
+                && !APPLIED_ELSEWHERE.contains(&option.as_str())
+                && recursive_attribute(option).is_none()
+            {
+                data.push(option.as_str());
+            }
+        }
+        let option = if flags & libc::MS_SILENT != 0 {
+            "silent"
+        } else if flags & libc::MS_I_VERSION != 0 {
+            "iversion"
+        } else {
+            return Ok(None);
+        };
+        let destination = mount.destination().display();
+        let refuse = |why: &str| anyhow::anyhow!("cannot apply mount option {option:?} to mount {destination}: {why}");
+        let fstype = match mount.typ().as_deref() {
+            None | Some("") => return Err(refuse("berth makes this mount itself with mount(2), which needs the mount's type")),
+            // libcontainer builds a cgroup v1 mount from a tmpfs and one mount per hierarchy.
+            Some("cgroup") => return Err(refuse("a cgroup mount is several mounts, which berth cannot make with one mount(2) call")),
+            Some(fstype) => fstype.to_string(),
+        };
+        let source = mount.source().as_deref().unwrap_or(Path::new(&fstype)).as_os_str().to_owned();
+        let read_only_after = fstype == "tmpfs" && flags & libc::MS_RDONLY != 0;
+        if read_only_after {
+            flags &= !libc::MS_RDONLY;
+        }
+        Ok(Some(OwnMount {
+            option,
+            source: c_path(&source)?,
+            fstype,
+            flags,
+            data: CString::new(data.join(",")).with_context(|| format!("an option of mount {destination} holds a NUL byte"))?,
+            read_only_after,
+        }))
+    }
 }
 
 /// The mounts as libcontainer must see them, and what berth applies after create.
@@ -151,8 +269,12 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
     let mut plan = Plan::default();
     let mut kept = Vec::new();
     let mut changed = false;
-    for mount in spec.mounts().iter().flatten() {
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    for (index, mount) in mounts.iter().enumerate() {
         let (for_libcontainer, fixup) = plan_mount(mount)?;
+        if let Some(own) = fixup.as_ref().and_then(|fixup| fixup.own.as_ref()) {
+            check_nothing_below(spec, &mounts[index + 1..], mount, own)?;
+        }
         changed |= for_libcontainer.as_ref() != Some(mount);
         kept.extend(for_libcontainer);
         plan.fixups.extend(fixup);
@@ -174,6 +296,7 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     let options: Vec<String> = mount.options().clone().unwrap_or_default();
     let bind = is_bind(mount);
     let remount = options.iter().any(|o| o == "remount");
+    let own = if bind || remount { None } else { OwnMount::of(mount, &options)? };
     let refuse = |option: &str, why: &str| -> anyhow::Error {
         anyhow::anyhow!("cannot apply mount option {option:?} to mount {}: {why}", destination.display())
     };
@@ -186,14 +309,11 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
             // libcontainer would keep both, e.g. rstrictatime in effect after rnostrictatime.
             continue;
         }
-        if UNSUPPORTED.contains(&option) {
-            return Err(refuse(option, "berth mounts through the filesystem context API, which cannot pass it"));
-        }
-        if option == "loud" {
-            // mount(2)'s MS_SILENT cleared: a filesystem made through fsopen never has it,
-            // so the kernel logs its mount messages; fsconfig would refuse the word.
-            if bind {
-                return Err(refuse(option, "a bind mount takes no filesystem options"));
+        if MOUNT2_ONLY.contains(&option) {
+            // Never for libcontainer (fsconfig refuses the words). A bind mount ignores them,
+            // and so does a remount for MS_SILENT; a new mount that needs one is `own`.
+            if remount && !bind && option.ends_with("iversion") {
+                return Err(refuse(option, "berth changes only the named flags of a mounted filesystem (fspick), and that cannot pass it"));
             }
             continue;
         }
@@ -252,7 +372,7 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
             }
             continue;
         }
-        if remount {
+        if remount || own.is_some() {
             if let Some((set, clear)) = recursive_attribute(option) {
                 let (all_set, all_clear) = fixup.recursive.get_or_insert((0, 0));
                 *all_set = (*all_set & !clear) | set;
@@ -293,12 +413,75 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     if atime_set_by_libcontainer {
         fixup.atime = None;
     }
+    if own.is_some() {
+        // mount(2) sets and clears every per-mount and superblock flag in one call.
+        (fixup.set, fixup.clear, fixup.atime) = (0, 0, None);
+        fixup.own = own;
+    }
     let mut kept = mount.clone();
     if for_libcontainer != options {
         kept.set_options(Some(for_libcontainer));
     }
-    let needed = fixup.copy_up || fixup.set != 0 || fixup.clear != 0 || fixup.atime.is_some() || !fixup.superblock.is_empty() || fixup.acl.is_some();
+    let needed = fixup.copy_up
+        || fixup.set != 0
+        || fixup.clear != 0
+        || fixup.atime.is_some()
+        || !fixup.superblock.is_empty()
+        || fixup.acl.is_some()
+        || fixup.own.is_some()
+        || fixup.recursive.is_some();
     Ok((Some(kept), needed.then_some(fixup)))
+}
+
+/// Refuses a mount berth makes itself (after all the others, see `OwnMount`) where it would
+/// hide what the container gets later in runc's order: a mount listed after it, a masked or
+/// read-only path, the devices libcontainer creates in /dev, or the process's working
+/// directory (its init enters it before berth mounts). Paths are compared as written; what
+/// symlinks in the image hide, the unmount in the helper finds busy.
+fn check_nothing_below(spec: &Spec, later: &[Mount], mount: &Mount, own: &OwnMount) -> Result<()> {
+    let destination = lexical(mount.destination());
+    let linux = spec.linux().as_ref();
+    let mut hidden: Vec<(String, PathBuf)> = Vec::new();
+    // A later `remount` changes whatever is mounted there then: berth's mount, as in runc.
+    let later = later.iter().filter(|m| !m.options().iter().flatten().any(|o| o == "remount"));
+    hidden.extend(later.map(|m| ("the mount listed after it at".to_string(), lexical(m.destination()))));
+    for (what, paths) in [
+        ("masked path", linux.and_then(|l| l.masked_paths().clone())),
+        ("read-only path", linux.and_then(|l| l.readonly_paths().clone())),
+    ] {
+        hidden.extend(paths.unwrap_or_default().iter().map(|p| (what.to_string(), lexical(Path::new(p)))));
+    }
+    hidden.push(("the devices libcontainer creates in".to_string(), PathBuf::from("/dev")));
+    if let Some(process) = spec.process() {
+        hidden.push(("the process's working directory".to_string(), lexical(process.cwd())));
+    }
+    for (what, path) in hidden {
+        if path.starts_with(&destination) {
+            bail!(
+                "cannot apply mount option {:?} to mount {}: berth makes this mount itself, after the container's other mounts, and it would hide {what} {}; \
+                 drop the option, or move what lies below to another place",
+                own.option,
+                mount.destination().display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An absolute path with `.`, `..` and repeated slashes resolved as text (inside `/`).
+fn lexical(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            std::path::Component::Normal(name) => clean.push(name),
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    clean
 }
 
 /// The attribute (or the access-time group) a recursive option changes.
@@ -380,7 +563,7 @@ pub fn apply(init: Pid, plan: &Plan, id: &str) -> Result<()> {
             drop(report_read);
             let outcome = open_host_proc()
                 .and_then(|proc| enter(&namespace).map(|()| proc))
-                .and_then(|proc| plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, &proc)));
+                .and_then(|proc| plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, &proc, init)));
             let code = match outcome {
                 Ok(()) => 0,
                 Err(error) => {
@@ -423,14 +606,18 @@ fn path_in_container(proc: &OwnedFd, fd: &OwnedFd) -> Result<PathBuf> {
     Ok(PathBuf::from(link))
 }
 
-/// True when the topmost mount at `point` covers another mount at the same place.
-fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
+/// This process's mount table (the container's, once in its mount namespace).
+fn mount_table(proc: &OwnedFd) -> Result<String> {
     let fd = nix::fcntl::openat(Some(proc.as_raw_fd()), "self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
         .context("cannot open the mount table")?;
     let mut text = String::new();
     // SAFETY: a new descriptor that nothing else owns.
     unsafe { File::from_raw_fd(fd) }.read_to_string(&mut text).context("cannot read the mount table")?;
-    // mountinfo escapes these bytes of a path as octal.
+    Ok(text)
+}
+
+/// A path as mountinfo shows it: these bytes escaped as octal.
+fn mountinfo_path(point: &Path) -> String {
     let mut shown = String::new();
     for c in point.to_string_lossy().chars() {
         match c {
@@ -438,6 +625,13 @@ fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
             c => shown.push(c),
         }
     }
+    shown
+}
+
+/// True when the topmost mount at `point` covers another mount at the same place.
+fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
+    let text = mount_table(proc)?;
+    let shown = mountinfo_path(point);
     let mounts: Vec<Vec<&str>> = text.lines().map(|line| line.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
     let Some(top) = mounts.iter().rev().find(|fields| fields[4] == shown) else { bail!("{} is not mounted", point.display()) };
     Ok(mounts.iter().any(|fields| fields[0] == top[1] && fields[4] == shown))
@@ -451,8 +645,12 @@ fn enter(namespace: &File) -> Result<()> {
     Ok(())
 }
 
-fn apply_fixup(fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
+fn apply_fixup(fixup: &Fixup, proc: &OwnedFd, init: Pid) -> Result<()> {
     let destination = &fixup.destination;
+    if let Some(own) = &fixup.own {
+        replace_with_own_mount(own, destination, proc, init)
+            .with_context(|| format!("cannot mount {} with mount option {:?}", destination.display(), own.option))?;
+    }
     let target = open_in_root(destination, libc::O_PATH)
         .with_context(|| format!("cannot open mount {} in the container", destination.display()))?;
     if fixup.copy_up {
@@ -508,7 +706,113 @@ fn apply_fixup(fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
         mount_setattr(&target, set, clear, true)
             .with_context(|| format!("cannot change the mount flags below {}", destination.display()))?;
     }
+    if let Some(own) = fixup.own.as_ref().filter(|own| own.read_only_after) {
+        // runc's read-only remount of a tmpfs: the same flags with MS_RDONLY, as a bind
+        // remount, so the mount is read-only and its filesystem stays writable.
+        let point = c_path(path_in_container(proc, &target)?.as_os_str())?;
+        let flags = own.flags | libc::MS_RDONLY | libc::MS_REMOUNT | libc::MS_BIND;
+        // SAFETY: NUL-terminated strings; the data pointer is an empty string.
+        cvt(unsafe { libc::mount(c"".as_ptr(), point.as_ptr(), std::ptr::null(), flags, c"".as_ptr().cast()) } as libc::c_long)
+            .with_context(|| format!("cannot make mount {} read-only", destination.display()))?;
+    }
     Ok(())
+}
+
+/// Unmounts what libcontainer mounted at the destination without MS_SILENT or MS_I_VERSION
+/// and makes the mount with them (see `OwnMount`).
+fn replace_with_own_mount(own: &OwnMount, destination: &Path, proc: &OwnedFd, init: Pid) -> Result<()> {
+    let placeholder = open_in_root(destination, libc::O_PATH).context("cannot open it in the container")?;
+    let point = path_in_container(proc, &placeholder)?;
+    drop(placeholder);
+    let shown = top_mount_type(proc, &point)?;
+    if shown != own.fstype {
+        bail!("the mount on top at {} is a {shown}, not the {} libcontainer made: a later mount lies on it", point.display(), own.fstype);
+    }
+    let point = c_path(point.as_os_str())?;
+    // SAFETY: a NUL-terminated path. Without MNT_DETACH the kernel refuses a mount that has
+    // mounts below it or a process inside it, which the new mount would hide.
+    match cvt(unsafe { libc::umount2(point.as_ptr(), libc::UMOUNT_NOFOLLOW) } as libc::c_long) {
+        Ok(_) => {}
+        Err(error) if error.raw_os_error() == Some(libc::EBUSY) => bail!(
+            "berth makes this mount itself, after the container's other mounts, and something is mounted below it (or the \
+             container's process works in it), which it would hide; drop the option, or move what lies below to another place"
+        ),
+        Err(error) => return Err(error).context("cannot unmount the mount libcontainer made there"),
+    }
+    let fstype = c_path(OsStr::new(&own.fstype))?;
+    in_container_namespaces(init, proc, || {
+        // SAFETY: NUL-terminated strings that outlive the call.
+        cvt(unsafe { libc::mount(own.source.as_ptr(), point.as_ptr(), fstype.as_ptr(), own.flags, own.data.as_ptr().cast()) } as libc::c_long)
+            .map(drop)
+    })
+    .context("mount(2)")
+}
+
+/// The filesystem type of the topmost mount at `point`, from the container's mount table.
+fn top_mount_type(proc: &OwnedFd, point: &Path) -> Result<String> {
+    let text = mount_table(proc)?;
+    let shown = mountinfo_path(point);
+    let top = text.lines().rfind(|line| line.split(' ').nth(4) == Some(shown.as_str()));
+    let fstype = top.and_then(|line| line.split_once(" - ")).and_then(|(_, rest)| rest.split(' ').next());
+    fstype.map(str::to_string).with_context(|| format!("{} is not mounted", point.display()))
+}
+
+/// Runs `work` in a grandchild that has joined the init's namespaces besides the mount
+/// namespace (entered already): a proc, sysfs or mqueue mount belongs to the pid, network
+/// or IPC namespace of the process that makes it, and its owner to that process's user
+/// namespace. A pid namespace applies to children only, hence the second fork.
+fn in_container_namespaces(init: Pid, proc: &OwnedFd, work: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
+    let mut enter = 0;
+    for (name, flag) in [("net", libc::CLONE_NEWNET), ("ipc", libc::CLONE_NEWIPC), ("cgroup", libc::CLONE_NEWCGROUP), ("pid", libc::CLONE_NEWPID), ("user", libc::CLONE_NEWUSER)] {
+        let stat = |path: String| nix::sys::stat::fstatat(Some(proc.as_raw_fd()), path.as_str(), AtFlags::empty());
+        let (own, theirs) = (stat(format!("self/ns/{name}"))?, stat(format!("{init}/ns/{name}"))?);
+        if (own.st_dev, own.st_ino) != (theirs.st_dev, theirs.st_ino) {
+            enter |= flag;
+        }
+    }
+    // SAFETY: a pid with no flags.
+    let pidfd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, init.as_raw(), 0) }).context("cannot open the container's init")?;
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let run = || -> std::io::Result<()> {
+        if enter != 0 {
+            // SAFETY: a pidfd and namespace flags; this process is single-threaded.
+            cvt(unsafe { libc::setns(pidfd.as_raw_fd(), enter) } as libc::c_long)?;
+        }
+        if enter & libc::CLONE_NEWUSER != 0 {
+            // As the container's root, as runc mounts: a new tmpfs's root is its creator's.
+            let root = (Gid::from_raw(0), Uid::from_raw(0));
+            nix::unistd::setresgid(root.0, root.0, root.0).and_then(|()| nix::unistd::setresuid(root.1, root.1, root.1))?;
+        }
+        // SAFETY: the child only makes the syscalls in `work`, then _exits.
+        match unsafe { fork() }? {
+            ForkResult::Child => exit_with(work()),
+            ForkResult::Parent { child } => match waitpid(child, None)? {
+                WaitStatus::Exited(_, 0) => Ok(()),
+                WaitStatus::Exited(_, code) => Err(std::io::Error::from_raw_os_error(code)),
+                _ => Err(std::io::Error::other("the mounting process was killed")),
+            },
+        }
+    };
+    // SAFETY: this helper is single-threaded; the child runs `run`, then _exits.
+    match unsafe { fork() }.context("cannot fork to join the container's namespaces")? {
+        ForkResult::Child => exit_with(run()),
+        ForkResult::Parent { child } => match waitpid(child, None).context("cannot wait for the mounting process")? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            WaitStatus::Exited(_, code) => Err(std::io::Error::from_raw_os_error(code).into()),
+            status => bail!("the mounting process ended with {status:?}"),
+        },
+    }
+}
+
+/// Ends a forked child with the errno of `outcome` as exit code (0 for success).
+fn exit_with(outcome: std::io::Result<()>) -> ! {
+    let code = match outcome {
+        Ok(()) => 0,
+        Err(error) => error.raw_os_error().filter(|&errno| (1..256).contains(&errno)).unwrap_or(libc::EIO),
+    };
+    // SAFETY: ends the forked child without running the parent's exit handlers.
+    unsafe { libc::_exit(code) }
 }
 
 fn cvt(result: libc::c_long) -> std::io::Result<libc::c_long> {
@@ -789,16 +1093,72 @@ mod tests {
     #[test]
     fn unapplicable_options_are_refused_by_name() {
         for (typ, options, option) in [
-            ("tmpfs", &["iversion"][..], "iversion"),
+            ("tmpfs", &["remount", "iversion"][..], "iversion"),
+            ("cgroup", &["silent"][..], "silent"),
             ("bind", &["bind", "acl"][..], "acl"),
             ("bind", &["rbind", "size=1m"][..], "size=1m"),
             ("bind", &["bind", "sync"][..], "sync"),
             ("proc", &["tmpcopyup"][..], "tmpcopyup"),
-            ("tmpfs", &["loud", "silent"][..], "silent"),
         ] {
             let error = plan_mount(&mount(typ, options)).unwrap_err().to_string();
             assert!(error.contains(&format!("{option:?}")) && error.contains("/x"), "{error}");
         }
+    }
+
+    #[test]
+    fn silent_and_iversion_make_a_mount_berth_makes_with_runc_flags_and_data() {
+        let options = ["ro", "nosuid", "silent", "size=1m", "mode=750", "sync", "noiversion", "iversion", "rnoexec", "tmpcopyup", "private"];
+        let (kept, fixup) = plan_mount(&mount("tmpfs", &options)).unwrap();
+        // libcontainer makes it first, without the words fsconfig refuses.
+        assert_eq!(kept.unwrap().options().clone().unwrap(), vec!["ro", "nosuid", "size=1m", "mode=750", "sync=", "private"]);
+        let fixup = fixup.unwrap();
+        let own = fixup.own.unwrap();
+        assert_eq!(own.option, "silent");
+        assert_eq!(own.flags, libc::MS_NOSUID | libc::MS_SILENT | libc::MS_SYNCHRONOUS | libc::MS_I_VERSION);
+        assert!(own.read_only_after);
+        assert_eq!(own.data.to_str().unwrap(), "size=1m,mode=750");
+        assert_eq!((own.source.to_str().unwrap(), own.fstype.as_str()), ("tmpfs", "tmpfs"));
+        assert_eq!(fixup.recursive, Some((MOUNT_ATTR_NOEXEC, 0)));
+        assert!(fixup.copy_up);
+        let own = plan_mount(&mount("proc", &["noexec", "iversion", "silent", "loud"])).unwrap().1.unwrap().own.unwrap();
+        assert_eq!((own.option, own.flags, own.read_only_after), ("iversion", libc::MS_NOEXEC | libc::MS_I_VERSION, false));
+    }
+
+    #[test]
+    fn options_that_leave_the_flags_out_or_meet_a_bind_mount_need_nothing() {
+        for (typ, options) in [
+            ("tmpfs", &["silent", "loud", "noiversion"][..]),
+            ("bind", &["bind", "silent", "iversion", "noiversion", "loud"][..]),
+            ("tmpfs", &["remount", "silent", "loud"][..]),
+        ] {
+            let (kept, fixup) = plan_mount(&mount(typ, options)).unwrap();
+            let kept = kept.map(|m| m.options().clone().unwrap());
+            assert!(kept.as_deref().unwrap_or_default().iter().all(|o| !MOUNT2_ONLY.contains(&o.as_str())), "{options:?}: {kept:?}");
+            assert!(fixup.is_none(), "{options:?}");
+        }
+    }
+
+    #[test]
+    fn a_mount_berth_makes_may_not_hide_what_comes_after_it() {
+        let with = |mounts: Vec<Mount>| {
+            let mut spec = Spec::default();
+            spec.set_mounts(Some(mounts));
+            plan(&spec, Path::new("/rootfs"))
+        };
+        let at = |destination: &str, typ: &str, options: &[&str]| {
+            let mut mount = mount(typ, options);
+            mount.set_destination(PathBuf::from(destination));
+            mount
+        };
+        let error = with(vec![at("/data", "tmpfs", &["silent"]), at("/data/./x", "bind", &["bind"])]).unwrap_err().to_string();
+        assert!(error.contains("\"silent\"") && error.contains("mount /data:") && error.contains("/data/x"), "{error}");
+        let error = with(vec![at("/proc", "proc", &["iversion"])]).unwrap_err().to_string();
+        assert!(error.contains("masked path /proc/"), "{error}");
+        let error = with(vec![at("/dev", "tmpfs", &["silent"])]).unwrap_err().to_string();
+        assert!(error.contains("devices libcontainer creates in /dev"), "{error}");
+        // Mounts listed before it are hidden in runc too, and a later remount changes it.
+        let planned = with(vec![at("/data/x", "tmpfs", &[]), at("/data", "tmpfs", &["silent"]), at("/data", "tmpfs", &["remount", "ro"])]);
+        assert_eq!(planned.unwrap().fixups.len(), 2);
     }
 
     #[test]

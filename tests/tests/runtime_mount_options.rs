@@ -334,8 +334,9 @@ fn options_berth_cannot_apply_are_refused_by_name() {
         // tmpfs always has POSIX ACLs, mqueue never: berth checks what the kernel gives.
         ("tmpfs", "tmpfs", &["noacl"], "noacl"),
         ("mqueue", "mqueue", &["acl"], "acl"),
-        ("tmpfs", "tmpfs", &["loud", "silent"], "silent"),
-        ("tmpfs", "tmpfs", &["iversion"], "iversion"),
+        // On remount berth changes only the flags named (fspick), which cannot carry it.
+        ("tmpfs", "tmpfs", &["remount", "iversion"], "iversion"),
+        ("cgroup", "cgroup", &["silent"], "silent"),
         ("bind", &source, &["bind", "size=1m"], "size=1m"),
         ("bind", &source, &["bind", "sync"], "sync"),
         ("bind", &source, &["bind", "tmpcopyup"], "tmpcopyup"),
@@ -365,6 +366,103 @@ fn options_berth_cannot_apply_are_refused_by_name() {
 }
 
 #[test]
+fn a_mount_berth_makes_itself_never_hides_a_later_one() {
+    if !require_root("a_mount_berth_makes_itself_never_hides_a_later_one") {
+        return;
+    }
+    // berth makes a silent mount after all the others: one listed after it below it would be
+    // hidden, which it refuses before create; through a symlink of the image it finds the
+    // mount libcontainer made there busy, and refuses after create, leaving nothing.
+    for (n, below) in ["/silent/below", "/link/below"].iter().enumerate() {
+        let mut bundle = Bundle::busybox("hidden", &["true"]);
+        add_mount(&mut bundle, "/silent", "tmpfs", "tmpfs", &["silent", "size=1m"]);
+        symlink("/silent", bundle.rootfs().join("link")).unwrap();
+        bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": below, "type": "tmpfs", "source": "tmpfs"}));
+        bundle.write_spec();
+        let berth = Berth::new("hidden");
+        let id = format!("{}-{n}", container_id("hidden"));
+        let (code, _, stderr) = berth.run_bundle(bundle.path(), &id);
+        assert_ne!(code, 0, "a mount below the silent one ({below}) was accepted");
+        assert!(stderr.contains("\"silent\"") && stderr.contains("/silent") && stderr.contains("would hide"), "{below}: {stderr}");
+        assert!(!berth.root().join(&id).exists(), "a refused container left state");
+    }
+}
+
+#[test]
+fn silent_and_iversion_mounts_are_made_with_their_flags_and_data() {
+    if !require_root("silent_and_iversion_mounts_are_made_with_their_flags_and_data") {
+        return;
+    }
+    let script = "cat /iv/f; if touch /iv/w 2>/dev/null; then echo /iv writable; fi; ls /sysfs/class/net; cat /bound/f; cat /proc/self/mountinfo";
+    let mut bundle = Bundle::busybox("silent", &["sh", "-c", script]);
+    std::fs::create_dir_all(bundle.rootfs().join("iv")).unwrap();
+    std::fs::write(bundle.rootfs().join("iv/f"), "image-f\n").unwrap();
+    let host = TempDir::new("berth-silent-src");
+    std::fs::write(host.path().join("f"), "host-f\n").unwrap();
+    // berth makes these two itself (MS_SILENT, MS_I_VERSION), in one mount(2) call each.
+    add_mount(&mut bundle, "/silent", "tmpfs", "tmpfs", &["silent", "size=2m", "mode=750", "nosuid", "sync", "noatime"]);
+    add_mount(&mut bundle, "/iv", "tmpfs", "tmpfs", &["noiversion", "iversion", "ro", "size=1m", "tmpcopyup", "noexec"]);
+    // Made read-only by the mount(2) call itself, filesystem and all, as runc makes it (an
+    // fsopen mount without the flags would leave the filesystem writable).
+    add_mount(&mut bundle, "/ramfs-silent", "ramfs", "ramfs", &["silent", "ro", "mode=711"]);
+    add_mount(&mut bundle, "/ramfs-iv", "ramfs", "ramfs", &["iversion", "ro"]);
+    // A sysfs belongs to the network namespace of whoever mounts it: the container's has only lo.
+    add_mount(&mut bundle, "/sysfs", "sysfs", "sysfs", &["silent", "ro", "nosuid"]);
+    // The flags left out (an fsopen mount has neither), and a bind mount, which ignores them.
+    add_mount(&mut bundle, "/loud", "tmpfs", "tmpfs", &["silent", "loud", "size=3m"]);
+    add_mount(&mut bundle, "/noiv", "tmpfs", "tmpfs", &["iversion", "noiversion", "size=4m"]);
+    add_mount(&mut bundle, "/bound", "bind", host.path().to_str().unwrap(), &["bind", "silent", "iversion", "noiversion", "loud"]);
+    let out = run_ok(&bundle, "silent");
+    for point in ["/silent", "/iv", "/ramfs-silent", "/ramfs-iv", "/sysfs", "/loud", "/noiv", "/bound"] {
+        // libcontainer's mount without the flags is gone: one mount at each place.
+        assert_eq!(out.lines().filter(|l| l.split_whitespace().nth(4) == Some(point)).count(), 1, "{point}:\n{out}");
+    }
+    let silent = shown(&out, "/silent");
+    assert!(silent.line.contains(" - tmpfs "), "{}", silent.line);
+    for option in ["size=2048k", "mode=750", "sync"] {
+        assert!(silent.superblock.contains(option), "{option}: {}", silent.line);
+    }
+    assert!(silent.has("nosuid") && silent.atime() == "noatime", "{}", silent.line);
+    // Copied up while writable, then a read-only mount of a writable tmpfs, as runc leaves it.
+    let iv = shown(&out, "/iv");
+    assert!(out.contains("image-f\n") && !out.contains("/iv writable"), "{out}");
+    assert!(iv.has("ro") && iv.has("noexec") && iv.superblock.contains("rw") && iv.superblock.contains("size=1024k"), "{}", iv.line);
+    for point in ["/ramfs-silent", "/ramfs-iv"] {
+        let ramfs = shown(&out, point);
+        assert!(ramfs.line.contains(" - ramfs ") && ramfs.has("ro") && ramfs.superblock.contains("ro"), "{}", ramfs.line);
+    }
+    assert!(shown(&out, "/ramfs-silent").superblock.contains("mode=711"), "{out}");
+    let sysfs = shown(&out, "/sysfs");
+    assert!(sysfs.line.contains(" - sysfs ") && sysfs.has("ro") && sysfs.has("nosuid"), "{}", sysfs.line);
+    let interfaces: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("image-f")).skip(1).take_while(|l| *l != "host-f").collect();
+    assert_eq!(interfaces, ["lo"], "the sysfs shows another network namespace:\n{out}");
+    assert!(shown(&out, "/loud").superblock.contains("size=3072k") && shown(&out, "/noiv").superblock.contains("size=4096k"), "{out}");
+    assert!(out.contains("host-f\n"), "{out}");
+}
+
+#[test]
+fn a_silent_mount_in_a_user_namespace_belongs_to_the_container_root() {
+    if !require_root("a_silent_mount_in_a_user_namespace_belongs_to_the_container_root") {
+        return;
+    }
+    // berth makes the mount in the container's user namespace, as its root (as runc does):
+    // the new tmpfs's root is the container root's, so the container can write there.
+    let script = "stat -c '%u %g %a' /silent; touch /silent/w && echo written; grep ' /silent ' /proc/self/mountinfo";
+    let mut bundle = Bundle::busybox("silent-userns", &["sh", "-c", script]);
+    add_mount(&mut bundle, "/silent", "tmpfs", "tmpfs", &["silent", "mode=750", "size=1m"]);
+    // The rootfs must be usable by the mapped root.
+    let status = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(bundle.rootfs()).status().unwrap();
+    assert!(status.success());
+    bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    bundle.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    bundle.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let out = run_ok(&bundle, "silent-userns");
+    assert!(out.starts_with("0 0 750\nwritten\n"), "{out}");
+    let silent = shown(&out, "/silent");
+    assert!(silent.superblock.contains("uid=100000") && silent.superblock.contains("size=1024k"), "{}", silent.line);
+}
+
+#[test]
 fn features_lists_the_mount_options_of_runc() {
     if !have_program("runc") {
         missing("features_lists_the_mount_options_of_runc", "Debian's runc (make deps installs it)");
@@ -377,11 +475,8 @@ fn features_lists_the_mount_options_of_runc() {
     };
     let runc = list(std::process::Command::new("runc").arg("features").output().unwrap());
     let berth = list(Berth::new("features").output(&["features"]));
-    assert!(berth.is_subset(&runc), "berth advertises options runc does not: {:?}", berth.difference(&runc).collect::<Vec<_>>());
-    // What runc lists and berth does not is exactly what berth refuses by name (above):
-    // options the filesystem context API cannot pass.
-    let missing: Vec<&String> = runc.difference(&berth).collect();
-    assert_eq!(missing, ["iversion", "noiversion", "silent"], "runc's options berth lacks");
+    assert_eq!(runc.len(), 62, "runc 1.1 lists 62 mount options: {runc:?}");
+    assert_eq!(berth, runc, "berth lacks {:?}, adds {:?}", runc.difference(&berth).collect::<Vec<_>>(), berth.difference(&runc).collect::<Vec<_>>());
 }
 
 #[test]
