@@ -291,6 +291,18 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Whether a bind mount drops `option`: everything but the per-mount flags, the atime
+/// family, the recursive and propagation options and `bind`/`rbind`/`remount`.
+fn ignored_on_bind(option: &str) -> bool {
+    !(option == "remount"
+        || APPLIED_ELSEWHERE.contains(&option)
+        || MOUNT2_ONLY.contains(&option)
+        || atime_option(option).is_some()
+        || PER_MOUNT.iter().any(|(name, _, _)| *name == option)
+        || recursive_attribute(option).is_some()
+        || option == "rnorelatime")
+}
+
 fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     let destination = mount.destination();
     let options: Vec<String> = mount.options().clone().unwrap_or_default();
@@ -317,25 +329,25 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
             }
             continue;
         }
+        if bind && ignored_on_bind(option) {
+            // mount(2) ignores filesystem options and superblock flags with MS_BIND, and runc
+            // (whose callers and the runtime-tools suite send them, e.g. `mode=755`) passes
+            // them on to exactly that; libcontainer would hand them to the source's filesystem.
+            continue;
+        }
         if option == "acl" || option == "noacl" {
             // The filesystem decides (fsconfig cannot pass it): berth checks it holds.
-            if bind {
-                return Err(refuse(option, "a bind mount takes no filesystem options"));
-            }
             fixup.acl = Some(option == "acl");
             continue;
         }
         if option == "tmpcopyup" {
-            if mount.typ().as_deref() != Some("tmpfs") || bind || remount {
+            if mount.typ().as_deref() != Some("tmpfs") || remount {
                 return Err(refuse(option, "it applies only to a new tmpfs mount"));
             }
             fixup.copy_up = true;
             continue;
         }
         if SUPERBLOCK_FLAGS.contains(&option) || option == "lazytime" || option == "nolazytime" {
-            if bind {
-                return Err(refuse(option, "it changes a filesystem, and a bind mount shares its source's filesystem"));
-            }
             if remount {
                 if option == "dirsync" {
                     return Err(refuse(option, "the kernel sets it only when a filesystem is mounted, never on remount"));
@@ -389,10 +401,7 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
             for_libcontainer.push(option.to_string());
             continue;
         }
-        // A filesystem option: the filesystem checks it; a bind mount has no use for one.
-        if bind {
-            return Err(refuse(option, "a bind mount takes no filesystem options"));
-        }
+        // A filesystem option: the filesystem checks it.
         if remount {
             fixup.superblock.push(option.to_string());
         } else {
