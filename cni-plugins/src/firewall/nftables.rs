@@ -10,7 +10,8 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NetlinkError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::netlink::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftClient, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::netlink::NetlinkError;
 
 pub struct Nftables;
 
@@ -95,7 +96,7 @@ fn table_and_chains(batch: &mut Batch) {
 /// Then ADD writes only its own rule: re-declaring existing chains or replacing rules
 /// makes the kernel release the old objects after an RCU grace period, which a process
 /// leaving nf_tables waits out (10-25 ms here).
-fn in_place(client: &mut Client) -> Result<bool, NetlinkError> {
+fn in_place(client: &mut NftClient) -> Result<bool, NetlinkError> {
     let present = client.rules(Family::Inet, TABLE, POSTROUTING)?;
     Ok(present.len() == 3 && present.iter().all(|r| r.comment.is_none()))
 }
