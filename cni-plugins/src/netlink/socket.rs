@@ -147,3 +147,25 @@ impl Socket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_read_back_whole_past_their_padding() {
+        let mut buffer = Vec::new();
+        let first = begin_message(&mut buffer, NLMSG_ERROR, 0, 7);
+        buffer.extend_from_slice(&(-libc::ENOENT).to_ne_bytes());
+        buffer.extend_from_slice(&[1, 2]); // 22 bytes: the next message starts at 24
+        end_message(&mut buffer, first);
+        buffer.resize(24, 0);
+        let second = begin_message(&mut buffer, NLMSG_DONE, 0, 8);
+        end_message(&mut buffer, second);
+        buffer.extend_from_slice(&[0; 8]); // a truncated header is not read
+        let read = messages(&buffer);
+        assert_eq!(read.iter().map(|m| (m.kind, m.sequence, m.bytes.len())).collect::<Vec<_>>(), [(NLMSG_ERROR, 7, 22), (NLMSG_DONE, 8, 16)]);
+        assert_eq!(error_code(read[0].payload()), libc::ENOENT);
+        assert_eq!(error_code(read[1].payload()), 0);
+    }
+}
