@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, UNKNOWN_CONTAINER, UNSUPPORTED_FIELD};
 use crate::firewall::{self, Attachment, Firewall};
-use crate::netlink::{mac_text, random_mac, Link, Netlink, NetlinkError, VethPort};
+use crate::netlink::route::{mac_text, random_mac, Link, RouteClient, VethPort};
+use crate::netlink::NetlinkError;
 use crate::result::{Interface, NetResult, Route};
 use crate::skel::{Args, Plugin};
 use crate::{ipam, netns, spoofcheck};
@@ -144,7 +145,7 @@ impl BridgeConf {
 
 /// Puts a bridge port on the configured VLANs, dropping the bridge's default one unless
 /// asked to keep it.
-fn join_vlans(host: &mut Netlink, c: &BridgeConf, port: u32, bridge: &Link, vlans: &[(u16, bool)]) -> CniResult<()> {
+fn join_vlans(host: &mut RouteClient, c: &BridgeConf, port: u32, bridge: &Link, vlans: &[(u16, bool)]) -> CniResult<()> {
     if vlans.is_empty() {
         return Ok(());
     }
@@ -158,7 +159,7 @@ fn join_vlans(host: &mut Netlink, c: &BridgeConf, port: u32, bridge: &Link, vlan
 }
 
 /// The bridge, created when missing (filtering VLANs when they are used), up.
-fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<Link> {
+fn ensure_bridge(host: &mut RouteClient, c: &BridgeConf) -> CniResult<Link> {
     // A kernel whose bridges cannot filter VLANs refuses to turn filtering on.
     let filtering = |outcome: Result<(), NetlinkError>| match outcome {
         Err(e) if e.errno == libc::EOPNOTSUPP && c.uses_vlans() => {
@@ -198,7 +199,7 @@ fn ensure_bridge(host: &mut Netlink, c: &BridgeConf) -> CniResult<Link> {
 
 /// The gateway's interface for a VLAN: the `<bridge>.<vlan>` end of a veth whose other end
 /// is a bridge port on that VLAN, made when missing.
-fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> CniResult<Link> {
+fn ensure_vlan_gateway(host: &mut RouteClient, c: &BridgeConf, bridge: &Link) -> CniResult<Link> {
     let name = format!("{}.{}", c.bridge, c.vlan);
     if name.len() > 15 {
         return Err(CniError::new(INVALID_CONFIG, format!("the VLAN gateway's name {name} is longer than 15 characters; use a shorter bridge name")));
@@ -226,7 +227,7 @@ fn ensure_vlan_gateway(host: &mut Netlink, c: &BridgeConf, bridge: &Link) -> Cni
 /// of its subnet only with forceAddress) and turns on forwarding. Asking to add the address
 /// tells whether it is there already, so the usual case reads no address list (which grows
 /// with every veth).
-fn ensure_gateway(host: &mut Netlink, c: &BridgeConf, gateway: &Link, result: &NetResult) -> CniResult<()> {
+fn ensure_gateway(host: &mut RouteClient, c: &BridgeConf, gateway: &Link, result: &NetResult) -> CniResult<()> {
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
         let wanted = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
@@ -262,7 +263,7 @@ impl LinkLocal for IpAddr {
 /// gateway. Fills in the result's interfaces.
 fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     let container_ns = netns::open(&args.netns)?;
-    let mut host = Netlink::open().map_err(nl)?;
+    let mut host = RouteClient::open().map_err(nl)?;
     let bridge = ensure_bridge(&mut host, c)?;
     let host_name = host_veth_name(&c.network, args);
     // The pair is made from the host, the host end on the bridge at once; it comes up at
@@ -292,7 +293,7 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
         }
     }
     netns::within(&container_ns, || {
-        let mut inside = Netlink::open().map_err(nl)?;
+        let mut inside = RouteClient::open().map_err(nl)?;
         let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("the container's veth {} did not arrive", args.ifname)))?;
         let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
         if has_v6 && !c.enable_dad {
@@ -340,7 +341,7 @@ fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
     if !args.netns.is_empty() {
         if let Ok(ns) = netns::open(&args.netns) {
             netns::within(&ns, || {
-                let mut inside = Netlink::open().map_err(nl)?;
+                let mut inside = RouteClient::open().map_err(nl)?;
                 if let Some(link) = inside.link(&args.ifname).map_err(nl)? {
                     inside.delete_link(link.index).map_err(nl)?;
                 }
@@ -354,7 +355,7 @@ fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
 
 /// Removes the pair through its host end (named for this attachment, so never another's).
 fn remove_host_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
-    let mut host = Netlink::open().map_err(nl)?;
+    let mut host = RouteClient::open().map_err(nl)?;
     if let Some(link) = host.link(&host_veth_name(&c.network, args)).map_err(nl)? {
         host.delete_link(link.index).map_err(nl)?;
     }
@@ -429,7 +430,7 @@ impl Plugin for Bridge {
         let ns = netns::open(&args.netns)?;
         let expected: Vec<IpNet> = crate::skel::prev_result(conf)?.map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
         netns::within(&ns, || {
-            let mut inside = Netlink::open().map_err(nl)?;
+            let mut inside = RouteClient::open().map_err(nl)?;
             let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("interface {} is missing in {}", args.ifname, args.netns)))?;
             let present = inside.addresses(link.index).map_err(nl)?;
             if let Some(missing) = expected.iter().find(|a| !present.contains(a)) {
@@ -437,7 +438,7 @@ impl Plugin for Bridge {
             }
             Ok(())
         })?;
-        let mut host = Netlink::open().map_err(nl)?;
+        let mut host = RouteClient::open().map_err(nl)?;
         let bridge = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("bridge {} is missing", c.bridge)))?;
         let veth = host.link(&host_veth_name(&c.network, args)).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, "the host end of the veth is missing"))?;
         if veth.controller != Some(bridge.index) {

@@ -52,3 +52,11 @@ impl std::fmt::Display for CniError {
 }
 
 pub type CniResult<T> = Result<T, CniError>;
+
+/// A netlink request the kernel refused or that could not be sent: an I/O failure, with
+/// what was being done.
+impl From<crate::netlink::NetlinkError> for CniError {
+    fn from(e: crate::netlink::NetlinkError) -> CniError {
+        CniError::new(IO_FAILURE, e.message)
+    }
+}

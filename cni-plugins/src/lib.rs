@@ -10,7 +10,6 @@ pub mod ipam;
 pub mod loopback;
 pub mod netlink;
 pub mod netns;
-pub mod nftables;
 pub mod result;
 pub mod skel;
 pub mod spoofcheck;

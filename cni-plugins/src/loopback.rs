@@ -7,52 +7,23 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use crate::error::{CniError, CniResult, IO_FAILURE};
+use crate::netlink::route::{Link, RouteClient};
 use crate::result::{Interface, IpConfig, NetResult};
 use crate::skel::{Args, Plugin};
 
 pub struct Loopback;
 
-/// lo's interface flags in the current namespace.
-fn lo_flags() -> CniResult<libc::c_short> {
-    lo_ioctl(None)
+/// `lo` of the current namespace.
+fn lo(client: &mut RouteClient) -> CniResult<Link> {
+    client.link("lo")?.ok_or_else(|| CniError::new(IO_FAILURE, "the container's namespace has no lo"))
 }
 
-/// Sets or clears IFF_UP on `lo` of the current namespace.
+/// Brings `lo` of the current namespace up or down.
 fn set_lo_up(up: bool) -> CniResult<()> {
-    lo_ioctl(Some(up)).map(|_| ())
-}
-
-/// Reads lo's flags and, with `up`, sets or clears IFF_UP; returns the flags read.
-fn lo_ioctl(up: Option<bool>) -> CniResult<libc::c_short> {
-    // SAFETY: a datagram socket used only for interface ioctls, closed below.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(CniError::io("cannot open a socket", std::io::Error::last_os_error()));
-    }
-    // SAFETY: ifreq is plain data; the name fits.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    let result = (|| {
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq given.
-        if unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) } != 0 {
-            return Err(CniError::new(IO_FAILURE, format!("cannot read lo's flags: {}", std::io::Error::last_os_error())));
-        }
-        // SAFETY: the flags member of the union is what SIOCGIFFLAGS filled.
-        let flags = unsafe { req.ifr_ifru.ifru_flags };
-        let Some(up) = up else { return Ok(flags) };
-        let wanted = if up { flags | libc::IFF_UP as libc::c_short } else { flags & !(libc::IFF_UP as libc::c_short) };
-        req.ifr_ifru.ifru_flags = wanted;
-        // SAFETY: as above.
-        if unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) } != 0 {
-            return Err(CniError::new(IO_FAILURE, format!("cannot set lo's flags: {}", std::io::Error::last_os_error())));
-        }
-        Ok(flags)
-    })();
-    // SAFETY: closing the socket opened above.
-    unsafe { libc::close(sock) };
-    result
+    let mut client = RouteClient::open()?;
+    let index = lo(&mut client)?.index;
+    if up { client.set_up(index)? } else { client.set_down(index)? }
+    Ok(())
 }
 
 impl Plugin for Loopback {
@@ -77,7 +48,7 @@ impl Plugin for Loopback {
 
     fn check(&self, args: &Args, _conf: &Value) -> CniResult<()> {
         crate::netns::enter(&args.netns)?;
-        if lo_flags()? & libc::IFF_UP as libc::c_short != 0 { Ok(()) } else { Err(CniError::new(IO_FAILURE, "lo is down in the container's namespace")) }
+        if lo(&mut RouteClient::open()?)?.up { Ok(()) } else { Err(CniError::new(IO_FAILURE, "lo is down in the container's namespace")) }
     }
 
     fn gc(&self, _conf: &Value, _valid: &[(String, String)]) -> CniResult<()> {

@@ -5,7 +5,8 @@
 //! container id and interface, and every rule is commented `macspoofchk-<id>`.
 
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NetlinkError, Verdict, LINK_HEADER, META_IIFNAME};
+use crate::netlink::nftables::{with_shared, BaseChain, Batch, Expr, Family, Verdict, LINK_HEADER, META_IIFNAME};
+use crate::netlink::NetlinkError;
 
 const TABLE: &str = "nat";
 const PREROUTING: &str = "PREROUTING";

@@ -1,7 +1,8 @@
 //! bridge, each test inside a private network namespace it creates (the test re-runs
 //! itself under `unshare -n -m` with a tmpfs on /run; "containers" are namespaces made
 //! inside it): reachability, each config key, the firewall (both backends) after ADD, DEL,
-//! repeated DEL, DEL without netns and GC, no leak from a failed ADD, 50 parallel ADDs, and
+//! repeated DEL, DEL without netns and GC, no leak from a failed ADD, 50 parallel ADDs,
+//! the masquerade rules compared in netlink terms with those `nft -f` writes, and
 //! differential runs and mixed chains with Debian's reference plugins.
 
 use berth_cni::exec::run_plugin;
@@ -116,7 +117,54 @@ fn hash16(text: &str) -> String {
 
 /// The rule the nftables backend writes for one address, in `nft`'s words.
 fn masq_rule(address: &str, subnet: &str, network: &str, id: &str) -> String {
-    format!("ip saddr {address} ip daddr != {subnet} masquerade comment \"{}-{}, net: {network}, if: eth0, id: {id}\"", hash16(network), hash16(&format!("eth0:{id}")))
+    let family = if address.contains(':') { "ip6" } else { "ip" };
+    format!("{family} saddr {address} {family} daddr != {subnet} masquerade comment \"{}-{}, net: {network}, if: eth0, id: {id}\"", hash16(network), hash16(&format!("eth0:{id}")))
+}
+
+/// `nft --debug=netlink list table inet cni_plugins_masquerade`: each rule as the kernel
+/// holds it (expressions, registers, data, comment bytes), then the table in `nft`'s words.
+/// Rule handles are masked: each rule's title line ends in its handle and the handle of
+/// the rule before it, numbers the kernel hands out in the order objects are created in
+/// the table, which is an order berth (postrouting's rules first, in one transaction) and
+/// `nft -f` (the file's order) are free to differ in. Nothing else is masked.
+fn masquerade_table_in_netlink_terms(listing: &str) -> String {
+    let title = "inet cni_plugins_masquerade ";
+    listing
+        .lines()
+        .map(|line| match line.strip_prefix(title) {
+            Some(rest) => format!("{title}{} <handle>", rest.split_whitespace().next().unwrap_or_default()),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn masquerade_rules_are_the_ones_nft_writes() {
+    if !inside_private_netns("masquerade_rules_are_the_ones_nft_writes") {
+        return;
+    }
+    // One dual-stack ADD's rules, written by berth over netlink in this namespace.
+    let bin = berth_bin();
+    let mut conf = network("1.0.0", "golden", "br-golden", json!({ "isGateway": true, "ipMasq": true }));
+    conf["ipam"]["ranges"] = json!([[{ "subnet": "10.88.0.0/24" }], [{ "subnet": "fd00:88::/64" }]]);
+    let ns = add_netns("g1");
+    let (code, result) = call(&bin, "ADD", "g1", &ns, &conf);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!((&result["ips"][0]["address"], &result["ips"][1]["address"]), (&json!("10.88.0.2/24"), &json!("fd00:88::2/64")));
+    let berth = masquerade_table_in_netlink_terms(&sh("nft --debug=netlink list table inet cni_plugins_masquerade"));
+    // The same rules in the reference layout's text, written by `nft -f` in a namespace of
+    // its own (made by unshare inside this one, gone when nft is).
+    let ruleset = format!(
+        "table inet cni_plugins_masquerade {{\n\tchain masq_checks {{\n\t\t{}\n\t\t{}\n\t}}\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip daddr 224.0.0.0/4 return\n\t\tip6 daddr ff00::/8 return\n\t\tgoto masq_checks\n\t}}\n}}\n",
+        masq_rule("10.88.0.2", "10.88.0.0/24", "golden", "g1"),
+        masq_rule("fd00:88::2", "fd00:88::/64", "golden", "g1")
+    );
+    std::fs::write("/run/golden.nft", &ruleset).unwrap();
+    let nft = masquerade_table_in_netlink_terms(&sh("unshare -n -- sh -ec 'nft -f /run/golden.nft && nft --debug=netlink list table inet cni_plugins_masquerade'"));
+    assert_eq!(nft.matches("[ masq ]").count(), 2, "nft -f wrote no masquerade rules:\n{nft}");
+    assert_eq!(berth, nft, "berth's rules (left) differ from the ones nft writes for\n{ruleset}");
+    assert_eq!(call(&bin, "DEL", "g1", &ns, &conf).0, 0);
 }
 
 fn ping(from_netns: Option<&str>, to: &str) -> bool {

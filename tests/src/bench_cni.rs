@@ -6,7 +6,7 @@
 //! work) measured beside them at each level; binary sizes.
 
 use berth_cni::exec::run_plugin;
-use berth_cni::netlink::Netlink;
+use berth_cni::netlink::route::RouteClient;
 use berth_cni::skel::Args;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,7 +77,7 @@ fn netns(name: &str) {
 
 /// The kernel's part of a veth attachment, over netlink from this process: a pair made
 /// with one end in `peer_ns`, the other attached to `bridge` and up; then its removal.
-fn veth_floor(host: &mut Netlink, bridge: &str, peer_ns: &std::fs::File, name: &str) -> (Duration, Duration) {
+fn veth_floor(host: &mut RouteClient, bridge: &str, peer_ns: &std::fs::File, name: &str) -> (Duration, Duration) {
     use std::os::fd::AsRawFd;
     let bridge = host.link(bridge).unwrap().expect("the bridge is missing").index;
     let started = Instant::now();
@@ -114,7 +114,7 @@ pub fn run() {
             sh(&format!("ip netns del {id}"));
         }
     }
-    let mut host = Netlink::open().expect("cannot open netlink");
+    let mut host = RouteClient::open().expect("cannot open netlink");
     let mut table = Table::new(
         &format!("cni: bridge+host-local with ipMasq, berth vs the reference plugins 1.1.1 (median of {ROUNDS}, alternated)"),
         &["operation", "berth", "reference", "berth/reference"],
@@ -191,8 +191,8 @@ pub fn run() {
 /// nf_tables' part, timed over netlink without a process of its own (median of ROUNDS):
 /// a transaction adding a rule, and one removing rules whose socket is then closed.
 fn nftables_floors() -> Vec<(&'static str, Duration)> {
-    use berth_cni::nftables::{Batch, Expr, Family, Nftables, Verdict};
-    let mut nft = Nftables::open().unwrap();
+    use berth_cni::netlink::nftables::{Batch, Expr, Family, NftClient, Verdict};
+    let mut nft = NftClient::open().unwrap();
     let mut setup = Batch::new();
     setup.add_table(Family::Inet, "floor");
     setup.add_chain(Family::Inet, "floor", "floor", None);
@@ -209,7 +209,7 @@ fn nftables_floors() -> Vec<(&'static str, Duration)> {
         let mut batch = Batch::new();
         batch.flush_chain(Family::Inet, "floor", "floor");
         let started = Instant::now();
-        let mut own = Nftables::open().unwrap();
+        let mut own = NftClient::open().unwrap();
         own.commit(batch).unwrap();
         drop(own);
         released.push(started.elapsed());

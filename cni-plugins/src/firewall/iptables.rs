@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{with_shared, Family as TableFamily};
+use crate::netlink::nftables::{with_shared, Family as TableFamily};
 
 /// `CNI-` and the first 24 hex digits of sha512(network name + container id).
 pub fn chain_name(network: &str, container_id: &str) -> String {

@@ -10,7 +10,8 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::nftables::{with_shared, BaseChain, Batch, Expr, Family, NetlinkError, Nftables as Client, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::netlink::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftClient, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::netlink::NetlinkError;
 
 pub struct Nftables;
 
@@ -48,16 +49,21 @@ fn comment(attachment: &Attachment) -> String {
     text
 }
 
-/// `ip saddr`/`ip6 saddr` (or daddr) loaded into the register, with the family check
-/// an inet table needs.
-fn address_field(address: IpAddr, source: bool) -> [Expr; 3] {
-    let (proto, offset, len) = match (address, source) {
-        (IpAddr::V4(_), true) => (NFPROTO_IPV4, 12, 4),
-        (IpAddr::V4(_), false) => (NFPROTO_IPV4, 16, 4),
-        (IpAddr::V6(_), true) => (NFPROTO_IPV6, 8, 16),
-        (IpAddr::V6(_), false) => (NFPROTO_IPV6, 24, 16),
-    };
-    [Expr::Meta(META_NFPROTO), Expr::Equal(vec![proto]), Expr::Payload { base: NETWORK_HEADER, offset, len }]
+/// The `meta nfproto` check an inet table needs before a network-header field; once per
+/// rule, as `nft` writes it.
+fn family_check(address: IpAddr) -> [Expr; 2] {
+    let proto = if address.is_ipv4() { NFPROTO_IPV4 } else { NFPROTO_IPV6 };
+    [Expr::Meta(META_NFPROTO), Expr::Equal(vec![proto])]
+}
+
+/// Where `ip saddr`/`ip6 saddr` (or daddr) sits in the network header: offset, length.
+fn address_field(address: IpAddr, source: bool) -> (u32, u32) {
+    match (address, source) {
+        (IpAddr::V4(_), true) => (12, 4),
+        (IpAddr::V4(_), false) => (16, 4),
+        (IpAddr::V6(_), true) => (8, 16),
+        (IpAddr::V6(_), false) => (24, 16),
+    }
 }
 
 fn octets(address: IpAddr) -> Vec<u8> {
@@ -67,12 +73,26 @@ fn octets(address: IpAddr) -> Vec<u8> {
     }
 }
 
-/// Rules matching a destination inside `net` (`==`) or outside it (`!=`).
+/// A source address equal to `address`.
+fn source_is(address: IpAddr) -> [Expr; 2] {
+    let (offset, len) = address_field(address, true);
+    [Expr::Payload { base: NETWORK_HEADER, offset, len }, Expr::Equal(octets(address))]
+}
+
+/// A destination inside `net` (`==`) or outside it (`!=`), in the expressions `nft` gives
+/// a prefix (the golden test in tests/bridge.rs compares them): a prefix of whole bytes
+/// compares just those bytes; any other masks the whole address first.
 fn destination_in(net: IpNet, inside: bool) -> Vec<Expr> {
-    let mut exprs = address_field(net.addr(), false).to_vec();
-    exprs.push(Expr::Mask(octets(net.netmask())));
-    let value = octets(net.network());
-    exprs.push(if inside { Expr::Equal(value) } else { Expr::NotEqual(value) });
+    let (offset, len) = address_field(net.addr(), false);
+    let mut network = octets(net.network());
+    let prefix_bytes = usize::from(net.prefix_len()) / 8;
+    let mut exprs = if net.prefix_len() > 0 && net.prefix_len() % 8 == 0 {
+        network.truncate(prefix_bytes);
+        vec![Expr::Payload { base: NETWORK_HEADER, offset, len: prefix_bytes as u32 }]
+    } else {
+        vec![Expr::Payload { base: NETWORK_HEADER, offset, len }, Expr::Mask(octets(net.netmask()))]
+    };
+    exprs.push(if inside { Expr::Equal(network) } else { Expr::NotEqual(network) });
     exprs
 }
 
@@ -84,7 +104,9 @@ fn table_and_chains(batch: &mut Batch) {
     batch.add_chain(Family::Inet, TABLE, POSTROUTING, Some(&BaseChain { kind: "nat", hook: HOOK_POSTROUTING, priority: PRIORITY_SRCNAT }));
     batch.flush_chain(Family::Inet, TABLE, POSTROUTING);
     for multicast in ["224.0.0.0/4", "ff00::/8"] {
-        let mut rule = destination_in(multicast.parse().unwrap(), true);
+        let multicast: IpNet = multicast.parse().unwrap();
+        let mut rule = family_check(multicast.addr()).to_vec();
+        rule.extend(destination_in(multicast, true));
         rule.push(Expr::Verdict(Verdict::Return));
         batch.add_rule(Family::Inet, TABLE, POSTROUTING, &rule, None);
     }
@@ -95,7 +117,7 @@ fn table_and_chains(batch: &mut Batch) {
 /// Then ADD writes only its own rule: re-declaring existing chains or replacing rules
 /// makes the kernel release the old objects after an RCU grace period, which a process
 /// leaving nf_tables waits out (10-25 ms here).
-fn in_place(client: &mut Client) -> Result<bool, NetlinkError> {
+fn in_place(client: &mut NftClient) -> Result<bool, NetlinkError> {
     let present = client.rules(Family::Inet, TABLE, POSTROUTING)?;
     Ok(present.len() == 3 && present.iter().all(|r| r.comment.is_none()))
 }
@@ -129,8 +151,8 @@ impl Firewall for Nftables {
                     table_and_chains(&mut batch);
                 }
                 for address in addresses {
-                    let mut rule = address_field(address.addr(), true).to_vec();
-                    rule.push(Expr::Equal(octets(address.addr())));
+                    let mut rule = family_check(address.addr()).to_vec();
+                    rule.extend(source_is(address.addr()));
                     rule.extend(destination_in(address.trunc(), false));
                     rule.push(Expr::Masquerade);
                     batch.add_rule(Family::Inet, TABLE, CHECKS, &rule, Some(&note));

@@ -1,11 +1,14 @@
-//! A small synchronous nf_tables netlink client: tables, chains and rules written in one
-//! batch (one kernel transaction) per operation, and rule listings, without running `nft`
-//! or `iptables`. Rules are built from the few expressions the plugins use; their comments
-//! are stored as `nft` stores them, so `nft list` shows them.
+//! nf_tables messages: tables, chains and rules written in one batch (one kernel
+//! transaction) per operation, and rule listings, without running `nft` or `iptables`.
+//! Rules are built from the few expressions the plugins use; their comments are stored as
+//! `nft` stores them, so `nft list` shows them.
 
-use netlink_sys::{Socket, SocketAddr};
+use netlink_packet_core::{NLA_F_NESTED, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP};
+use netlink_sys::protocols::NETLINK_NETFILTER;
 
-const NETLINK_NETFILTER: isize = 12;
+use super::socket::{begin_message, end_message, Socket, HEADER_LEN};
+use super::{failed, Result};
+
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
@@ -17,15 +20,6 @@ const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_APPEND: u16 = 0x800;
-const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -111,9 +105,6 @@ pub struct ListedRule {
     pub handle: u64,
     pub comment: Option<String>,
 }
-
-pub use crate::netlink::{NetlinkError, Result};
-use crate::netlink::failed;
 
 /// Netlink attributes appended to a message buffer.
 struct Attributes<'a>(&'a mut Vec<u8>);
@@ -204,21 +195,17 @@ impl Attributes<'_> {
     }
 }
 
+/// Starts an nfnetlink message: the netlink header, then the family and resource id.
 fn header(buffer: &mut Vec<u8>, kind: u16, flags: u16, sequence: u32, family: u8, resource: u16) -> usize {
-    let start = buffer.len();
-    buffer.extend_from_slice(&0u32.to_ne_bytes());
-    buffer.extend_from_slice(&kind.to_ne_bytes());
-    buffer.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    buffer.extend_from_slice(&sequence.to_ne_bytes());
-    buffer.extend_from_slice(&0u32.to_ne_bytes());
+    let start = begin_message(buffer, kind, flags, sequence);
     buffer.extend_from_slice(&[family, 0]);
     buffer.extend_from_slice(&resource.to_be_bytes());
     start
 }
 
-fn finish(buffer: &mut [u8], start: usize) {
-    let length = (buffer.len() - start) as u32;
-    buffer[start..start + 4].copy_from_slice(&length.to_ne_bytes());
+/// What follows an nfnetlink message's headers: its attributes.
+fn attributes_of(answer: &[u8]) -> &[u8] {
+    answer.get(HEADER_LEN + 4..).unwrap_or_default()
 }
 
 /// The attributes of one netlink message payload (after the nfgenmsg header).
@@ -273,7 +260,7 @@ impl Batch {
     pub fn new() -> Batch {
         let mut buffer = Vec::with_capacity(4096);
         let start = header(&mut buffer, NFNL_MSG_BATCH_BEGIN, 0, 0, 0, NFNL_SUBSYS_NFTABLES);
-        finish(&mut buffer, start);
+        end_message(&mut buffer, start);
         Batch { buffer, steps: Vec::new() }
     }
 
@@ -282,7 +269,7 @@ impl Batch {
         let sequence = self.steps.len() as u32;
         let start = header(&mut self.buffer, (NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_ACK | flags, sequence, family as u8, 0);
         fill(&mut Attributes(&mut self.buffer));
-        finish(&mut self.buffer, start);
+        end_message(&mut self.buffer, start);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -357,74 +344,43 @@ impl Default for Batch {
     }
 }
 
-pub struct Nftables {
+/// An nf_tables client.
+pub struct NftClient {
     socket: Socket,
 }
 
-impl Nftables {
+impl NftClient {
     /// A client in the current network namespace.
-    pub fn open() -> Result<Nftables> {
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| failed("cannot open an nf_tables netlink socket", e.raw_os_error().unwrap_or(0)))?;
-        socket.bind_auto().map_err(|e| failed("cannot bind the nf_tables socket", e.raw_os_error().unwrap_or(0)))?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| failed("cannot connect to nf_tables", e.raw_os_error().unwrap_or(0)))?;
-        Ok(Nftables { socket })
+    pub fn open() -> Result<NftClient> {
+        Ok(NftClient { socket: Socket::open(NETLINK_NETFILTER, "nf_tables")? })
     }
 
-    /// Applies the batch as one transaction. The kernel handles a batch while it is being
-    /// sent, so every answer is queued when `send` returns.
+    /// Applies the batch as one transaction.
     pub fn commit(&mut self, mut batch: Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let end = (batch.steps.len() + 1) as u32;
         let start = header(&mut batch.buffer, NFNL_MSG_BATCH_END, 0, end, 0, NFNL_SUBSYS_NFTABLES);
-        finish(&mut batch.buffer, start);
-        self.socket.send(&batch.buffer, 0).map_err(|e| failed("cannot send nf_tables rules", e.raw_os_error().unwrap_or(0)))?;
-        let mut answers = vec![0u8; 1 << 16];
-        let mut first_error: Option<NetlinkError> = None;
-        loop {
-            let size = match self.socket.recv(&mut &mut answers[..], libc::MSG_DONTWAIT) {
-                Ok(size) => size,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(failed("cannot read nf_tables' answer", e.raw_os_error().unwrap_or(0))),
-            };
-            for (kind, sequence, payload) in messages(&answers[..size]) {
-                if kind != NLMSG_ERROR || payload.len() < 4 || first_error.is_some() {
-                    continue;
-                }
-                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                if code != 0 {
-                    let step = batch.steps.get((sequence as usize).wrapping_sub(1)).map(String::as_str).unwrap_or("apply the rules");
-                    first_error = Some(failed(&format!("nf_tables refused to {step}"), -code));
-                }
+        end_message(&mut batch.buffer, start);
+        match self.socket.send_batch(&batch.buffer, "cannot send nf_tables rules")? {
+            None => Ok(()),
+            Some((sequence, errno)) => {
+                let step = batch.steps.get((sequence as usize).wrapping_sub(1)).map(String::as_str).unwrap_or("apply the rules");
+                Err(failed(&format!("nf_tables refused to {step}"), errno))
             }
         }
-        first_error.map_or(Ok(()), Err)
     }
 
-    /// Sends one request and returns the payloads of the answers up to the end of the dump
-    /// or the acknowledgement.
+    /// Sends one request and returns the answers up to the end of the dump or the
+    /// acknowledgement.
     fn query(&mut self, kind: u16, flags: u16, family: Family, what: &str, fill: impl FnOnce(&mut Attributes)) -> Result<Vec<Vec<u8>>> {
+        let sequence = self.socket.next_sequence();
         let mut request = Vec::with_capacity(256);
-        let start = header(&mut request, (NFNL_SUBSYS_NFTABLES << 8) | kind, flags, 1, family as u8, 0);
+        let start = header(&mut request, (NFNL_SUBSYS_NFTABLES << 8) | kind, flags, sequence, family as u8, 0);
         fill(&mut Attributes(&mut request));
-        finish(&mut request, start);
-        self.socket.send(&request, 0).map_err(|e| failed(what, e.raw_os_error().unwrap_or(0)))?;
-        let mut out = Vec::new();
-        let mut answers = vec![0u8; 1 << 17];
-        loop {
-            let size = self.socket.recv(&mut &mut answers[..], 0).map_err(|e| failed(what, e.raw_os_error().unwrap_or(0)))?;
-            for (kind, _, payload) in messages(&answers[..size]) {
-                match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = payload.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
-                        return if code == 0 { Ok(out) } else { Err(failed(what, -code)) };
-                    }
-                    _ => out.push(payload.get(4..).unwrap_or_default().to_vec()),
-                }
-            }
-        }
+        end_message(&mut request, start);
+        self.socket.request(&request, sequence, what)
     }
 
     /// The rules of a chain with their handles and comments; none when the table or the
@@ -440,8 +396,8 @@ impl Nftables {
             Err(e) => return Err(e),
         };
         let mut rules = Vec::new();
-        for payload in &answers {
-            let attributes = parse_attributes(payload);
+        for answer in &answers {
+            let attributes = parse_attributes(attributes_of(answer));
             // A dump filtered by table and chain may still carry other chains' rules on
             // older kernels; keep only this chain's.
             let of_chain = attributes.iter().any(|(k, v)| *k == NFTA_RULE_CHAIN && text_of(v) == chain) && attributes.iter().any(|(k, v)| *k == NFTA_RULE_TABLE && text_of(v) == table);
@@ -473,30 +429,14 @@ impl Nftables {
 /// exits. Closing a socket that removed objects waits until the kernel has released them
 /// after an RCU grace period (10-25 ms here); at exit, after the veth removal that DEL
 /// waits for anyway, that wait is over.
-pub fn with_shared<T>(work: impl FnOnce(&mut Nftables) -> Result<T>) -> Result<T> {
-    static SHARED: std::sync::Mutex<Option<Nftables>> = std::sync::Mutex::new(None);
+pub fn with_shared<T>(work: impl FnOnce(&mut NftClient) -> Result<T>) -> Result<T> {
+    static SHARED: std::sync::Mutex<Option<NftClient>> = std::sync::Mutex::new(None);
     let mut shared = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let client = match shared.as_mut() {
         Some(client) => client,
-        None => shared.insert(Nftables::open()?),
+        None => shared.insert(NftClient::open()?),
     };
     work(client)
-}
-
-/// The messages in one read: type, sequence number and payload.
-fn messages(mut data: &[u8]) -> Vec<(u16, u32, &[u8])> {
-    let mut out = Vec::new();
-    while data.len() >= 16 {
-        let length = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
-        if length < 16 || length > data.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
-        let sequence = u32::from_ne_bytes(data[8..12].try_into().unwrap());
-        out.push((kind, sequence, &data[16..length]));
-        data = &data[((length + 3) & !3).min(data.len())..];
-    }
-    out
 }
 
 #[cfg(test)]

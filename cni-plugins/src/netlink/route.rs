@@ -1,6 +1,5 @@
-//! A small synchronous rtnetlink client (the plugins are short-lived processes: no async
-//! runtime, no `ip` subprocesses): links, bridge ports, addresses and routes. A client
-//! acts in the network namespace it was opened in.
+//! rtnetlink messages, built with `netlink-packet-route`, for links, bridge ports, addresses
+//! and routes.
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -11,31 +10,14 @@ use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, Addres
 use netlink_packet_route::link::{AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::protocols::NETLINK_ROUTE;
 
-/// A failed netlink request (rtnetlink or nf_tables): the kernel's errno, or a transport
-/// problem, and what was being done.
-#[derive(Debug)]
-pub struct NetlinkError {
-    pub errno: i32,
-    pub message: String,
-}
+use super::socket::Socket;
+use super::{NetlinkError, Result};
 
-impl std::fmt::Display for NetlinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-pub type Result<T> = std::result::Result<T, NetlinkError>;
-
-pub(crate) fn failed(what: &str, errno: i32) -> NetlinkError {
-    NetlinkError { errno, message: format!("{what}: {}", std::io::Error::from_raw_os_error(errno)) }
-}
-
-pub struct Netlink {
+/// An rtnetlink client: links, bridge ports, addresses and routes.
+pub struct RouteClient {
     socket: Socket,
-    sequence: u32,
 }
 
 /// A veth pair to create: the end `name` here, `peer` in the namespace `peer_netns` (with
@@ -80,57 +62,32 @@ pub struct Link {
     pub vlan_default_pvid: u16,
 }
 
-impl Netlink {
+impl RouteClient {
     /// A client in the current network namespace.
-    pub fn open() -> Result<Netlink> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| failed("cannot open a netlink socket", e.raw_os_error().unwrap_or(0)))?;
-        socket.bind_auto().map_err(|e| failed("cannot bind the netlink socket", e.raw_os_error().unwrap_or(0)))?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| failed("cannot connect to the kernel", e.raw_os_error().unwrap_or(0)))?;
-        // Strict checking lets the kernel filter dumps by the header's index (4.20 and
-        // later; older kernels ignore it and the answers are filtered here too), so a
-        // bridge's addresses are read without listing those of every veth.
-        let _ = socket.set_netlink_get_strict_chk(true);
-        Ok(Netlink { socket, sequence: 0 })
+    pub fn open() -> Result<RouteClient> {
+        let mut socket = Socket::open(NETLINK_ROUTE, "rtnetlink")?;
+        // So that a bridge's addresses are read without listing those of every veth.
+        socket.set_strict_checking();
+        Ok(RouteClient { socket })
     }
 
     /// Sends one request and collects the answers until its ACK or end of dump.
     fn request(&mut self, message: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
-        self.sequence += 1;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.sequence;
+        header.sequence_number = self.socket.next_sequence();
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
-        self.socket.send(&buf, 0).map_err(|e| failed(what, e.raw_os_error().unwrap_or(0)))?;
         let mut answers = Vec::new();
-        let mut receive = vec![0u8; 1 << 16];
-        loop {
-            let size = self.socket.recv(&mut &mut receive[..], 0).map_err(|e| failed(what, e.raw_os_error().unwrap_or(0)))?;
-            let mut offset = 0;
-            while offset < size {
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&receive[offset..size]).map_err(|e| NetlinkError { errno: 0, message: format!("{what}: unreadable answer: {e}") })?;
-                let length = parsed.header.length as usize;
-                if parsed.header.sequence_number == self.sequence {
-                    match parsed.payload {
-                        NetlinkPayload::Error(e) => {
-                            return match e.code {
-                                None => Ok(answers),
-                                Some(code) => Err(failed(what, -code.get())),
-                            };
-                        }
-                        NetlinkPayload::Done(_) => return Ok(answers),
-                        NetlinkPayload::InnerMessage(m) => answers.push(m),
-                        _ => {}
-                    }
-                }
-                if length == 0 {
-                    break;
-                }
-                offset += (length + 3) & !3;
+        for bytes in self.socket.request(&buf, header.sequence_number, what)? {
+            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).map_err(|e| NetlinkError { errno: 0, message: format!("{what}: unreadable answer: {e}") })?;
+            if let NetlinkPayload::InnerMessage(m) = parsed.payload {
+                answers.push(m);
             }
         }
+        Ok(answers)
     }
 
     fn to_link(message: &LinkMessage) -> Link {
@@ -244,6 +201,10 @@ impl Netlink {
 
     pub fn set_up(&mut self, index: u32) -> Result<()> {
         self.set_link(index, Some((LinkFlags::Up, LinkFlags::Up)), Vec::new(), "cannot bring the link up")
+    }
+
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        self.set_link(index, Some((LinkFlags::empty(), LinkFlags::Up)), Vec::new(), "cannot take the link down")
     }
 
     pub fn set_promiscuous(&mut self, index: u32) -> Result<()> {
