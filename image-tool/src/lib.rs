@@ -7,6 +7,7 @@ pub mod digest;
 pub mod extract;
 pub mod gc;
 pub mod image;
+pub mod import;
 pub mod in_use;
 pub mod layers;
 pub mod legacy;
