@@ -1,7 +1,5 @@
-//! oci-archive (and OCI-in-tar docker-archive) import: a tar of an OCI image layout, copied
-//! into staging and imported from there.
-use crate::layout;
-use crate::store::Locked;
+//! oci-archive (and OCI-in-tar docker-archive) reading: the files of the OCI image layout
+//! in a tar (and a legacy docker-archive's `manifest.json`) copied into a staging directory.
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
 use std::io;
@@ -21,20 +19,10 @@ fn staged_name(path: &str) -> Option<String> {
     valid.then(|| path.to_string())
 }
 
-/// Imports the images of the archive `file` (every named manifest, or `tag`).
-pub fn import(locked: &Locked<'_>, file: &Path, tag: Option<&str>) -> Result<Vec<String>> {
-    let staging = locked.staging_dir("archive")?;
-    let result = stage(file, &staging).and_then(|()| layout::import_dir(locked, &staging, tag));
-    let cleanup = fs::remove_dir_all(&staging)
-        .with_context(|| format!("cannot remove staging directory {}", staging.display()));
-    let names = result.with_context(|| format!("in archive {}", file.display()))?;
-    cleanup?;
-    Ok(names)
-}
-
-/// Copies the layout's files out of the tar (blobs are verified later, by the layout import).
-/// `docker save`'s newer form is an OCI layout too; its legacy form is converted.
-fn stage(file: &Path, staging: &Path) -> Result<()> {
+/// Copies the layout's files out of the tar into `staging` (blobs are verified later, by
+/// the layout import). `manifest.json` is copied too: without `oci-layout` it marks a
+/// legacy docker-archive.
+pub fn stage(file: &Path, staging: &Path) -> Result<()> {
     let input = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     fs::create_dir_all(staging.join("blobs/sha256"))
         .with_context(|| format!("cannot create {}", staging.display()))?;
@@ -64,9 +52,6 @@ fn stage(file: &Path, staging: &Path) -> Result<()> {
             .with_context(|| format!("archive entry {path:?} appears twice or cannot be staged"))?;
         io::copy(&mut entry, &mut out)
             .with_context(|| format!("cannot read archive entry {path:?}"))?;
-    }
-    if !staging.join("oci-layout").exists() && staging.join("manifest.json").exists() {
-        return crate::legacy::stage(file, staging);
     }
     Ok(())
 }

@@ -2,13 +2,13 @@
 use crate::digest::Digest;
 use crate::manifest::{self, Parsed};
 use crate::store::Store;
-use crate::{gc, layout};
+use crate::{gc, import};
 use anyhow::{Context, Result};
 use std::io::Write;
 
 pub fn import(store: &Store, arg: &str, out: &mut impl Write) -> Result<()> {
     let locked = store.lock()?;
-    let names = layout::import(&locked, arg).with_context(|| format!("import of {arg} failed"))?;
+    let names = import::import(&locked, arg).with_context(|| format!("import of {arg} failed"))?;
     for name in names {
         writeln!(out, "{name}")?;
     }

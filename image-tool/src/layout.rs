@@ -1,37 +1,13 @@
-//! Import from an OCI image-layout directory: `PATH` (every named manifest) or `PATH:TAG`.
-use crate::archive;
+//! Import from an OCI image-layout directory: every named manifest, or the one tagged TAG;
+//! each blob is verified by the store as it is copied in.
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, Parsed};
 use crate::store::{ImageRef, Locked};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-/// Splits `PATH[:TAG]`; a path that exists as written wins over a tag split.
-fn split_arg(arg: &str) -> (PathBuf, Option<String>) {
-    if Path::new(arg).exists() {
-        return (PathBuf::from(arg), None);
-    }
-    match arg.rsplit_once(':') {
-        Some((path, tag)) if !tag.contains('/') => (PathBuf::from(path), Some(tag.to_string())),
-        _ => (PathBuf::from(arg), None),
-    }
-}
-
-/// Imports the images named by `arg`, a layout directory or an oci-archive (detected);
-/// returns the names stored.
-pub fn import(locked: &Locked<'_>, arg: &str) -> Result<Vec<String>> {
-    let (path, tag) = split_arg(arg);
-    let meta = fs::metadata(&path)
-        .with_context(|| format!("cannot import {}: it does not exist", path.display()))?;
-    if meta.is_dir() {
-        import_dir(locked, &path, tag.as_deref())
-    } else {
-        archive::import(locked, &path, tag.as_deref())
-    }
-}
 
 /// Imports the images of the layout directory `dir` (every named manifest, or `tag`).
 pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<Vec<String>> {

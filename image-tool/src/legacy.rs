@@ -1,6 +1,6 @@
 //! The legacy `docker save` archive (a `manifest.json` listing each image's config and
-//! layer tars, layers possibly symlinks to other entries) turned into an OCI layout in
-//! staging, which the layout import then verifies and stores like any other.
+//! layer tars, layers possibly symlinks to other entries) turned into an OCI layout in a
+//! staging directory, to be imported (and verified) like any other layout.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -85,6 +85,7 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
     }
     // Pass 2: copy them into blobs, hashing on the way.
     let blobs = staging.join("blobs/sha256");
+    fs::create_dir_all(&blobs).with_context(|| format!("cannot create {}", blobs.display()))?;
     let mut archive = tar::Archive::new(File::open(file)?);
     for (n, entry) in archive.entries()?.enumerate() {
         let mut entry = entry?;

@@ -1,4 +1,16 @@
-//! berth-image's library: a content-addressed image store, OCI image-layout and oci-archive import and blob gc.
+//! berth-image's library: a content-addressed image store, import from local layouts and
+//! archives, pull from registries, unpack into overlay bundles, and the upkeep around them.
+//!
+//! - Store: `store` (blobs, names, staging, the lock), `digest`, `manifest` (manifest and
+//!   index documents), `reference` (Docker's image names).
+//! - Import: `import` (dispatch on the input's kind) over the readers `layout` (OCI layout
+//!   directory), `archive` (oci-archive) and `legacy` (legacy docker-archive).
+//! - Pull: `registry` (OCI distribution registries, auth, parallel verified blobs).
+//! - Unpack: `image` (the manifest, config and layers for this platform), `layers`
+//!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
+//!   (image config to `config.json`), `bundle` (overlay bundles, their record, release).
+//! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
+//! - `commands`: one function per CLI command over the modules above.
 pub mod archive;
 pub mod bundle;
 pub mod commands;
@@ -7,6 +19,7 @@ pub mod digest;
 pub mod extract;
 pub mod gc;
 pub mod image;
+pub mod import;
 pub mod in_use;
 pub mod layers;
 pub mod legacy;

@@ -10,7 +10,7 @@ use crate::cli::ExecArgs;
 
 /// Builds the process for flag-form exec from the bundle's process and the flags.
 pub fn from_flags(bundle: &Path, args: &ExecArgs) -> Result<Process> {
-    let spec = crate::commands::create::load_spec(bundle)?;
+    let spec = crate::bundle::load_spec(bundle)?;
     let mut process = spec.process().clone().with_context(|| format!("config.json in {} has no process", bundle.display()))?;
     process.set_args(Some(args.command.clone()));
     process.set_terminal(Some(args.tty));

@@ -1,6 +1,7 @@
 //! berth: a runc-compatible OCI runtime on youki's libcontainer. The CLI parses and calls
 //! these modules, so tests and other crates use the same code.
 
+pub mod bundle;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod cli;

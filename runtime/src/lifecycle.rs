@@ -1,13 +1,25 @@
-//! Starting and removing containers with runtime-spec's hook rules: poststart hooks run
-//! once the user's process has been executed (after the startContainer hooks) and a failing
-//! one destroys the container; poststop hooks run after the container is gone and a
-//! failing one only warns.
+//! Creating, starting and removing containers. Create builds a container from a checked
+//! bundle and leaves nothing behind when it fails. Start and delete follow runtime-spec's
+//! hook rules: poststart hooks run once the user's process has been executed (after the
+//! startContainer hooks) and a failing one destroys the container; poststop hooks run
+//! after the container is gone and a failing one only warns.
+
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::hooks::run_hooks;
+use libcontainer::syscall::syscall::SyscallType;
 
+use crate::bundle::CheckedBundle;
+use crate::cgroups;
+use crate::cli::CreateArgs;
+use crate::executor::BerthExecutor;
 use crate::logging::Reporter;
+use crate::mount_options::{self, SpecCopy};
+use crate::store::Store;
 
 /// Deletes a container (killing it first when `force`), then runs its poststop hooks one
 /// by one; a failing poststop hook is reported as a warning and the rest still run.
@@ -85,4 +97,80 @@ pub fn start(container: &mut Container, reporter: &Reporter) -> Result<()> {
         return Err(error);
     }
     Ok(())
+}
+
+/// Builds the container (libcontainer's create). `detach` false keeps the init process
+/// a child of this process, for `run` in the foreground; a console socket gets the pty
+/// master of a terminal container. A failed create leaves nothing.
+pub fn create(
+    store: &Store,
+    args: &CreateArgs,
+    bundle: &CheckedBundle,
+    detach: bool,
+    console_socket: Option<PathBuf>,
+) -> Result<Container> {
+    // libcontainer reads the spec from its bundle argument: give it a copy without the
+    // options berth applies itself (the id cannot hold ':', so no container's directory).
+    let spec_copy = match bundle.mounts.rewritten() {
+        Some(spec) => Some(SpecCopy::write(store.root.join(format!("{}:spec", args.id)), &bundle.path, spec)?),
+        None => None,
+    };
+    let libcontainer_bundle = spec_copy.as_ref().map_or(&bundle.path, |copy| &copy.dir);
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_executor(BerthExecutor::new(&args.id, !args.no_new_keyring))
+        .with_root_path(&store.root)
+        .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
+        .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
+        .and_then(|b| {
+            b.as_init(libcontainer_bundle)
+                .with_systemd(store.systemd_cgroup)
+                // libcontainer accepts a console socket only when detached; the init stays
+                // this process's child either way.
+                .with_detach(detach || console_socket.is_some())
+                .with_no_pivot(args.no_pivot)
+                .build()
+        });
+    match built {
+        Ok(mut container) => {
+            let finished = restore_bundle(&mut container, &bundle.path, spec_copy).and_then(|()| store.write_record(&container, bundle.rootfs.clone())).and_then(|_| {
+                let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
+                crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
+                    .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
+                mount_options::apply(init, &bundle.mounts, &args.id)?;
+                crate::propagation::apply(init, &bundle.spec, &args.id)?;
+                cgroups::apply_oom_killer_setting(&container, &bundle.spec)
+            });
+            if let Err(e) = finished {
+                remove_failed(store, &args.id);
+                return Err(e);
+            }
+            Ok(container)
+        }
+        Err(e) => {
+            remove_failed(store, &args.id);
+            Err(anyhow::Error::new(e).context(format!("cannot create container {}", args.id)))
+        }
+    }
+}
+
+/// Points the container's state back at the real bundle once libcontainer has read its
+/// copy of the spec, and removes the copy.
+fn restore_bundle(container: &mut Container, bundle: &Path, spec_copy: Option<SpecCopy>) -> Result<()> {
+    if spec_copy.is_none() {
+        return Ok(());
+    }
+    container.state.bundle = bundle.to_path_buf();
+    container.save().with_context(|| format!("cannot save the state of container {}", container.id()))
+}
+
+/// Removes what a failed create left: processes, cgroups and the state directory.
+fn remove_failed(store: &Store, id: &str) {
+    let dir = store.container_dir(id);
+    if !dir.exists() {
+        return;
+    }
+    if let Ok(mut container) = Container::load(dir.clone()) {
+        let _ = container.delete(true);
+    }
+    let _ = fs::remove_dir_all(&dir);
 }

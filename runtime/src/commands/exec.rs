@@ -1,7 +1,5 @@
 //! `exec`: runs a new process in a running container, from a process JSON or from flags.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
@@ -9,6 +7,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::SigSet;
 use oci_spec::runtime::Process;
 
+use crate::bundle;
 use crate::cli::ExecArgs;
 use crate::executor::BerthExecutor;
 use crate::store::Store;
@@ -31,7 +30,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         None if args.command.is_empty() => bail!("exec needs a command after the container id, or --process FILE"),
         None => crate::exec_process::from_flags(container.bundle(), args)?,
     };
-    super::create::refuse_process_label(&process).with_context(|| format!("cannot exec in container {}", args.id))?;
+    bundle::refuse_process_label(&process).with_context(|| format!("cannot exec in container {}", args.id))?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && args.detach && args.console_socket.is_none() {
         bail!("a detached exec with a terminal needs --console-socket to receive it");
@@ -41,7 +40,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     std::fs::write(&process_file, serde_json::to_vec(&process)?)
         .with_context(|| format!("cannot write {}", process_file.display()))?;
     let receiver = if terminal && args.console_socket.is_none() { Some(ConsoleReceiver::listen(&store.root, &args.id)?) } else { None };
-    let console_socket = receiver.as_ref().map(|r| r.socket().to_path_buf()).or_else(|| args.console_socket.as_ref().map(absolute));
+    let console_socket = receiver.as_ref().map(|r| r.socket().to_path_buf()).or_else(|| args.console_socket.as_ref().map(bundle::absolute));
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(BerthExecutor::new(&args.id, true))
         .with_root_path(&store.root)
@@ -86,10 +85,4 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         proxy.finish();
     }
     code
-}
-
-/// A path made absolute against the current directory (libcontainer links the console
-/// socket from another directory).
-pub fn absolute(path: &PathBuf) -> PathBuf {
-    std::env::current_dir().map(|cwd| cwd.join(path)).unwrap_or_else(|_| path.clone())
 }

@@ -1,5 +1,6 @@
 //! One module per berth command: each loads what it needs, calls libcontainer, and adds
-//! context to the error.
+//! context to the error. What several commands share lives in the library below them
+//! (`bundle`, `lifecycle`, `store`, ...), never in another command's module.
 
 pub mod checkpoint;
 pub mod create;

@@ -12,7 +12,7 @@ use crate::terminal::{ConsoleReceiver, Proxy};
 /// Returns the exit code berth should exit with.
 pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
     let id = &args.create.id;
-    let bundle = super::create::prepare(store, &args.create)?;
+    let bundle = crate::bundle::prepare(store, &args.create)?;
     // A foreground terminal without a console socket is proxied by berth itself.
     let receiver = match (&args.create.console_socket, !args.detach && bundle.wants_terminal()) {
         (None, true) => Some(ConsoleReceiver::listen(&store.root, id)?),
@@ -20,9 +20,9 @@ pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
     };
     let console_socket = match &receiver {
         Some(receiver) => Some(receiver.socket().to_path_buf()),
-        None => args.create.console_socket.as_ref().map(super::exec::absolute),
+        None => args.create.console_socket.as_ref().map(crate::bundle::absolute),
     };
-    let mut container = match super::create::build(store, &args.create, &bundle, args.detach, console_socket) {
+    let mut container = match crate::lifecycle::create(store, &args.create, &bundle, args.detach, console_socket) {
         Ok(container) => container,
         Err(e) => {
             if let Some(receiver) = receiver {

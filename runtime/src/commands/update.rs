@@ -108,7 +108,7 @@ fn resources_from_flags(args: &UpdateArgs) -> Result<LinuxResources> {
 fn oom_killer_disabled(resources: &LinuxResources, bundle: &std::path::Path) -> bool {
     match resources.memory().as_ref().and_then(|m| m.disable_oom_killer()) {
         Some(disabled) => disabled,
-        None => crate::commands::create::load_spec(bundle)
+        None => crate::bundle::load_spec(bundle)
             .ok()
             .and_then(|spec| spec.linux().as_ref().and_then(|l| l.resources().clone()))
             .is_some_and(|r| crate::cgroups::disables_oom_killer(&r)),
