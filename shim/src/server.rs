@@ -113,12 +113,12 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
                         break;
                     }
                 };
-                if frame.kind != wire::TYPE_REQUEST {
+                if frame.header.type_ != wire::MESSAGE_TYPE_REQUEST {
                     continue;
                 }
                 match handle(service, &frame.payload) {
-                    Outcome::Answer(result) => answer(&mut connection.stream, frame.stream_id, result),
-                    Outcome::Hold(request) => held.push(HeldWait { connection: id, stream_id: frame.stream_id, request }),
+                    Outcome::Answer(result) => answer(&mut connection.stream, frame.header.stream_id, result),
+                    Outcome::Hold(request) => held.push(HeldWait { connection: id, stream_id: frame.header.stream_id, request }),
                 }
             }
         }
@@ -151,7 +151,7 @@ fn receive(connection: &mut Connection) -> bool {
 }
 
 fn answer(stream: &mut UnixStream, stream_id: u32, result: Result<Vec<u8>, Status>) {
-    let frame = wire::encode(stream_id, wire::TYPE_RESPONSE, &wire::response(result));
+    let frame = wire::response_frame(stream_id, &wire::response(result));
     if let Err(e) = stream.write_all(&frame) {
         warn!("cannot answer containerd: {e}");
     }
