@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod events;
+pub mod metrics;
 pub mod rootfs;
 pub mod runtime;
 pub mod server;

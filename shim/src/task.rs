@@ -8,17 +8,16 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api::*;
-use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::api::ProcessInfo;
 use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::TtrpcResult;
-use log::warn;
 
 use crate::container::{Container, Process, UnclaimedExits};
 use crate::events::Events;
+use crate::metrics::{metrics_from_stats, METRICS_TYPE};
 use crate::rootfs;
 use crate::runtime::{CallIo, Runtime};
 use crate::stdio::{self, ConsoleSocket, StdioSpec};
@@ -166,24 +165,6 @@ fn runtime_options(options: &MessageField<Any>, namespace: &str) -> Runtime {
     }
 }
 
-/// Mounts containerd's rootfs mounts (a snapshotter's overlay, say) on `<bundle>/rootfs`;
-/// false when there are none (`ctr run --rootfs`: the bundle's rootfs is used as it is).
-fn mount_rootfs(bundle: &Path, mounts: &[containerd_shim::protos::types::mount::Mount]) -> Result<bool, String> {
-    if mounts.is_empty() {
-        return Ok(false);
-    }
-    let target = bundle.join("rootfs");
-    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
-    rootfs::mount_all(mounts, &target)?;
-    Ok(true)
-}
-
-fn unmount_rootfs(bundle: &Path) {
-    if let Err(e) = rootfs::unmount(&bundle.join("rootfs")) {
-        warn!("{e}");
-    }
-}
-
 /// `linux.cgroupsPath` of the bundle's config.json.
 fn cgroup_path_of(bundle: &Path) -> Option<String> {
     let text = std::fs::read_to_string(bundle.join("config.json")).ok()?;
@@ -204,7 +185,7 @@ impl TaskService {
         let bundle = PathBuf::from(&req.bundle);
         let runtime = runtime_options(&req.options, &self.namespace);
         let stdio = StdioSpec { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
-        let mounted = mount_rootfs(&bundle, &req.rootfs).map_err(|e| error(Code::INTERNAL, e))?;
+        let mounted = rootfs::mount_bundle_rootfs(&bundle, &req.rootfs).map_err(|e| error(Code::INTERNAL, e))?;
         let mut container = Container {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -225,7 +206,7 @@ impl TaskService {
         });
         if let Err(e) = created {
             if mounted {
-                unmount_rootfs(&bundle);
+                rootfs::unmount_bundle_rootfs(&bundle);
             }
             return Err(e);
         }
@@ -285,7 +266,7 @@ impl TaskService {
         let log = container.log();
         container.runtime.call(&log, &["delete", "--force", &req.id], None).map_err(|e| error(Code::INTERNAL, e))?;
         if container.mounted_rootfs {
-            unmount_rootfs(&container.bundle);
+            rootfs::unmount_bundle_rootfs(&container.bundle);
         }
         let container = containers.remove(&req.id).unwrap();
         let init = container.init;
@@ -435,7 +416,7 @@ impl TaskService {
         let out = container.runtime.call(&log, &["events", "--stats", &req.id], None).map_err(|e| error(Code::INTERNAL, e))?;
         let event: serde_json::Value = serde_json::from_str(out.trim()).map_err(|e| error(Code::INTERNAL, format!("berth events printed no stats: {e}")))?;
         let metrics = metrics_from_stats(&event["data"]);
-        let any = Any { type_url: "io.containerd.cgroups.v1.Metrics".into(), value: metrics.write_to_bytes().map_err(|e| error(Code::INTERNAL, e))?, ..Default::default() };
+        let any = Any { type_url: METRICS_TYPE.into(), value: metrics.write_to_bytes().map_err(|e| error(Code::INTERNAL, e))?, ..Default::default() };
         Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })
     }
 
@@ -495,44 +476,6 @@ impl TaskService {
             process.exit_event_pending = true;
         }
         Ok(())
-    }
-}
-
-/// berth's runc-shaped stats as containerd's cgroups v1 Metrics.
-fn metrics_from_stats(data: &serde_json::Value) -> Metrics {
-    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let entry = |v: &serde_json::Value| MemoryEntry {
-        limit: number(&v["limit"]),
-        usage: number(&v["usage"]),
-        max: number(&v["max"]),
-        failcnt: number(&v["failcnt"]),
-        ..Default::default()
-    };
-    let usage = &data["cpu"]["usage"];
-    Metrics {
-        pids: Some(PidsStat { current: number(&data["pids"]["current"]), limit: number(&data["pids"]["limit"]), ..Default::default() }).into(),
-        cpu: Some(CPUStat {
-            usage: Some(CPUUsage {
-                total: number(&usage["total"]),
-                kernel: number(&usage["kernel"]),
-                user: number(&usage["user"]),
-                per_cpu: usage["percpu"].as_array().map(|a| a.iter().map(number).collect()).unwrap_or_default(),
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        })
-        .into(),
-        memory: Some(MemoryStat {
-            cache: number(&data["memory"]["cache"]),
-            usage: Some(entry(&data["memory"]["usage"])).into(),
-            swap: Some(entry(&data["memory"]["swap"])).into(),
-            kernel: Some(entry(&data["memory"]["kernel"])).into(),
-            kernel_tcp: Some(entry(&data["memory"]["kernelTCP"])).into(),
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
     }
 }
 
