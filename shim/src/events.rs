@@ -72,17 +72,17 @@ impl Events {
             stream.set_read_timeout(Some(FORWARD_TIMEOUT)).map_err(|e| e.to_string())?;
             *connection = Some(stream);
         }
-        let stream = connection.as_mut().unwrap();
+        let Some(stream) = connection.as_mut() else { return Err("no connection".into()) };
         let stream_id = {
             let mut next = self.next_stream.borrow_mut();
             let id = *next;
             *next += 2; // clients use odd stream ids
             id
         };
-        stream.write_all(&wire::encode(stream_id, wire::TYPE_REQUEST, request)).map_err(|e| format!("cannot send: {e}"))?;
+        stream.write_all(&wire::request_frame(stream_id, request)).map_err(|e| format!("cannot send: {e}"))?;
         loop {
             let frame = wire::read_frame(stream).map_err(|e| format!("no answer: {e}"))?;
-            if frame.stream_id != stream_id || frame.kind != wire::TYPE_RESPONSE {
+            if frame.header.stream_id != stream_id || frame.header.type_ != wire::MESSAGE_TYPE_RESPONSE {
                 continue;
             }
             let response = Response::parse_from_bytes(&frame.payload).map_err(|e| format!("unreadable answer: {e}"))?;

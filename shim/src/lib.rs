@@ -2,7 +2,10 @@
 //! containers by calling `berth` through runc's command line.
 
 pub mod container;
+pub mod error;
 pub mod events;
+pub mod metrics;
+pub mod process_table;
 pub mod rootfs;
 pub mod runtime;
 pub mod server;

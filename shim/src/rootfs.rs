@@ -246,6 +246,25 @@ fn kernel_log(fs: &OwnedFd) -> String {
     }
 }
 
+/// Mounts containerd's rootfs mounts (a snapshotter's overlay, say) on `<bundle>/rootfs`;
+/// false when there are none (`ctr run --rootfs`: the bundle's rootfs is used as it is).
+pub fn mount_bundle_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool, String> {
+    if mounts.is_empty() {
+        return Ok(false);
+    }
+    let target = bundle.join("rootfs");
+    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    mount_all(mounts, &target)?;
+    Ok(true)
+}
+
+/// Undoes `mount_bundle_rootfs`; a failure is logged (the container is gone either way).
+pub fn unmount_bundle_rootfs(bundle: &Path) {
+    if let Err(e) = unmount(&bundle.join("rootfs")) {
+        log::warn!("{e}");
+    }
+}
+
 /// Unmounts everything on and below `target`, deepest first. (containerd-shim's
 /// `umount_recursive` runs in this process: it reads mountinfo and calls umount2, with no
 /// helper and no wait on the crate's monitor.)

@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use containerd_shim::api::*;
 use containerd_shim::protos::protobuf::Message;
-use containerd_shim::protos::ttrpc::{self, get_status, Code, Request, Status};
+use containerd_shim::protos::ttrpc::{Request, Status};
 use log::{debug, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -16,6 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::error::ShimError;
 use crate::task::TaskService;
 use crate::wire;
 
@@ -113,22 +114,26 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
                         break;
                     }
                 };
-                if frame.kind != wire::TYPE_REQUEST {
+                if frame.header.type_ != wire::MESSAGE_TYPE_REQUEST {
                     continue;
                 }
                 match handle(service, &frame.payload) {
-                    Outcome::Answer(result) => answer(&mut connection.stream, frame.stream_id, result),
-                    Outcome::Hold(request) => held.push(HeldWait { connection: id, stream_id: frame.stream_id, request }),
+                    Outcome::Answer(result) => answer(&mut connection.stream, frame.header.stream_id, result),
+                    Outcome::Hold(request) => held.push(HeldWait { connection: id, stream_id: frame.header.stream_id, request }),
                 }
             }
         }
         // Requests may have recorded exits (an exec that ended before its Start returned).
         held.retain(|wait| {
             let Some(connection) = connections.get_mut(&wait.connection) else { return false };
-            match service.wait(wait.request.clone()) {
+            match service.wait(&wait.request) {
                 Ok(None) => true,
-                result => {
-                    answer(&mut connection.stream, wait.stream_id, encode(result.map(|r| r.expect("an exit"))));
+                Ok(Some(exit)) => {
+                    answer(&mut connection.stream, wait.stream_id, encode(Ok(exit)));
+                    false
+                }
+                Err(e) => {
+                    answer(&mut connection.stream, wait.stream_id, Err(e.status()));
                     false
                 }
             }
@@ -151,7 +156,7 @@ fn receive(connection: &mut Connection) -> bool {
 }
 
 fn answer(stream: &mut UnixStream, stream_id: u32, result: Result<Vec<u8>, Status>) {
-    let frame = wire::encode(stream_id, wire::TYPE_RESPONSE, &wire::response(result));
+    let frame = wire::response_frame(stream_id, &wire::response(result));
     if let Err(e) = stream.write_all(&frame) {
         warn!("cannot answer containerd: {e}");
     }
@@ -169,11 +174,12 @@ fn reap(service: &TaskService) {
     }
 }
 
-fn encode<M: Message>(result: ttrpc::Result<M>) -> Result<Vec<u8>, Status> {
+/// A task method's result as a response payload: the only place a `ShimError` becomes a
+/// ttrpc status.
+fn encode<M: Message>(result: Result<M, ShimError>) -> Result<Vec<u8>, Status> {
     match result {
-        Ok(reply) => reply.write_to_bytes().map_err(|e| get_status(Code::INTERNAL, format!("cannot encode the reply: {e}"))),
-        Err(ttrpc::Error::RpcStatus(status)) => Err(status),
-        Err(other) => Err(get_status(Code::UNKNOWN, other.to_string())),
+        Ok(reply) => reply.write_to_bytes().map_err(|e| ShimError::Encode(e.to_string()).status()),
+        Err(e) => Err(e.status()),
     }
 }
 
@@ -181,16 +187,16 @@ fn encode<M: Message>(result: ttrpc::Result<M>) -> Result<Vec<u8>, Status> {
 fn handle(service: &TaskService, bytes: &[u8]) -> Outcome {
     let request = match Request::parse_from_bytes(bytes) {
         Ok(request) => request,
-        Err(e) => return Outcome::Answer(Err(get_status(Code::INVALID_ARGUMENT, format!("unreadable ttrpc request: {e}")))),
+        Err(e) => return Outcome::Answer(Err(ShimError::BadRequest(format!("unreadable ttrpc request: {e}")).status())),
     };
     if request.service != TASK_SERVICE {
-        return Outcome::Answer(Err(get_status(Code::UNIMPLEMENTED, format!("service {} is not implemented", request.service))));
+        return Outcome::Answer(Err(ShimError::Unimplemented(format!("service {}", request.service)).status()));
     }
     macro_rules! call {
         ($method:ident, $type:ty) => {
             match <$type>::parse_from_bytes(&request.payload) {
                 Ok(req) => Outcome::Answer(encode(service.$method(req))),
-                Err(e) => Outcome::Answer(Err(get_status(Code::INVALID_ARGUMENT, format!("unreadable {} request: {e}", request.method)))),
+                Err(e) => Outcome::Answer(Err(ShimError::BadRequest(format!("unreadable {} request: {e}", request.method)).status())),
             }
         };
     }
@@ -212,12 +218,13 @@ fn handle(service: &TaskService, bytes: &[u8]) -> Outcome {
         "Shutdown" => call!(shutdown, ShutdownRequest),
         "State" => call!(state, StateRequest),
         "Wait" => match WaitRequest::parse_from_bytes(&request.payload) {
-            Ok(req) => match service.wait(req.clone()) {
+            Ok(req) => match service.wait(&req) {
                 Ok(None) => Outcome::Hold(req),
-                result => Outcome::Answer(encode(result.map(|r| r.expect("an exit")))),
+                Ok(Some(exit)) => Outcome::Answer(encode(Ok(exit))),
+                Err(e) => Outcome::Answer(Err(e.status())),
             },
-            Err(e) => Outcome::Answer(Err(get_status(Code::INVALID_ARGUMENT, format!("unreadable Wait request: {e}")))),
+            Err(e) => Outcome::Answer(Err(ShimError::BadRequest(format!("unreadable Wait request: {e}")).status())),
         },
-        other => Outcome::Answer(Err(get_status(Code::UNIMPLEMENTED, format!("{other} is not implemented by the berth shim")))),
+        other => Outcome::Answer(Err(ShimError::Unimplemented(other.to_string()).status())),
     }
 }

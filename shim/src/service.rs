@@ -10,7 +10,7 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{Flags, StartOpts};
 
 use crate::events::Events;
-use crate::runtime::Runtime;
+use crate::runtime::{BerthCli, Runtime};
 use crate::task::TaskService;
 
 /// The annotation CRI puts on every container of a pod, so one shim serves the pod.
@@ -73,10 +73,10 @@ fn start(flags: Flags, ttrpc_address: String) -> Result<(), String> {
 fn delete(flags: &Flags) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| format!("no bundle directory: {e}"))?;
     let runtime = match containerd_shim::util::read_options(&bundle) {
-        Ok(o) => Runtime::new(&o.binary_name, &o.root, &flags.namespace, o.systemd_cgroup),
-        Err(_) => Runtime::new("", "", &flags.namespace, false),
+        Ok(o) => BerthCli::new(&o.binary_name, &o.root, &flags.namespace, o.systemd_cgroup, &bundle),
+        Err(_) => BerthCli::new("", "", &flags.namespace, false, &bundle),
     };
-    if let Err(e) = runtime.call(&bundle.join("log.json"), &["delete", "--force", &flags.id], None) {
+    if let Err(e) = runtime.delete(&flags.id) {
         log::warn!("cleanup of {}: {e}", flags.id);
     }
     if let Err(e) = crate::rootfs::unmount(&bundle.join("rootfs")) {
