@@ -41,31 +41,46 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     refuse_selinux_labels(&spec).with_context(|| format!("invalid config.json in {}", path.display()))?;
     let rootfs = rootfs_of(&path, &spec)?;
     check_bind_sources(&path, &spec)?;
-    let mounts = mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
+    let mut mounts = mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
+    if spec.linux().as_ref().is_some_and(|l| l.mount_label().is_some()) {
+        // Past the refusal above, a mount label is empty or on a host without SELinux: it
+        // can change nothing, as under runc.
+        mounts.drop_mount_label(&spec, &rootfs);
+    }
     store.ensure_root()?;
     Ok(CheckedBundle { path, spec, rootfs, mounts })
 }
 
-/// Refuses SELinux labels: libcontainer 0.7 does not apply them, and a container started
-/// without the label it asked for would run under a different policy than its caller meant.
+/// selinuxfs's switch: present where the host runs SELinux (enforcing or permissive).
+const SELINUX_ENFORCE: &str = "/sys/fs/selinux/enforce";
+
+/// Whether labels would mean anything here. Where SELinux is off they cannot change what a
+/// process may do, and runc (whose SELinux calls do nothing then) accepts them; so does berth.
+fn selinux_enabled() -> bool {
+    Path::new(SELINUX_ENFORCE).exists()
+}
+
+/// Refuses SELinux labels on a host that runs SELinux: libcontainer 0.7 does not apply
+/// process labels, and a container started without the label it asked for would run under
+/// a different policy than its caller meant.
 pub fn refuse_selinux_labels(spec: &Spec) -> Result<()> {
     if let Some(process) = spec.process() {
         refuse_process_label(process)?;
     }
     match spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()) {
-        None => {}
-        // libcontainer 0.7 hands even an empty label to the kernel as a mount context,
-        // which fails create with "failed to mount path as masked".
-        Some("") => bail!("linux.mountLabel is an empty string, which berth cannot pass on; remove linux.mountLabel"),
-        Some(_) => bail!("linux.mountLabel is set, but berth cannot apply SELinux labels; remove linux.mountLabel (or disable labeling in the caller)"),
+        Some(label) if !label.is_empty() && selinux_enabled() => bail!(
+            "linux.mountLabel is set and this host runs SELinux, but berth cannot apply SELinux labels; remove linux.mountLabel (or disable labeling in the caller)"
+        ),
+        _ => {}
     }
     Ok(())
 }
 
-/// Refuses a process's `selinuxLabel` (create, run and exec), which berth cannot apply.
+/// Refuses a process's `selinuxLabel` (create, run and exec) on a host that runs SELinux,
+/// where berth cannot apply it.
 pub fn refuse_process_label(process: &oci_spec::runtime::Process) -> Result<()> {
-    if process.selinux_label().as_deref().is_some_and(|label| !label.is_empty()) {
-        bail!("process.selinuxLabel is set, but berth cannot apply SELinux labels; remove process.selinuxLabel (or disable labeling in the caller)");
+    if process.selinux_label().as_deref().is_some_and(|label| !label.is_empty()) && selinux_enabled() {
+        bail!("process.selinuxLabel is set and this host runs SELinux, but berth cannot apply SELinux labels; remove process.selinuxLabel (or disable labeling in the caller)");
     }
     Ok(())
 }

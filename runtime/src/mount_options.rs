@@ -280,13 +280,7 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
         plan.fixups.extend(fixup);
     }
     if changed {
-        let mut rewritten = spec.clone();
-        rewritten.set_mounts(Some(kept));
-        // The copy lives outside the bundle: its rootfs path must not depend on where.
-        if let Some(root) = rewritten.root_mut() {
-            root.set_path(rootfs.to_path_buf());
-        }
-        plan.rewritten = Some(rewritten);
+        plan.rewritten_from(spec, rootfs).set_mounts(Some(kept));
     }
     Ok(plan)
 }
@@ -524,6 +518,27 @@ impl Plan {
     /// The spec libcontainer must read instead of the bundle's, if any.
     pub fn rewritten(&self) -> Option<&Spec> {
         self.rewritten.as_ref()
+    }
+
+    /// Leaves `linux.mountLabel` out of libcontainer's spec: libcontainer 0.7 passes it to
+    /// the tmpfs over each masked directory even where SELinux is off, and the kernel then
+    /// refuses the `context=` option, failing a create that runc makes.
+    pub fn drop_mount_label(&mut self, spec: &Spec, rootfs: &Path) {
+        if let Some(linux) = self.rewritten_from(spec, rootfs).linux_mut() {
+            linux.set_mount_label(None);
+        }
+    }
+
+    /// libcontainer's copy of the spec, made from `spec` on first use.
+    fn rewritten_from(&mut self, spec: &Spec, rootfs: &Path) -> &mut Spec {
+        self.rewritten.get_or_insert_with(|| {
+            let mut copy = spec.clone();
+            // The copy lives outside the bundle: its rootfs path must not depend on where.
+            if let Some(root) = copy.root_mut() {
+                root.set_path(rootfs.to_path_buf());
+            }
+            copy
+        })
     }
 }
 

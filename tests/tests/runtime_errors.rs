@@ -137,9 +137,35 @@ fn debug_adds_detail_to_the_log() {
     assert!(line.starts_with("time=\"") && line.contains(" level=error msg=\"container does not exist"), "{line}");
 }
 
+/// Runs berth as a caller on an SELinux host would: in a private mount namespace where
+/// selinuxfs's switch exists (a tmpfs over /sys/fs holding `selinux/enforce`, the cgroup
+/// mounts bound back below it), so nothing outside the namespace changes. Returns berth's
+/// exit code and stderr.
+fn on_an_selinux_host(berth: &Berth, args: &[&str]) -> (Option<i32>, String) {
+    let fake_selinuxfs = "exec 3</sys/fs/cgroup && mount -t tmpfs berth-test-selinuxfs /sys/fs && mkdir /sys/fs/selinux /sys/fs/cgroup \
+                          && echo 1 > /sys/fs/selinux/enforce && mount --no-canonicalize --rbind /proc/self/fd/3 /sys/fs/cgroup \
+                          && exec 3<&- && exec \"$@\"";
+    // stderr through a file: a detached container inherits it, and a pipe would stay open
+    // until the container exits.
+    let dir = TempDir::new("berth-selinux-stderr");
+    let stderr = dir.path().join("stderr");
+    let status = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", fake_selinuxfs, "sh"])
+        .arg(&berth.bin)
+        .arg("--root")
+        .arg(berth.root())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .status()
+        .unwrap();
+    (status.code(), std::fs::read_to_string(&stderr).unwrap())
+}
+
 #[test]
-fn selinux_labels_are_refused_because_berth_cannot_apply_them() {
-    if !require_root("selinux_labels_are_refused_because_berth_cannot_apply_them") {
+fn selinux_labels_are_refused_where_selinux_runs_and_berth_cannot_apply_them() {
+    if !require_root("selinux_labels_are_refused_where_selinux_runs_and_berth_cannot_apply_them") {
         return;
     }
     let berth = Berth::new("selinux");
@@ -147,35 +173,48 @@ fn selinux_labels_are_refused_because_berth_cannot_apply_them() {
     assert_eq!(features["linux"]["selinux"]["enabled"], false, "berth applies no SELinux labels, whatever the host has");
 
     let label = "system_u:system_r:container_t:s0:c1,c2";
+    let mount_label = "system_u:object_r:container_file_t:s0:c1,c2";
     let mut bundle = Bundle::busybox("selinux", &["sleep", "300"]);
     bundle.spec["process"]["selinuxLabel"] = json!(label);
     bundle.write_spec();
+    let bundle_path = bundle.path().to_str().unwrap().to_string();
     let id = container_id("selinux");
+    // Where SELinux runs, each label is refused by name, at create, run and exec, leaving nothing.
     for command in ["create", "run"] {
-        fails_with(&berth, &[command, "-b", bundle.path().to_str().unwrap(), &id], "process.selinuxLabel is set, but berth cannot apply SELinux labels");
+        let (code, stderr) = on_an_selinux_host(&berth, &[command, "-b", &bundle_path, &id]);
+        assert_eq!(code, Some(1), "{command} with a process label: {stderr}");
+        assert!(stderr.contains("process.selinuxLabel is set and this host runs SELinux, but berth cannot apply SELinux labels"), "{stderr}");
     }
     bundle.spec["process"]["selinuxLabel"] = Value::Null;
-    bundle.spec["linux"]["mountLabel"] = json!("system_u:object_r:container_file_t:s0:c1,c2");
+    bundle.spec["linux"]["mountLabel"] = json!(mount_label);
     bundle.write_spec();
-    fails_with(&berth, &["run", "-d", "-b", bundle.path().to_str().unwrap(), &id], "linux.mountLabel is set, but berth cannot apply SELinux labels");
-    bundle.spec["linux"]["mountLabel"] = json!("");
-    bundle.write_spec();
-    fails_with(&berth, &["create", "-b", bundle.path().to_str().unwrap(), &id], "linux.mountLabel is an empty string");
+    let (code, stderr) = on_an_selinux_host(&berth, &["run", "-d", "-b", &bundle_path, &id]);
+    assert_eq!(code, Some(1), "run with a mount label: {stderr}");
+    assert!(stderr.contains("linux.mountLabel is set and this host runs SELinux"), "{stderr}");
     assert!(std::fs::read_dir(berth.root()).map(|d| d.count() == 0).unwrap_or(true), "a refused create left state behind");
 
-    // An empty process label means "none" and runs as before; exec refuses a label too, from
-    // a file or from the flag.
-    bundle.spec["process"]["selinuxLabel"] = json!("");
-    bundle.spec["linux"]["mountLabel"] = Value::Null;
+    // Where SELinux is off (this host), a label cannot change what a process may do: the
+    // container runs with both, as under runc, and exec takes a label too.
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return;
+    }
+    bundle.spec["process"]["selinuxLabel"] = json!(label);
+    bundle.spec["linux"]["mountLabel"] = json!(mount_label);
     bundle.write_spec();
-    berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
-    let dir = TempDir::new("berth-selinux-process");
-    let file = dir.path().join("process.json");
-    std::fs::write(&file, serde_json::to_vec(&json!({
-        "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["true"], "selinuxLabel": label
-    })).unwrap()).unwrap();
-    fails_with(&berth, &["exec", "--process", file.to_str().unwrap(), &id], "process.selinuxLabel is set, but berth cannot apply SELinux labels");
-    fails_with(&berth, &["exec", "--process-label", label, &id, "true"], "process.selinuxLabel is set");
-    berth.ok(&["exec", &id, "true"]);
+    berth.ok(&["run", "-d", "-b", &bundle_path, &id]);
+    assert_eq!(berth.state(&id)["status"], "running");
+    assert_eq!(berth.state(&id)["bundle"], bundle_path.as_str(), "the state names the bundle, not libcontainer's copy");
+    assert_eq!(std::fs::read_dir(berth.root()).unwrap().count(), 1, "libcontainer's copy of the spec was left behind");
+    berth.ok(&["exec", "--process-label", label, &id, "true"]);
+    let (code, stderr) = on_an_selinux_host(&berth, &["exec", "--process-label", label, &id, "true"]);
+    assert_eq!(code, Some(1), "exec with a label where SELinux runs: {stderr}");
+    assert!(stderr.contains("process.selinuxLabel is set and this host runs SELinux"), "{stderr}");
+    berth.ok(&["delete", "-f", &id]);
+    // An empty mount label means none, here and where SELinux runs.
+    bundle.spec["linux"]["mountLabel"] = json!("");
+    bundle.spec["process"]["selinuxLabel"] = json!("");
+    bundle.write_spec();
+    let (code, stderr) = on_an_selinux_host(&berth, &["run", "-d", "-b", &bundle_path, &id]);
+    assert_eq!(code, Some(0), "empty labels where SELinux runs: {stderr}");
     berth.ok(&["delete", "-f", &id]);
 }
