@@ -1,6 +1,6 @@
 //! CNI errors: the spec's codes and the error JSON written on stdout.
 
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 /// The spec's well-known error codes.
 pub const INCOMPATIBLE_VERSION: u32 = 1;
@@ -12,14 +12,33 @@ pub const DECODING_FAILURE: u32 = 6;
 pub const INVALID_CONFIG: u32 = 7;
 pub const TRY_AGAIN_LATER: u32 = 11;
 pub const NOT_AVAILABLE: u32 = 50;
+/// What the reference plugins answer for a failure without a code of its own.
+pub const INTERNAL: u32 = 999;
 /// berth's own: an address range has no free address left.
 pub const NO_ADDRESS_LEFT: u32 = 100;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An error as plugins print it (and as a delegated plugin's is read back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniError {
+    #[serde(default = "internal")]
     pub code: u32,
+    #[serde(default)]
     pub msg: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub details: String,
+}
+
+fn internal() -> u32 {
+    INTERNAL
+}
+
+/// The error JSON: the error under the config's version.
+#[derive(Serialize)]
+struct Printed<'a> {
+    #[serde(rename = "cniVersion")]
+    cni_version: &'a str,
+    #[serde(flatten)]
+    error: &'a CniError,
 }
 
 impl CniError {
@@ -37,11 +56,7 @@ impl CniError {
     }
 
     pub fn to_json(&self, cni_version: &str) -> serde_json::Value {
-        let mut out = json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
-        if !self.details.is_empty() {
-            out["details"] = self.details.clone().into();
-        }
-        out
+        serde_json::to_value(Printed { cni_version, error: self }).expect("an error's JSON has string keys only")
     }
 }
 

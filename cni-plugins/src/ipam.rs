@@ -5,11 +5,28 @@
 
 use std::path::PathBuf;
 
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{CniError, CniResult, INVALID_CONFIG, INVALID_ENVIRONMENT};
+use crate::error::{CniError, CniResult, DECODING_FAILURE, INVALID_CONFIG, INVALID_ENVIRONMENT};
 use crate::result::NetResult;
 use crate::skel::Args;
+
+/// The `ipam` key as the delegating plugin reads it: which plugin; the rest is that
+/// plugin's to read.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct IpamType {
+    #[serde(rename = "type", default)]
+    pub plugin: String,
+}
+
+/// What a delegation needs: the IPAM plugin, the config's version, and the config itself.
+#[derive(Clone, Copy)]
+pub struct Delegation<'a> {
+    pub ipam: &'a IpamType,
+    pub version: &'a str,
+    pub conf: &'a Value,
+}
 
 fn find(ipam_type: &str, args: &Args) -> CniResult<PathBuf> {
     if ipam_type.is_empty() || ipam_type.contains('/') {
@@ -28,29 +45,30 @@ fn is_this_binary(plugin: &std::path::Path) -> bool {
 }
 
 /// Runs the config's IPAM plugin for `command`; returns what it printed (Null if nothing).
-pub fn delegate(command: &str, args: &Args, conf: &Value) -> CniResult<Value> {
-    let ipam_type = conf["ipam"]["type"].as_str().unwrap_or_default();
+pub fn delegate(command: &str, args: &Args, to: Delegation) -> CniResult<Value> {
+    let ipam_type = to.ipam.plugin.as_str();
     let plugin = find(ipam_type, args)?;
     let call = Args { command: command.to_string(), ..args.clone() };
+    let conf = to.conf;
     if ipam_type == "host-local" && is_this_binary(&plugin) {
-        let version = conf["cniVersion"].as_str().unwrap_or("1.1.0");
+        let version = if to.version.is_empty() { "1.1.0" } else { to.version };
         return crate::skel::call(&crate::host_local::HostLocal, ipam_type, &call, conf, version)
             .map(Option::unwrap_or_default)
             .map_err(|e| CniError::new(e.code, format!("IPAM plugin {ipam_type}: {}", e.msg)).with_details(e.details));
     }
     let (code, value) = crate::exec::run_plugin(&plugin, &call, conf).map_err(|e| CniError::io(format!("cannot run IPAM plugin {}", plugin.display()), e))?;
     if value.is_string() {
-        return Err(CniError::new(crate::error::DECODING_FAILURE, format!("IPAM plugin {ipam_type} printed no JSON")));
+        return Err(CniError::new(DECODING_FAILURE, format!("IPAM plugin {ipam_type} printed no JSON")));
     }
     if code != 0 {
-        let code = value["code"].as_u64().unwrap_or(999) as u32;
-        let msg = value["msg"].as_str().unwrap_or("failed without a message");
-        return Err(CniError::new(code, format!("IPAM plugin {ipam_type}: {msg}")).with_details(value["details"].as_str().unwrap_or_default().to_string()));
+        let e: CniError = serde_json::from_value(value).unwrap_or_else(|_| CniError::new(crate::error::INTERNAL, ""));
+        let msg = if e.msg.is_empty() { "failed without a message" } else { &e.msg };
+        return Err(CniError::new(e.code, format!("IPAM plugin {ipam_type}: {msg}")).with_details(e.details.clone()));
     }
     Ok(value)
 }
 
 /// ADD through the IPAM plugin, its result read back.
-pub fn add(args: &Args, conf: &Value) -> CniResult<NetResult> {
-    NetResult::from_json(&delegate("ADD", args, conf)?)
+pub fn add(args: &Args, to: Delegation) -> CniResult<NetResult> {
+    NetResult::from_json(&delegate("ADD", args, to)?)
 }

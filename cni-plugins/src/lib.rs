@@ -2,6 +2,7 @@
 //! orchestration over the shared protocol, result and store modules.
 
 pub mod bridge;
+pub mod conf;
 pub mod error;
 pub mod exec;
 pub mod firewall;

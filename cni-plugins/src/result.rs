@@ -4,152 +4,140 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{CniError, CniResult, DECODING_FAILURE};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
+    #[serde(default)]
     pub name: String,
+    #[serde(default)]
     pub mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
     pub address: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
     /// Index into the result's interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub dst: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct NetResult {
+    #[serde(default)]
     pub interfaces: Vec<Interface>,
+    #[serde(default)]
     pub ips: Vec<IpConfig>,
+    #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
     pub dns: Dns,
+}
+
+/// A result as one result version spells it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Spelled<'a> {
+    cni_version: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    interfaces: &'a [Interface],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ips: Vec<SpelledIp<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    routes: &'a [Route],
+    dns: &'a Dns,
+}
+
+#[derive(Serialize)]
+struct SpelledIp<'a> {
+    /// The family, "4" or "6", which only the 0.x versions spell out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'static str>,
+    #[serde(flatten)]
+    ip: &'a IpConfig,
 }
 
 impl NetResult {
     /// The result as the given result version spells it.
     pub fn to_json(&self, version: &str) -> Value {
         let legacy = version.starts_with("0.");
-        let mut out = Map::new();
-        out.insert("cniVersion".into(), version.into());
-        if !self.interfaces.is_empty() {
-            let interfaces: Vec<Value> = self
-                .interfaces
-                .iter()
-                .map(|i| {
-                    let mut v = json!({ "name": i.name, "mac": i.mac });
-                    if let Some(sandbox) = &i.sandbox {
-                        v["sandbox"] = sandbox.clone().into();
-                    }
-                    v
-                })
-                .collect();
-            out.insert("interfaces".into(), interfaces.into());
-        }
-        if !self.ips.is_empty() {
-            let ips: Vec<Value> = self
-                .ips
-                .iter()
-                .map(|ip| {
-                    let mut v = Map::new();
-                    if legacy {
-                        v.insert("version".into(), (if ip.address.addr().is_ipv4() { "4" } else { "6" }).into());
-                    }
-                    if let Some(index) = ip.interface {
-                        v.insert("interface".into(), index.into());
-                    }
-                    v.insert("address".into(), ip.address.to_string().into());
-                    if let Some(gw) = ip.gateway {
-                        v.insert("gateway".into(), gw.to_string().into());
-                    }
-                    Value::Object(v)
-                })
-                .collect();
-            out.insert("ips".into(), ips.into());
-        }
-        if !self.routes.is_empty() {
-            let routes: Vec<Value> = self
-                .routes
-                .iter()
-                .map(|r| {
-                    let mut v = json!({ "dst": r.dst.to_string() });
-                    if let Some(gw) = r.gw {
-                        v["gw"] = gw.to_string().into();
-                    }
-                    v
-                })
-                .collect();
-            out.insert("routes".into(), routes.into());
-        }
-        let mut dns = Map::new();
-        if !self.dns.nameservers.is_empty() {
-            dns.insert("nameservers".into(), self.dns.nameservers.clone().into());
-        }
-        if !self.dns.domain.is_empty() {
-            dns.insert("domain".into(), self.dns.domain.clone().into());
-        }
-        if !self.dns.search.is_empty() {
-            dns.insert("search".into(), self.dns.search.clone().into());
-        }
-        if !self.dns.options.is_empty() {
-            dns.insert("options".into(), self.dns.options.clone().into());
-        }
-        out.insert("dns".into(), Value::Object(dns));
-        Value::Object(out)
+        let family = |ip: &IpConfig| if ip.address.addr().is_ipv4() { "4" } else { "6" };
+        let ips = self.ips.iter().map(|ip| SpelledIp { version: legacy.then(|| family(ip)), ip }).collect();
+        let spelled = Spelled { cni_version: version, interfaces: &self.interfaces, ips, routes: &self.routes, dns: &self.dns };
+        serde_json::to_value(spelled).expect("a result's JSON has string keys only")
     }
 
     /// Reads a result (a `prevResult` or a delegate's answer) of any supported version.
     pub fn from_json(value: &Value) -> CniResult<NetResult> {
-        let bad = |what: &str| CniError::new(DECODING_FAILURE, format!("the result's {what} is malformed"));
-        let strings = |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
-        let mut result = NetResult::default();
-        for i in value["interfaces"].as_array().into_iter().flatten() {
-            result.interfaces.push(Interface {
-                name: i["name"].as_str().unwrap_or_default().into(),
-                mac: i["mac"].as_str().unwrap_or_default().into(),
-                sandbox: i["sandbox"].as_str().map(String::from),
-            });
+        serde_path_to_error::deserialize(value).map_err(|e| CniError::new(DECODING_FAILURE, format!("the result's {} is malformed: {}", e.path(), e.inner())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sample() -> NetResult {
+        NetResult {
+            interfaces: vec![Interface { name: "eth0".into(), mac: "02:00:00:00:00:01".into(), sandbox: Some("/run/netns/c".into()) }],
+            ips: vec![IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), interface: Some(0) }, IpConfig { address: "fd00::2/64".parse().unwrap(), gateway: None, interface: None }],
+            routes: vec![Route { dst: "0.0.0.0/0".parse().unwrap(), gw: None }],
+            dns: Dns { nameservers: vec!["10.0.0.1".into()], ..Default::default() },
         }
-        for ip in value["ips"].as_array().into_iter().flatten() {
-            result.ips.push(IpConfig {
-                address: ip["address"].as_str().and_then(|a| a.parse().ok()).ok_or_else(|| bad("ips[].address"))?,
-                gateway: match ip["gateway"].as_str() {
-                    Some(g) => Some(g.parse().map_err(|_| bad("ips[].gateway"))?),
-                    None => None,
-                },
-                interface: ip["interface"].as_u64().map(|i| i as usize),
-            });
+    }
+
+    #[test]
+    fn each_version_spells_the_result_as_the_spec_does() {
+        let ips = json!([{ "interface": 0, "address": "10.0.0.2/24", "gateway": "10.0.0.1" }, { "address": "fd00::2/64" }]);
+        let rest = json!({ "interfaces": [{ "name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/run/netns/c" }], "routes": [{ "dst": "0.0.0.0/0" }], "dns": { "nameservers": ["10.0.0.1"] } });
+        let mut current = rest.clone();
+        current["cniVersion"] = "1.0.0".into();
+        current["ips"] = ips.clone();
+        assert_eq!(sample().to_json("1.0.0"), current);
+        let mut legacy = rest;
+        legacy["cniVersion"] = "0.4.0".into();
+        legacy["ips"] = ips;
+        legacy["ips"][0]["version"] = "4".into();
+        legacy["ips"][1]["version"] = "6".into();
+        assert_eq!(sample().to_json("0.4.0"), legacy);
+        assert_eq!(NetResult::default().to_json("1.1.0"), json!({ "cniVersion": "1.1.0", "dns": {} }));
+    }
+
+    #[test]
+    fn a_result_of_any_version_reads_back() {
+        for version in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+            assert_eq!(NetResult::from_json(&sample().to_json(version)).unwrap(), sample(), "{version}");
         }
-        for r in value["routes"].as_array().into_iter().flatten() {
-            result.routes.push(Route {
-                dst: r["dst"].as_str().and_then(|d| d.parse().ok()).ok_or_else(|| bad("routes[].dst"))?,
-                gw: match r["gw"].as_str() {
-                    Some(g) => Some(g.parse().map_err(|_| bad("routes[].gw"))?),
-                    None => None,
-                },
-            });
-        }
-        let dns = &value["dns"];
-        result.dns = Dns { nameservers: strings(&dns["nameservers"]), domain: dns["domain"].as_str().unwrap_or_default().into(), search: strings(&dns["search"]), options: strings(&dns["options"]) };
-        Ok(result)
+        let e = NetResult::from_json(&json!({ "ips": [{ "address": "10.0.0.300/24" }] })).unwrap_err();
+        assert_eq!(e.code, DECODING_FAILURE);
+        assert!(e.msg.starts_with("the result's ips[0].address is malformed"), "{}", e.msg);
     }
 }

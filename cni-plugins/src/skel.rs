@@ -4,8 +4,10 @@
 
 use std::io::Read;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::conf::NetConf;
 use crate::error::{CniError, CniResult, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENVIRONMENT};
 use crate::result::NetResult;
 
@@ -47,7 +49,9 @@ impl Args {
     }
 }
 
-/// A plugin: each command gets the call's environment and the whole network config.
+/// A plugin: each command gets the call's environment and the whole network config, as
+/// JSON (which a plugin passes on unchanged to its IPAM plugin); each reads its own keys
+/// from it with `conf::parse`.
 pub trait Plugin {
     fn add(&self, args: &Args, conf: &Value) -> CniResult<NetResult>;
     fn del(&self, args: &Args, conf: &Value) -> CniResult<()>;
@@ -68,12 +72,19 @@ pub fn at_least(version: &str, min: &str) -> bool {
     matches!((version_key(version), version_key(min)), (Some(a), Some(b)) if a >= b)
 }
 
+/// The config's version alone, read before anything else of it (an error names it too).
+#[derive(Deserialize)]
+struct ConfigVersion {
+    #[serde(rename = "cniVersion")]
+    cni_version: String,
+}
+
 /// Runs one call of `plugin`; returns the exit code.
 pub fn run(plugin: &dyn Plugin, name: &str) -> i32 {
     let args = Args::from_env();
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
-    let version = serde_json::from_slice::<Value>(&stdin).ok().and_then(|c| c["cniVersion"].as_str().map(String::from)).unwrap_or_else(|| "1.1.0".into());
+    let version = serde_json::from_slice::<ConfigVersion>(&stdin).map(|c| c.cni_version).unwrap_or_else(|_| "1.1.0".into());
     match dispatch(plugin, name, &args, &stdin, &version) {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string(&out).unwrap_or_default());
@@ -102,7 +113,8 @@ pub fn call(plugin: &dyn Plugin, name: &str, args: &Args, conf: &Value, version:
     if !SUPPORTED_VERSIONS.contains(&version) {
         return Err(CniError::new(INCOMPATIBLE_VERSION, format!("{name} does not support config version {version:?}")).with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))));
     }
-    if conf["name"].as_str().is_none_or(str::is_empty) && args.command != "VERSION" {
+    let common: NetConf = crate::conf::parse(conf)?;
+    if common.name.is_empty() {
         return Err(CniError::new(INVALID_CONFIG, "the network config has no name"));
     }
     let attachment = [("CNI_CONTAINERID", args.container_id.as_str()), ("CNI_IFNAME", args.ifname.as_str())];
@@ -125,22 +137,9 @@ pub fn call(plugin: &dyn Plugin, name: &str, args: &Args, conf: &Value, version:
             plugin.check(args, conf).map(|()| None)
         }
         "GC" | "STATUS" if !at_least(version, "1.1.0") => Err(CniError::new(INCOMPATIBLE_VERSION, format!("config version {version} does not allow {} (1.1.0 does)", args.command))),
-        "GC" => {
-            // `cni.dev/valid-attachments` (1.1), also under its pre-release name.
-            let listed = conf["cni.dev/valid-attachments"].as_array().or(conf["cni.dev/attachments"].as_array());
-            let valid: Vec<(String, String)> = listed.into_iter().flatten().map(|a| (a["containerID"].as_str().unwrap_or_default().to_string(), a["ifname"].as_str().unwrap_or_default().to_string())).collect();
-            plugin.gc(conf, &valid).map(|()| None)
-        }
+        "GC" => plugin.gc(conf, &common.valid_attachments()).map(|()| None),
         "STATUS" => plugin.status(conf).map(|()| None),
         "" => Err(CniError::new(INVALID_ENVIRONMENT, "CNI_COMMAND is not set")),
         other => Err(CniError::new(INVALID_ENVIRONMENT, format!("unknown CNI_COMMAND {other:?}"))),
-    }
-}
-
-/// The config's `prevResult`, if any.
-pub fn prev_result(conf: &Value) -> CniResult<Option<NetResult>> {
-    match conf.get("prevResult") {
-        None | Some(Value::Null) => Ok(None),
-        Some(prev) => NetResult::from_json(prev).map(Some),
     }
 }

@@ -3,7 +3,8 @@
 //! inside it): reachability, each config key, the firewall (both backends) after ADD, DEL,
 //! repeated DEL, DEL without netns and GC, no leak from a failed ADD, 50 parallel ADDs,
 //! the masquerade rules compared in netlink terms with those `nft -f` writes, and
-//! differential runs and mixed chains with Debian's reference plugins.
+//! differential runs and mixed chains with Debian's reference plugins, keys of the wrong
+//! type and unknown keys included.
 
 use berth_cni::exec::run_plugin;
 use berth_cni::skel::Args;
@@ -621,4 +622,41 @@ fn vlan_ports_isolate_and_carry_the_gateway() {
     for id in [7, 10, 11, 12, 1] {
         assert!(vlans.contains(&format!("\"vlan\":{id}")), "{id} missing: {vlans}");
     }
+}
+
+#[test]
+fn wrong_types_are_refused_and_unknown_keys_ignored_as_by_the_reference() {
+    let test = "wrong_types_are_refused_and_unknown_keys_ignored_as_by_the_reference";
+    if !inside_private_netns(test) || !reference_ready(test) {
+        return;
+    }
+    let ours = berth_bin();
+    let theirs = bin_dir("reference-bin", &[]);
+    // Each is refused by both before anything is made; berth names the key with code 7.
+    for (key, value, expected) in [("mtu", json!("1500"), "expected u32"), ("ipMasq", json!("true"), "expected a boolean"), ("isGateway", json!(1), "expected a boolean")] {
+        let conf = network("1.0.0", "typed", "br-typed", json!({ key: value }));
+        let ns = add_netns(&format!("t-{key}"));
+        let (exit, error) = call(&ours, "ADD", "t1", &ns, &conf);
+        assert_eq!((exit, error["code"].clone()), (1, json!(7)), "{key}: {error}");
+        let msg = error["msg"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("invalid network config: \"{key}\": invalid type: ")) && msg.ends_with(expected), "{key}: {error}");
+        let (their_exit, their_error) = call(&theirs, "ADD", "t1", &ns, &conf);
+        assert_eq!(their_exit, 1, "the reference took {key}: {value}: {their_error}");
+        assert!(their_error["msg"].as_str().unwrap().contains(&format!("NetConf.{key} of type")), "{their_error}");
+        assert!(!sh("ip -o link").contains("br-typed") && !sh(&format!("ip netns exec t-{key} ip -o link")).contains("eth0"), "a refused ADD made links");
+        assert!(!Path::new("/run/ipam-typed").exists(), "a refused ADD called IPAM");
+    }
+    // Keys neither knows, at the top and in ipam: ignored.
+    let mut conf = network("1.0.0", "unknown", "br-unknown", json!({ "isGateway": true, "someday": { "x": [1, 2] }, "hairpinMode": null }));
+    conf["ipam"]["someday"] = json!("yes");
+    let ns = add_netns("u1");
+    let (code, result) = call(&ours, "ADD", "u1", &ns, &conf);
+    assert_eq!(code, 0, "{result}");
+    assert_eq!(result["ips"][0]["address"], "10.88.0.2/24");
+    assert!(sh("ip -o addr show br-unknown").contains("10.88.0.1/24"));
+    assert_eq!(call(&ours, "DEL", "u1", &ns, &conf).0, 0);
+    let ns = add_netns("u2");
+    let (code, result) = call(&theirs, "ADD", "u2", &ns, &conf);
+    assert_eq!(code, 0, "the reference refused unknown keys: {result}");
+    assert_eq!(call(&theirs, "DEL", "u2", &ns, &conf).0, 0);
 }

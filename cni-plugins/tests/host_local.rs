@@ -1,6 +1,7 @@
 //! host-local and the CNI protocol: every config key, each result version's format, the
 //! error codes, VERSION/CHECK/GC/STATUS, idempotent DEL, concurrency, and differential
-//! runs against Debian's reference host-local on the same store.
+//! runs against Debian's reference host-local on the same store and on configs with keys
+//! of the wrong type or unknown keys.
 
 use berth_cni::exec::run_plugin;
 use berth_cni::skel::Args;
@@ -255,4 +256,34 @@ fn a_store_is_shared_with_the_reference_plugin() {
     assert_eq!(call(&plugin, "CHECK", "berth-2", "eth0", &c).1["code"], 3);
     let held: Vec<String> = std::fs::read_dir(t.0.join("data/testnet")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect();
     assert_eq!(held, ["10.70.0.2"]);
+}
+
+#[test]
+fn wrong_types_are_refused_and_unknown_keys_ignored_as_by_the_reference() {
+    if !reference_ready("wrong_types_are_refused_and_unknown_keys_ignored_as_by_the_reference") {
+        return;
+    }
+    let t = Temp::new();
+    let plugin = berth(&t);
+    let reference = Path::new(REFERENCE);
+    // A subnet that is a number: berth refuses it as an invalid config naming the key; the
+    // reference refuses it too (with its catch-all code).
+    let wrong = conf("1.0.0", &t.0.join("wrong"), json!({ "ranges": [[{ "subnet": 167772160 }]] }));
+    let (code, error) = call(&plugin, "ADD", "w", "eth0", &wrong);
+    assert_eq!((code, error["code"].clone()), (1, json!(7)), "{error}");
+    assert!(error["msg"].as_str().unwrap().contains("\"ipam.ranges[0][0].subnet\": invalid type: integer"), "{error}");
+    let (their_code, their_error) = call(reference, "ADD", "w", "eth0", &wrong);
+    assert_eq!(their_code, 1, "{their_error}");
+    assert!(their_error["msg"].as_str().unwrap().contains("subnet"), "{their_error}");
+    assert!(!t.0.join("wrong").exists(), "a refused config opened a store");
+    // Keys neither knows, at the top, in ipam and in a range: ignored, the same result.
+    let unknown = |dir: &str| {
+        let mut c = conf("1.0.0", &t.0.join(dir), json!({ "ranges": [[{ "subnet": "10.80.0.0/24", "someday": [1] }]], "someday": { "x": true } }));
+        c["someday"] = json!(1.5);
+        c
+    };
+    let (code, ours) = call(&plugin, "ADD", "u", "eth0", &unknown("ours"));
+    let (their_code, theirs) = call(reference, "ADD", "u", "eth0", &unknown("theirs"));
+    assert_eq!((code, &ours), (their_code, &theirs));
+    assert_eq!(addresses(&ours), ["10.80.0.2/24"]);
 }

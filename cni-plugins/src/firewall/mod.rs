@@ -32,8 +32,8 @@ pub trait Firewall: Send + Sync {
 /// The backend named by the `ipMasqBackend` key. Without the key berth uses nftables (a
 /// table of its own, written over netlink in one transaction, which is what keeps ADD near
 /// the kernel's floor); "iptables" gives the reference plugins' default rules.
-pub fn configured(conf: &serde_json::Value) -> CniResult<Box<dyn Firewall>> {
-    match conf["ipMasqBackend"].as_str() {
+pub fn configured(ip_masq_backend: Option<&str>) -> CniResult<Box<dyn Firewall>> {
+    match ip_masq_backend {
         None | Some("nftables") => Ok(Box::new(nftables::Nftables)),
         Some("iptables") => Ok(Box::new(iptables::Iptables)),
         Some(other) => Err(CniError::new(INVALID_CONFIG, format!("unknown ipMasqBackend {other:?}: use \"nftables\" or \"iptables\""))),

@@ -1,116 +1,21 @@
-//! The bridge plugin: a Linux bridge on the host, a veth pair per attachment (one end in
-//! the container, one on the bridge), addresses from the IPAM plugin, the bridge as gateway
-//! and masquerading when asked; DEL undoes it even when the namespace or the interface is
-//! gone, and a failed ADD leaves nothing behind. VLANs are bridge-port VLANs on a
-//! filtering bridge; with a gateway on a VLAN, the gateway lives on a `<bridge>.<vlan>`
-//! veth whose peer is a port of that VLAN, as in the reference plugin.
+//! The bridge's link work over netlink: the bridge itself, the veth pair and its port
+//! settings (hairpin, isolation, VLANs, spoof check), the container side's addresses and
+//! routes, the gateway (on a `<bridge>.<vlan>` veth for a VLAN), and their removal and
+//! checking.
 
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use ipnet::IpNet;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::config::BridgeConf;
 use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, UNKNOWN_CONTAINER, UNSUPPORTED_FIELD};
-use crate::firewall::{self, Attachment, Firewall};
 use crate::netlink::route::{mac_text, random_mac, Link, RouteClient, VethPort};
 use crate::netlink::NetlinkError;
-use crate::result::{Interface, NetResult, Route};
-use crate::skel::{Args, Plugin};
-use crate::{ipam, netns, spoofcheck};
-
-pub struct Bridge;
-
-/// The reference plugin's keys.
-struct BridgeConf {
-    network: String,
-    bridge: String,
-    is_gateway: bool,
-    is_default_gateway: bool,
-    force_address: bool,
-    ip_masq: bool,
-    mtu: Option<u32>,
-    hairpin: bool,
-    promiscuous: bool,
-    enable_dad: bool,
-    disable_container_interface: bool,
-    port_isolation: bool,
-    /// The port's untagged VLAN (0: none).
-    vlan: u16,
-    /// Tagged VLANs the port carries too.
-    vlan_trunk: Vec<u16>,
-    preserve_default_vlan: bool,
-    macspoofchk: bool,
-    /// The masquerading backend `ipMasqBackend` names.
-    firewall: Box<dyn Firewall>,
-}
-
-fn vlan_id(value: &Value, what: &str) -> CniResult<u16> {
-    match value.as_i64() {
-        Some(id) if (1..=4094).contains(&id) => Ok(id as u16),
-        _ => Err(CniError::new(INVALID_CONFIG, format!("invalid VLAN ID {value} in {what} (must be between 1 and 4094)"))),
-    }
-}
-
-/// `vlanTrunk`: a list of `{"id": N}` and `{"minID": A, "maxID": B}`, sorted, once each.
-fn vlan_trunk(conf: &Value) -> CniResult<Vec<u16>> {
-    let Some(items) = conf["vlanTrunk"].as_array() else { return Ok(Vec::new()) };
-    let mut vlans = Vec::new();
-    for item in items {
-        if !item["minID"].is_null() || !item["maxID"].is_null() {
-            let (low, high) = (vlan_id(&item["minID"], "vlanTrunk minID")?, vlan_id(&item["maxID"], "vlanTrunk maxID")?);
-            if low > high {
-                return Err(CniError::new(INVALID_CONFIG, format!("vlanTrunk range {low}-{high}: minID is above maxID")));
-            }
-            vlans.extend(low..=high);
-        }
-        if !item["id"].is_null() {
-            vlans.push(vlan_id(&item["id"], "vlanTrunk id")?);
-        }
-    }
-    if vlans.is_empty() {
-        return Err(CniError::new(INVALID_CONFIG, "vlanTrunk names no VLAN: give {\"id\": N} or {\"minID\": A, \"maxID\": B}"));
-    }
-    vlans.sort_unstable();
-    vlans.dedup();
-    Ok(vlans)
-}
-
-impl BridgeConf {
-    fn parse(conf: &Value) -> CniResult<BridgeConf> {
-        let flag = |k: &str| conf[k].as_bool().unwrap_or(false);
-        let vlan = match &conf["vlan"] {
-            Value::Null => 0,
-            v if v.as_i64() == Some(0) => 0,
-            v => vlan_id(v, "vlan")?,
-        };
-        let bridge = conf["bridge"].as_str().unwrap_or("cni0").to_string();
-        if bridge.is_empty() || bridge.len() > 15 || bridge.contains('/') {
-            return Err(CniError::new(INVALID_CONFIG, format!("bridge name {bridge:?} is not a valid interface name")));
-        }
-        let is_default_gateway = flag("isDefaultGateway");
-        Ok(BridgeConf {
-            network: conf["name"].as_str().unwrap_or_default().to_string(),
-            bridge,
-            is_gateway: flag("isGateway") || is_default_gateway,
-            is_default_gateway,
-            force_address: flag("forceAddress"),
-            ip_masq: flag("ipMasq"),
-            mtu: conf["mtu"].as_u64().filter(|m| *m > 0).map(|m| m as u32),
-            hairpin: flag("hairpinMode"),
-            promiscuous: flag("promiscMode"),
-            enable_dad: flag("enabledad"),
-            disable_container_interface: flag("disableContainerInterface"),
-            port_isolation: flag("portIsolation"),
-            vlan,
-            vlan_trunk: vlan_trunk(conf)?,
-            preserve_default_vlan: flag("preserveDefaultVlan"),
-            macspoofchk: flag("macspoofchk"),
-            firewall: firewall::configured(conf)?,
-        })
-    }
-}
+use crate::result::{Interface, NetResult};
+use crate::skel::Args;
+use crate::{netns, spoofcheck};
 
 fn nl(e: NetlinkError) -> CniError {
     CniError::new(IO_FAILURE, e.message)
@@ -124,23 +29,6 @@ fn host_veth_name(network: &str, args: &Args) -> String {
 
 fn write_sysctl(path: &str, value: &str) -> CniResult<()> {
     std::fs::write(path, value).map_err(|e| CniError::io(format!("cannot set {path}"), e))
-}
-
-impl BridgeConf {
-    fn uses_vlans(&self) -> bool {
-        self.vlan != 0 || !self.vlan_trunk.is_empty()
-    }
-
-    /// The VLANs of a port: its native one untagged, the trunk's tagged.
-    fn port_vlans(&self) -> Vec<(u16, bool)> {
-        let mut vlans: Vec<(u16, bool)> = self.vlan_trunk.iter().map(|v| (*v, false)).collect();
-        match self.vlan {
-            0 if !vlans.is_empty() => vlans.push((1, true)),
-            0 => {}
-            vlan => vlans.push((vlan, true)),
-        }
-        vlans
-    }
 }
 
 /// Puts a bridge port on the configured VLANs, dropping the bridge's default one unless
@@ -261,11 +149,11 @@ impl LinkLocal for IpAddr {
 
 /// The links of an ADD after IPAM: veth, bridge port, container addresses and routes,
 /// gateway. Fills in the result's interfaces.
-fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
+pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     let container_ns = netns::open(&args.netns)?;
     let mut host = RouteClient::open().map_err(nl)?;
     let bridge = ensure_bridge(&mut host, c)?;
-    let host_name = host_veth_name(&c.network, args);
+    let host_name = host_veth_name(c.network(), args);
     // The pair is made from the host, the host end on the bridge at once; it comes up at
     // once too unless VLANs or the spoof check must be in place first. Both MACs are chosen
     // here (as the kernel would: random, locally administered), so nothing needs reading
@@ -331,13 +219,9 @@ fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
     Ok(())
 }
 
-fn attachment<'a>(c: &'a BridgeConf, args: &'a Args) -> Attachment<'a> {
-    Attachment { network: &c.network, container_id: &args.container_id, ifname: &args.ifname }
-}
-
 /// Removes the container's veth (which takes the host end with it) if the namespace and
 /// the interface are still there.
-fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
+pub fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
     if !args.netns.is_empty() {
         if let Ok(ns) = netns::open(&args.netns) {
             netns::within(&ns, || {
@@ -354,110 +238,32 @@ fn remove_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
 }
 
 /// Removes the pair through its host end (named for this attachment, so never another's).
-fn remove_host_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
+pub fn remove_host_veth(c: &BridgeConf, args: &Args) -> CniResult<()> {
     let mut host = RouteClient::open().map_err(nl)?;
-    if let Some(link) = host.link(&host_veth_name(&c.network, args)).map_err(nl)? {
+    if let Some(link) = host.link(&host_veth_name(c.network(), args)).map_err(nl)? {
         host.delete_link(link.index).map_err(nl)?;
     }
     Ok(())
 }
 
-impl Plugin for Bridge {
-    fn add(&self, args: &Args, conf: &Value) -> CniResult<NetResult> {
-        let c = BridgeConf::parse(conf)?;
-        let mut result = ipam::add(args, conf)?;
-        if c.is_default_gateway {
-            for ip in &result.ips {
-                if let Some(gw) = ip.gateway {
-                    let dst: IpNet = if gw.is_ipv4() { "0.0.0.0/0".parse().unwrap() } else { "::/0".parse().unwrap() };
-                    if !result.routes.iter().any(|r| r.dst == dst) {
-                        result.routes.push(Route { dst, gw: Some(gw) });
-                    }
-                }
-            }
-        }
-        // Masquerading is committed on a thread of its own while the links are made: both
-        // are kernel work that grows with what exists (rules to validate, bridge ports).
-        let addresses: Vec<IpNet> = result.ips.iter().map(|ip| ip.address).collect();
-        let outcome = std::thread::scope(|scope| {
-            let masquerading = c.ip_masq.then(|| scope.spawn(|| c.firewall.add_masquerade(&attachment(&c, args), &addresses)));
-            let plumbed = plumb(&c, args, &mut result);
-            let masqueraded = masquerading.map_or(Ok(()), |m| m.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the masquerade thread failed"))));
-            plumbed.and(masqueraded)
-        });
-        if let Err(e) = outcome {
-            // Nothing of a failed ADD stays: rules, veth, address.
-            if c.ip_masq {
-                let _ = c.firewall.del_masquerade(&attachment(&c, args), &addresses);
-            }
-            if c.macspoofchk {
-                let _ = spoofcheck::teardown(&args.container_id, &args.ifname);
-            }
-            // Through the host end only: the ADD may have failed because the container
-            // already had an interface of that name, which is not this ADD's to remove.
-            let _ = remove_host_veth(&c, args);
-            let _ = ipam::delegate("DEL", args, conf);
-            return Err(e);
-        }
-        Ok(result)
-    }
-
-    fn del(&self, args: &Args, conf: &Value) -> CniResult<()> {
-        let c = BridgeConf::parse(conf)?;
-        // Best effort, everything attempted: address, firewall, spoof check, veth. Rules
-        // are removed from both backends: the ADD may have used either. The veth goes on a
-        // thread of its own: deleting a link waits for the kernel's grace periods, and the
-        // rest is done meanwhile.
-        std::thread::scope(|scope| {
-            let removing = scope.spawn(|| remove_veth(&c, args));
-            let released = ipam::delegate("DEL", args, conf).map(|_| ());
-            let known: Vec<IpNet> = crate::skel::prev_result(conf).ok().flatten().map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
-            let mut unmasked = Ok(());
-            if c.ip_masq {
-                for backend in firewall::all() {
-                    unmasked = unmasked.and(backend.del_masquerade(&attachment(&c, args), &known));
-                }
-            }
-            let unchecked = if c.macspoofchk { spoofcheck::teardown(&args.container_id, &args.ifname) } else { Ok(()) };
-            let removed = removing.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the veth removal thread failed")));
-            released.and(unmasked).and(unchecked).and(removed)
-        })
-    }
-
-    fn check(&self, args: &Args, conf: &Value) -> CniResult<()> {
-        let c = BridgeConf::parse(conf)?;
-        ipam::delegate("CHECK", args, conf)?;
-        let ns = netns::open(&args.netns)?;
-        let expected: Vec<IpNet> = crate::skel::prev_result(conf)?.map(|r| r.ips.iter().map(|ip| ip.address).collect()).unwrap_or_default();
-        netns::within(&ns, || {
-            let mut inside = RouteClient::open().map_err(nl)?;
-            let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("interface {} is missing in {}", args.ifname, args.netns)))?;
-            let present = inside.addresses(link.index).map_err(nl)?;
-            if let Some(missing) = expected.iter().find(|a| !present.contains(a)) {
-                return Err(CniError::new(UNKNOWN_CONTAINER, format!("{} lacks its address {missing}", args.ifname)));
-            }
-            Ok(())
-        })?;
-        let mut host = RouteClient::open().map_err(nl)?;
-        let bridge = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("bridge {} is missing", c.bridge)))?;
-        let veth = host.link(&host_veth_name(&c.network, args)).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, "the host end of the veth is missing"))?;
-        if veth.controller != Some(bridge.index) {
-            return Err(CniError::new(UNKNOWN_CONTAINER, format!("the host end of the veth is not on bridge {}", c.bridge)));
+/// CHECK's link side: the container's interface with its `expected` addresses, and the host
+/// end of its veth on the bridge.
+pub fn verify(c: &BridgeConf, args: &Args, expected: &[IpNet]) -> CniResult<()> {
+    let ns = netns::open(&args.netns)?;
+    netns::within(&ns, || {
+        let mut inside = RouteClient::open().map_err(nl)?;
+        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("interface {} is missing in {}", args.ifname, args.netns)))?;
+        let present = inside.addresses(link.index).map_err(nl)?;
+        if let Some(missing) = expected.iter().find(|a| !present.contains(a)) {
+            return Err(CniError::new(UNKNOWN_CONTAINER, format!("{} lacks its address {missing}", args.ifname)));
         }
         Ok(())
+    })?;
+    let mut host = RouteClient::open().map_err(nl)?;
+    let bridge = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("bridge {} is missing", c.bridge)))?;
+    let veth = host.link(&host_veth_name(c.network(), args)).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, "the host end of the veth is missing"))?;
+    if veth.controller != Some(bridge.index) {
+        return Err(CniError::new(UNKNOWN_CONTAINER, format!("the host end of the veth is not on bridge {}", c.bridge)));
     }
-
-    fn gc(&self, conf: &Value, valid: &[(String, String)]) -> CniResult<()> {
-        let c = BridgeConf::parse(conf)?;
-        for backend in firewall::all() {
-            backend.gc_masquerade(&c.network, valid)?;
-        }
-        let args = crate::skel::Args::from_env();
-        ipam::delegate("GC", &args, conf).map(|_| ())
-    }
-
-    fn status(&self, conf: &Value) -> CniResult<()> {
-        BridgeConf::parse(conf)?;
-        ipam::delegate("STATUS", &crate::skel::Args::from_env(), conf).map(|_| ())
-    }
+    Ok(())
 }
