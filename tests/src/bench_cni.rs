@@ -142,8 +142,8 @@ pub fn run() {
             }
         }
         std::thread::sleep(SETTLE);
-        let mut adds = vec![Vec::new(), Vec::new(), Vec::new()];
-        let mut dels = vec![Vec::new(), Vec::new(), Vec::new()];
+        let mut adds = [Vec::new(), Vec::new(), Vec::new()];
+        let mut dels = [Vec::new(), Vec::new(), Vec::new()];
         let (mut starts, mut creates, mut deletes, mut creates_one) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         netns(&format!("floor-{level}"));
         let floor_ns = std::fs::File::open(format!("/run/netns/floor-{level}")).unwrap();

@@ -154,7 +154,6 @@ impl Bundle {
     }
 
     /// Sets `process.args` and writes the spec.
-
     pub fn set_args(&mut self, args: &[&str]) {
         self.spec["process"]["args"] = json!(args);
         self.write_spec();

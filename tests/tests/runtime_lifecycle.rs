@@ -251,7 +251,7 @@ fn version_is_in_runcs_format() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("berth version "), "{text}");
     assert!(lines.iter().any(|l| l.starts_with("commit: ")), "{text}");
-    assert!(lines.iter().any(|l| *l == "spec: 1.1.0"), "{text}");
+    assert!(lines.contains(&"spec: 1.1.0"), "{text}");
     assert!(lines.iter().any(|l| l.starts_with("libseccomp: ")), "{text}");
     assert_eq!(berth.ok(&["-v"]), text);
 }

@@ -81,8 +81,7 @@ impl Shown {
 fn shown(mountinfo: &str, point: &str) -> Shown {
     let line = mountinfo
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some(point))
-        .last()
+        .rfind(|l| l.split_whitespace().nth(4) == Some(point))
         .unwrap_or_else(|| panic!("{point} is not mounted:\n{mountinfo}"));
     let (before, after) = line.split_once(" - ").unwrap();
     let set = |text: &str| text.split(',').map(str::to_string).collect::<BTreeSet<_>>();
@@ -328,8 +327,6 @@ fn options_berth_cannot_apply_are_refused_by_name() {
     if !require_root("options_berth_cannot_apply_are_refused_by_name") {
         return;
     }
-    let source = TempDir::new("berth-refused-src");
-    let source = source.path().to_str().unwrap().to_string();
     let cases: &[(&str, &str, &[&str], &str)] = &[
         // tmpfs always has POSIX ACLs, mqueue never: berth checks what the kernel gives.
         ("tmpfs", "tmpfs", &["noacl"], "noacl"),
@@ -527,7 +524,7 @@ fn options_berth_applies_leave_the_bundle_as_given() {
     assert_eq!(berth.state(&id)["bundle"], bundle_path);
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "bundle-file\nf\n");
     let entries: Vec<String> = std::fs::read_dir(berth.root()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(entries, [id.clone()], "berth's state root holds more than the container");
+    assert_eq!(entries, std::slice::from_ref(&id), "berth's state root holds more than the container");
     assert_eq!(std::fs::read(bundle.path().join("config.json")).unwrap(), config, "the bundle's config.json changed");
     berth.ok(&["start", &id]);
     berth.wait_status(&id, "stopped");

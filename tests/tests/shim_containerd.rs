@@ -67,7 +67,7 @@ fn ctr_run_image(ctd: &Containerd, extra: &[&str], image: &str, id: &str, args: 
     let (root, fifos) = (private.join("berth"), private.join("fifo"));
     let mut all = vec!["run"];
     all.extend(extra);
-    all.extend(["--runtime", &shim_path(), "--runc-root", root.to_str().unwrap(), "--fifo-dir", fifos.to_str().unwrap(), image, id]);
+    all.extend(["--runtime", shim_path(), "--runc-root", root.to_str().unwrap(), "--fifo-dir", fifos.to_str().unwrap(), image, id]);
     all.extend(args);
     ctd.ctr(&all)
 }
@@ -79,25 +79,21 @@ fn shim_path() -> &'static str {
 
 /// Runs `image` the ways a containerd user does, with `script` printing `expected`: in the
 /// foreground with --rm (output and exit code come back), and detached with an exec, a kill
-/// and a delete. While the detached task runs, its rootfs is one mount, of the type
-/// `mount_type`, and `while_running` gets its id; after each run nothing stays mounted in
-/// the task's bundle.
-fn run_image_both_ways(ctd: &Containerd, extra: &[&str], image: &OciArchive, id: &str, mount_type: &str, script: &str, expected: &str, while_running: impl Fn(&str)) {
+/// and a delete, through containerd's default (overlayfs) snapshotter. While the detached
+/// task runs, its rootfs is one overlay mount, and `while_running` gets its id; after each
+/// run nothing stays mounted in the task's bundle.
+fn run_image_both_ways(ctd: &Containerd, image: &OciArchive, id: &str, script: &str, expected: &str, while_running: impl Fn(&str)) {
     let fg = format!("{id}-fg");
-    let mut args = vec!["--rm"];
-    args.extend(extra);
-    let out = ctr_run_image(ctd, &args, &image.name, &fg, &["sh", "-c", &format!("{script}; exit 3")]);
+    let out = ctr_run_image(ctd, &["--rm"], &image.name, &fg, &["sh", "-c", &format!("{script}; exit 3")]);
     assert_eq!(out.status.code(), Some(3), "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
     assert_eq!(stdout(&out), expected);
     assert_eq!(mounts_below(&ctd.bundle(&fg)), vec![], "the rootfs of {fg} stays mounted");
 
     let bg = format!("{id}-bg");
-    let mut args = vec!["-d"];
-    args.extend(extra);
-    let out = ctr_run_image(ctd, &args, &image.name, &bg, &["sleep", "300"]);
+    let out = ctr_run_image(ctd, &["-d"], &image.name, &bg, &["sleep", "300"]);
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
     let bundle = ctd.bundle(&bg);
-    assert_eq!(mounts_below(&bundle), vec![(bundle.join("rootfs"), mount_type.to_string())]);
+    assert_eq!(mounts_below(&bundle), vec![(bundle.join("rootfs"), "overlay".to_string())]);
     while_running(&bg);
     let fifos = ctd.dir.path().join("fifo").display().to_string();
     let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e1", &bg, "sh", "-c", &format!("{script}; exit 5")]);
@@ -114,7 +110,7 @@ fn ctr_runs_an_image_from_its_store_through_the_shim() {
     let image = OciArchive::build("berth.test/one-layer:latest", &[LayerDir::busybox().file("etc/motd", "from the image")], &["sh"]);
     ctd.import(&image);
     // The overlayfs snapshotter (containerd's default) sends an overlay.
-    run_image_both_ways(&ctd, &[], &image, "one", "overlay", "cat /etc/motd; echo; echo written > /tmp/f; cat /tmp/f", "from the image\nwritten\n", |_| {});
+    run_image_both_ways(&ctd, &image, "one", "cat /etc/motd; echo; echo written > /tmp/f; cat /tmp/f", "from the image\nwritten\n", |_| {});
     // The native snapshotter sends a bind mount of a copy.
     let out = ctr_run_image(&ctd, &["--rm", "--snapshotter", "native"], &image.name, "native", &["sh", "-c", "cat /etc/motd; exit 4"]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(4), "from the image"), "{}", String::from_utf8_lossy(&out.stderr));
@@ -133,7 +129,7 @@ fn whiteouts_of_upper_layers_hide_lower_files_in_the_container() {
     let image = OciArchive::build("berth.test/whiteouts:latest", &layers, &["sh"]);
     ctd.import(&image);
     let script = "ls /data; echo --; ls /opaque; test -e /data/gone || echo gone-is-gone; test -e /opaque/old || echo old-is-hidden";
-    run_image_both_ways(&ctd, &[], &image, "wh", "overlay", script, "added\nkept\n--\nnew\ngone-is-gone\nold-is-hidden\n", |_| {});
+    run_image_both_ways(&ctd, &image, "wh", script, "added\nkept\n--\nnew\ngone-is-gone\nold-is-hidden\n", |_| {});
 }
 
 #[test]
@@ -154,7 +150,7 @@ fn an_image_whose_overlay_options_exceed_a_page_runs() {
         assert!(options.len() > 4096, "the overlay options are only {} bytes", options.len());
     };
     let script = "ls /layers | wc -l; cat /layers/01 /layers/59; echo";
-    run_image_both_ways(&ctd, &[], &image, "many", "overlay", script, &format!("{}\n159\n", LAYERS - 1), check_options);
+    run_image_both_ways(&ctd, &image, "many", script, &format!("{}\n159\n", LAYERS - 1), check_options);
 }
 
 fn stdout(out: &std::process::Output) -> String {

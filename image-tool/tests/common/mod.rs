@@ -392,7 +392,7 @@ pub fn tag_two_platform_index(layout: &Path) {
         children.push(entry);
     }
     let multi = serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": children })).unwrap();
-    let multi_digest = put(&layout, &multi);
+    let multi_digest = put(layout, &multi);
     let mut entry = desc("application/vnd.oci.image.index.v1+json", &multi, &multi_digest);
     entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "multi" });
     index["manifests"].as_array_mut().unwrap().push(entry);

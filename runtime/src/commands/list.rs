@@ -22,7 +22,7 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
         .iter()
         .filter_map(|id| store.load(id).ok())
         .map(|(container, record)| {
-            let owner = owner_name(container.creator().is_some().then(|| container.state.creator).flatten());
+            let owner = owner_name(container.creator().is_some().then_some(container.state.creator).flatten());
             StateJson::new(&container, &record, owner)
         })
         .collect();
