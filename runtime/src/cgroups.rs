@@ -1,4 +1,5 @@
-//! How berth treats `--systemd-cgroup` on this host's cgroup layout.
+//! berth's part in cgroups: `--systemd-cgroup` checked against this host's layout, the
+//! cgroup manager of a created container, and the OOM-killer switch libcontainer leaves out.
 
 use std::path::Path;
 
