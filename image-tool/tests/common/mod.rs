@@ -252,35 +252,50 @@ pub fn all_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Visits every entry below `root`, with its path relative to `root`.
+fn walk(root: &Path, mut visit: impl FnMut(String, &Path, &fs::Metadata)) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            visit(path.strip_prefix(root).unwrap().display().to_string(), &path, &meta);
+        }
+    }
+}
+
+/// An entry's kind and content: `dir`, `symlink -> TARGET`, `file N bytes sha256:HEX`,
+/// `char MAJ:MIN`, `block MAJ:MIN` or `fifo`.
+fn kind(path: &Path, meta: &fs::Metadata) -> String {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        "dir".to_string()
+    } else if ft.is_symlink() {
+        format!("symlink -> {}", fs::read_link(path).unwrap().display())
+    } else if ft.is_file() {
+        format!("file {} bytes sha256:{}", meta.len(), hex::encode(Sha256::digest(fs::read(path).unwrap())))
+    } else if ft.is_char_device() || ft.is_block_device() {
+        format!("{} {}:{}", if ft.is_char_device() { "char" } else { "block" }, libc::major(meta.rdev()), libc::minor(meta.rdev()))
+    } else {
+        "fifo".to_string()
+    }
+}
+
 /// Everything about a tree that the differential compares: one line per path, and the
 /// hardlink groups.
 pub fn describe(root: &Path) -> (BTreeMap<String, String>, BTreeSet<Vec<String>>) {
     let mut entries = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<String>> = HashMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let ft = meta.file_type();
-            let detail = if ft.is_dir() {
-                stack.push(path.clone());
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!("symlink -> {}", fs::read_link(&path).unwrap().display())
-            } else if ft.is_file() {
-                inodes.entry((meta.dev(), meta.ino())).or_default().push(rel.clone());
-                format!("file {} bytes {:x}", meta.len(), fs::read(&path).unwrap().iter().fold(0u64, |h, b| h.wrapping_mul(1099511628211) ^ *b as u64))
-            } else if ft.is_char_device() || ft.is_block_device() {
-                format!("{} {}:{}", if ft.is_char_device() { "char" } else { "block" }, libc::major(meta.rdev()), libc::minor(meta.rdev()))
-            } else {
-                "fifo".to_string()
-            };
-            let mode = if ft.is_symlink() { 0 } else { meta.mode() & 0o7777 };
-            entries.insert(rel, format!("{detail} mode {mode:o} owner {}:{} xattrs {:?}", meta.uid(), meta.gid(), xattrs(&path)));
+    walk(root, |rel, path, meta| {
+        if meta.is_file() {
+            inodes.entry((meta.dev(), meta.ino())).or_default().push(rel.clone());
         }
-    }
+        let mode = if meta.file_type().is_symlink() { 0 } else { meta.mode() & 0o7777 };
+        entries.insert(rel, format!("{} mode {mode:o} owner {}:{} xattrs {:?}", kind(path, meta), meta.uid(), meta.gid(), xattrs(path)));
+    });
     let groups = inodes.into_values().filter(|g| g.len() > 1).map(|mut g| {
         g.sort();
         g
@@ -353,31 +368,13 @@ pub fn busybox_layer() -> Vec<u8> {
 /// snapshots mean nothing in the tree was written.
 pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut entries = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let ft = meta.file_type();
-            let detail = if ft.is_dir() {
-                stack.push(path.clone());
-                "dir".to_string()
-            } else if ft.is_symlink() {
-                format!("symlink -> {}", fs::read_link(&path).unwrap().display())
-            } else if ft.is_file() {
-                format!("file sha256:{}", hex::encode(Sha256::digest(fs::read(&path).unwrap())))
-            } else if ft.is_char_device() || ft.is_block_device() {
-                format!("device {}:{}", libc::major(meta.rdev()), libc::minor(meta.rdev()))
-            } else {
-                "other".to_string()
-            };
-            let line = format!(
-                "{detail} size {} mode {:o} owner {}:{} links {} mtime {}.{} ctime {}.{} xattrs {:?}",
-                meta.len(), meta.mode(), meta.uid(), meta.gid(), meta.nlink(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec(), all_xattrs(&path)
-            );
-            entries.insert(path.strip_prefix(root).unwrap().display().to_string(), line);
-        }
-    }
+    walk(root, |rel, path, meta| {
+        let line = format!(
+            "{} size {} mode {:o} owner {}:{} links {} mtime {}.{} ctime {}.{} xattrs {:?}",
+            kind(path, meta), meta.len(), meta.mode(), meta.uid(), meta.gid(), meta.nlink(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec(), all_xattrs(path)
+        );
+        entries.insert(rel, line);
+    });
     entries
 }
 
