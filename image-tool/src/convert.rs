@@ -3,12 +3,17 @@
 //! image's own `/etc/passwd` and `/etc/group` (read inside the rootfs, capped), Labels as
 //! annotations over the implied ones (ExposedPorts, StopSignal), Volumes as mounts.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{
+    get_default_namespaces, Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroupBuilder, LinuxNamespaceType, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
+    UserBuilder,
+};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
@@ -103,9 +108,19 @@ pub fn check_volume(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// The runtime config for `image_config`; each volume gets a directory of the bundle
-/// (`volume_dir(path)`) bind-mounted at its path.
-pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Value> {
+/// The runtime config for `image_config`: oci-spec's `Spec::default()` (runc's default spec:
+/// mounts, masked and read-only paths, rlimits, no_new_privileges) with what unpack changes:
+/// - process: args, env (plus a default PATH), cwd and user from the image config, no terminal,
+///   and Docker's capability set (what `docker run` grants; runc's three are too few for
+///   images that chown or switch users at start);
+/// - root: `rootfs`, writable (the bundle's own overlay upper takes the writes);
+/// - hostname: `hostname`;
+/// - mounts: the default ones plus a bind of `volume_dir(path)` for each Volume;
+/// - annotations: the implied ones with the image's Labels over them;
+/// - linux: namespaces pid, network, ipc, uts, mount (no cgroup namespace, as Docker on
+///   cgroup v1 and runc 1.1's spec) and a deny-all device rule (runc's spec has it; oci-spec's
+///   default list is empty).
+pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Spec> {
     let config = &image_config["config"];
     let strings = |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
     let mut args = strings(&config["Entrypoint"]);
@@ -115,68 +130,60 @@ pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volum
     }
     let identity = resolve_user(rootfs, config["User"].as_str().unwrap_or(""))?;
     let cwd = config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/");
-    let mut annotations = Map::new();
+    let mut annotations = HashMap::new();
     for (key, field) in [("org.opencontainers.image.os", &image_config["os"]), ("org.opencontainers.image.architecture", &image_config["architecture"]), ("org.opencontainers.image.author", &image_config["author"]), ("org.opencontainers.image.created", &image_config["created"]), ("org.opencontainers.image.stopSignal", &config["StopSignal"])] {
         if let Some(text) = field.as_str().filter(|s| !s.is_empty()) {
-            annotations.insert(key.into(), text.into());
+            annotations.insert(key.to_string(), text.to_string());
         }
     }
     if let Some(ports) = config["ExposedPorts"].as_object().filter(|p| !p.is_empty()) {
-        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.keys().cloned().collect::<Vec<_>>().join(",").into());
+        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.keys().cloned().collect::<Vec<_>>().join(","));
     }
     if let Some(labels) = config["Labels"].as_object() {
         for (k, v) in labels {
-            annotations.insert(k.clone(), v.clone()); // labels win over implied annotations
+            // Labels win over implied annotations; runtime-spec annotations are strings.
+            annotations.insert(k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
         }
     }
-    let mut mounts = default_mounts();
+    let mut spec = Spec::default();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
     if let Some(volumes) = config["Volumes"].as_object() {
         for path in volumes.keys() {
             check_volume(path)?;
-            mounts.push(json!({"destination": path, "type": "bind", "source": volume_dir(path), "options": ["rbind", "rw"]}));
+            mounts.push(MountBuilder::default().destination(path).typ("bind").source(volume_dir(path)).options(vec!["rbind".to_string(), "rw".to_string()]).build()?);
         }
     }
-    Ok(json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": identity.uid, "gid": identity.gid, "additionalGids": identity.additional_gids},
-            "args": args,
-            "env": env_with_path(strings(&config["Env"])),
-            "cwd": cwd,
-            "capabilities": {"bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS, "permitted": DEFAULT_CAPS},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": hostname,
-        "mounts": mounts,
-        "annotations": annotations,
-        "linux": {
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    }))
+    let docker_caps: Capabilities = DOCKER_CAPS.iter().copied().collect();
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities.set_bounding(Some(docker_caps.clone()));
+    capabilities.set_effective(Some(docker_caps.clone()));
+    capabilities.set_permitted(Some(docker_caps));
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_terminal(Some(false));
+    process.set_user(UserBuilder::default().uid(identity.uid).gid(identity.gid).additional_gids(identity.additional_gids).build()?);
+    process.set_args(Some(args));
+    process.set_env(Some(env_with_path(strings(&config["Env"]))));
+    process.set_cwd(cwd.into());
+    process.set_capabilities(Some(capabilities));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_namespaces(Some(get_default_namespaces().into_iter().filter(|ns| ns.typ() != LinuxNamespaceType::Cgroup).collect()));
+    linux.set_resources(Some(LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?]).build()?));
+    spec.set_process(Some(process));
+    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build()?));
+    spec.set_hostname(Some(hostname.to_string()));
+    spec.set_mounts(Some(mounts));
+    spec.set_annotations(Some(annotations));
+    spec.set_linux(Some(linux));
+    Ok(spec)
 }
 
-/// The capabilities Docker and runc's default spec give a container.
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+/// The capabilities `docker run` gives a container.
+const DOCKER_CAPS: &[Capability] = &[
+    Capability::Chown, Capability::DacOverride, Capability::Fsetid, Capability::Fowner, Capability::Mknod, Capability::NetRaw, Capability::Setgid, Capability::Setuid, Capability::Setfcap, Capability::Setpcap,
+    Capability::NetBindService, Capability::SysChroot, Capability::Kill, Capability::AuditWrite,
 ];
-
-fn default_mounts() -> Vec<Value> {
-    vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-    ]
-}
 
 #[cfg(test)]
 mod tests {
