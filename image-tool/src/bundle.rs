@@ -15,7 +15,7 @@ use crate::extract::Limits;
 use crate::image::{self, chain_ids};
 use crate::in_use;
 use crate::layers;
-use crate::manifest::Platform;
+use oci_spec::image::Platform;
 use crate::store::{Locked, Store};
 
 /// What the store remembers of a bundle.

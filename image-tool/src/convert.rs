@@ -1,7 +1,8 @@
 //! An image config turned into a runtime-spec `config.json` by image-spec's conversion
 //! rules: args = Entrypoint + Cmd, Env verbatim, cwd from WorkingDir, User resolved in the
 //! image's own `/etc/passwd` and `/etc/group` (read inside the rootfs, capped), Labels as
-//! annotations over the implied ones (ExposedPorts, StopSignal), Volumes as mounts.
+//! annotations over the implied ones (ExposedPorts, StopSignal), Volumes as mounts; the
+//! image config and the runtime spec are oci-spec's types.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -13,7 +14,7 @@ use oci_spec::runtime::{
     UserBuilder,
 };
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use serde_json::Value;
+use oci_spec::image::ImageConfiguration;
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
@@ -120,38 +121,41 @@ pub fn check_volume(path: &str) -> Result<()> {
 /// - linux: namespaces pid, network, ipc, uts, mount (no cgroup namespace, as Docker on
 ///   cgroup v1 and runc 1.1's spec) and a deny-all device rule (runc's spec has it; oci-spec's
 ///   default list is empty).
-pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Spec> {
-    let config = &image_config["config"];
-    let strings = |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
-    let mut args = strings(&config["Entrypoint"]);
-    args.extend(strings(&config["Cmd"]));
+pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Spec> {
+    let config = image_config.config().clone().unwrap_or_default();
+    let mut args = config.entrypoint().clone().unwrap_or_default();
+    args.extend(config.cmd().clone().unwrap_or_default());
     if args.is_empty() {
         bail!("the image has neither Entrypoint nor Cmd, so there is nothing to run");
     }
-    let identity = resolve_user(rootfs, config["User"].as_str().unwrap_or(""))?;
-    let cwd = config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/");
+    let identity = resolve_user(rootfs, config.user().as_deref().unwrap_or(""))?;
+    let cwd = config.working_dir().as_deref().filter(|s| !s.is_empty()).unwrap_or("/");
     let mut annotations = HashMap::new();
-    for (key, field) in [("org.opencontainers.image.os", &image_config["os"]), ("org.opencontainers.image.architecture", &image_config["architecture"]), ("org.opencontainers.image.author", &image_config["author"]), ("org.opencontainers.image.created", &image_config["created"]), ("org.opencontainers.image.stopSignal", &config["StopSignal"])] {
-        if let Some(text) = field.as_str().filter(|s| !s.is_empty()) {
-            annotations.insert(key.to_string(), text.to_string());
+    let (os, architecture) = (image_config.os().to_string(), image_config.architecture().to_string());
+    for (key, field) in [("org.opencontainers.image.os", Some(&os)), ("org.opencontainers.image.architecture", Some(&architecture)), ("org.opencontainers.image.author", image_config.author().as_ref()), ("org.opencontainers.image.created", image_config.created().as_ref()), ("org.opencontainers.image.stopSignal", config.stop_signal().as_ref())] {
+        if let Some(text) = field.filter(|s| !s.is_empty()) {
+            annotations.insert(key.to_string(), text.clone());
         }
     }
-    if let Some(ports) = config["ExposedPorts"].as_object().filter(|p| !p.is_empty()) {
-        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.keys().cloned().collect::<Vec<_>>().join(","));
+    // oci-spec reads ExposedPorts and Volumes (JSON objects) in hash order; sort them as
+    // the keys of the document read.
+    let sorted = |keys: &Option<Vec<String>>| -> Vec<String> {
+        let mut keys = keys.clone().unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    let ports = sorted(config.exposed_ports());
+    if !ports.is_empty() {
+        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.join(","));
     }
-    if let Some(labels) = config["Labels"].as_object() {
-        for (k, v) in labels {
-            // Labels win over implied annotations; runtime-spec annotations are strings.
-            annotations.insert(k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
-        }
+    for (k, v) in config.labels().iter().flatten() {
+        annotations.insert(k.clone(), v.clone()); // labels win over implied annotations
     }
     let mut spec = Spec::default();
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    if let Some(volumes) = config["Volumes"].as_object() {
-        for path in volumes.keys() {
-            check_volume(path)?;
-            mounts.push(MountBuilder::default().destination(path).typ("bind").source(volume_dir(path)).options(vec!["rbind".to_string(), "rw".to_string()]).build()?);
-        }
+    for path in &sorted(config.volumes()) {
+        check_volume(path)?;
+        mounts.push(MountBuilder::default().destination(path).typ("bind").source(volume_dir(path)).options(vec!["rbind".to_string(), "rw".to_string()]).build()?);
     }
     let docker_caps: Capabilities = DOCKER_CAPS.iter().copied().collect();
     let mut capabilities = LinuxCapabilities::default();
@@ -164,7 +168,7 @@ pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volum
     process.set_terminal(Some(false));
     process.set_user(UserBuilder::default().uid(identity.uid).gid(identity.gid).additional_gids(identity.additional_gids).build()?);
     process.set_args(Some(args));
-    process.set_env(Some(env_with_path(strings(&config["Env"]))));
+    process.set_env(Some(env_with_path(config.env().clone().unwrap_or_default())));
     process.set_cwd(cwd.into());
     process.set_capabilities(Some(capabilities));
     let mut linux = spec.linux().clone().unwrap_or_default();
