@@ -38,6 +38,8 @@ fn mark(store: &Store, digest: &str, media_type: &str, live: &mut Live) -> Resul
             for layer in image_manifest.layers() {
                 live.blobs.insert(manifest::digest_of(layer)?.hex().to_string());
             }
+            // Only the DiffIDs are read, not oci-spec's whole ImageConfiguration: gc must walk
+            // every stored image, also one whose config unpack would refuse.
             let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&config_digest)?)?;
             let diff_ids = config["rootfs"]["diff_ids"].as_array().into_iter().flatten().map(|d| Digest::parse(d.as_str().unwrap_or_default())).collect::<Result<Vec<_>>>()?;
             live.layers.extend(chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()));

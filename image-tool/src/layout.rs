@@ -8,8 +8,6 @@ use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
 use std::path::Path;
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
 /// Imports the images of the layout directory `dir` (every named manifest, or `tag`).
 pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<Vec<String>> {
     let marker = dir.join("oci-layout");
@@ -49,7 +47,7 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
             let name = d
                 .annotations()
                 .as_ref()
-                .and_then(|a| a.get(REF_NAME))
+                .and_then(|a| a.get(manifest::REF_NAME))
                 .cloned()
                 .unwrap_or_else(|| d.digest().to_string());
             match tag {
