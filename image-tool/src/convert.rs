@@ -194,6 +194,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn config_is_the_default_spec_with_the_documented_changes() {
+        let image: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {
+                "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["A=b"], "WorkingDir": "/srv",
+                "Volumes": {"/var/b": {}, "/a": {}}, "ExposedPorts": {"90/udp": {}, "80/tcp": {}},
+                "StopSignal": "SIGINT", "Labels": {"org.opencontainers.image.stopSignal": "SIGQUIT"}
+            },
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap();
+        let spec = runtime_config(&image, Path::new("/nonexistent"), "host1", |path| format!("/vol{path}")).unwrap();
+        let default = Spec::default();
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.args().as_ref().unwrap(), &["/bin/app", "--serve"]);
+        assert_eq!(process.env().as_ref().unwrap(), &["A=b", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+        assert_eq!(process.cwd(), Path::new("/srv"));
+        assert_eq!(process.rlimits(), default.process().as_ref().unwrap().rlimits());
+        let caps = process.capabilities().as_ref().unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), DOCKER_CAPS.len());
+        assert!(caps.ambient().is_none() && caps.inheritable().is_none());
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+        assert_eq!(spec.hostname().as_deref(), Some("host1"));
+        let mounts = spec.mounts().as_ref().unwrap();
+        let defaults = default.mounts().as_ref().unwrap();
+        assert_eq!(&mounts[..defaults.len()], &defaults[..]);
+        let volumes: Vec<_> = mounts[defaults.len()..].iter().map(|m| (m.destination().clone(), m.source().clone().unwrap())).collect();
+        assert_eq!(volumes, [("/a".into(), "/vol/a".into()), ("/var/b".into(), "/vol/var/b".into())]);
+        let annotations = spec.annotations().as_ref().unwrap();
+        assert_eq!(annotations["org.opencontainers.image.exposedPorts"], "80/tcp,90/udp");
+        assert_eq!(annotations["org.opencontainers.image.stopSignal"], "SIGQUIT");
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.masked_paths(), default.linux().as_ref().unwrap().masked_paths());
+        assert_eq!(linux.readonly_paths(), default.linux().as_ref().unwrap().readonly_paths());
+        assert!(linux.namespaces().as_ref().unwrap().iter().all(|ns| ns.typ() != LinuxNamespaceType::Cgroup));
+        let devices = linux.resources().as_ref().unwrap().devices().clone().unwrap();
+        assert_eq!((devices.len(), devices[0].allow(), devices[0].access().as_deref()), (1, false, Some("rwm")));
+    }
+
+    #[test]
     fn volumes_must_be_absolute_and_clean() {
         assert!(check_volume("/data").is_ok());
         assert!(check_volume("/var/lib/db").is_ok());

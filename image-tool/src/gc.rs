@@ -9,16 +9,6 @@ use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::fs;
 
-fn is_document(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        manifest::OCI_MANIFEST
-            | manifest::OCI_INDEX
-            | manifest::DOCKER_MANIFEST
-            | manifest::DOCKER_LIST
-    )
-}
-
 /// What is still in use: blob hexes and layer ChainID hexes.
 #[derive(Default)]
 struct Live {
@@ -28,7 +18,7 @@ struct Live {
 
 fn mark(store: &Store, digest: &str, media_type: &str, live: &mut Live) -> Result<()> {
     let digest = Digest::parse(digest)?;
-    if !live.blobs.insert(digest.hex().to_string()) || !is_document(media_type) {
+    if !live.blobs.insert(digest.hex().to_string()) || !manifest::is_document(media_type) {
         return Ok(());
     }
     match manifest::parse(media_type, &store.read_blob(&digest)?, &digest)? {

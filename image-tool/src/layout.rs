@@ -96,13 +96,7 @@ fn copy_tree(locked: &Locked<'_>, dir: &Path, desc: &Descriptor) -> Result<()> {
     let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     locked.put_blob(file, &digest, desc.size())?;
     let media_type = desc.media_type().as_ref();
-    if matches!(
-        media_type,
-        manifest::OCI_MANIFEST
-            | manifest::OCI_INDEX
-            | manifest::DOCKER_MANIFEST
-            | manifest::DOCKER_LIST
-    ) {
+    if manifest::is_document(media_type) {
         let data = locked.store().read_blob(&digest)?;
         match manifest::parse(media_type, &data, &digest)? {
             Parsed::Image(image_manifest) => {

@@ -15,6 +15,11 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 /// The annotation that names an index entry (an image-layout tag).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Whether `media_type` is a manifest or index berth reads (OCI or Docker schema2).
+pub fn is_document(media_type: &str) -> bool {
+    matches!(media_type, OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST)
+}
+
 /// This machine's platform in OCI's names.
 pub fn host_platform() -> Platform {
     let architecture = match std::env::consts::ARCH {
@@ -106,4 +111,51 @@ pub fn parse(media_type: &str, data: &[u8], digest: &Digest) -> Result<Parsed> {
 /// The digest a descriptor names, checked as the store's digests are.
 pub fn digest_of(descriptor: &Descriptor) -> Result<Digest> {
     Digest::parse(descriptor.digest().as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(media_type: &str, doc: serde_json::Value) -> Result<Parsed> {
+        let data = serde_json::to_vec(&doc).unwrap();
+        parse(media_type, &data, &Digest::of_bytes(&data))
+    }
+
+    fn descriptor(media_type: &str) -> serde_json::Value {
+        serde_json::json!({ "mediaType": media_type, "digest": Digest::of_bytes(media_type.as_bytes()).to_string(), "size": 1 })
+    }
+
+    #[test]
+    fn docker_schema2_manifests_and_lists_are_read() {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": descriptor(DOCKER_CONFIG),
+            "layers": [descriptor("application/vnd.docker.image.rootfs.diff.tar.gzip")]
+        });
+        let Parsed::Image(image) = parsed(DOCKER_MANIFEST, manifest).unwrap() else { panic!("not read as an image manifest") };
+        assert_eq!(image.layers()[0].media_type().as_ref(), "application/vnd.docker.image.rootfs.diff.tar.gzip");
+        let mut entry = descriptor(DOCKER_MANIFEST);
+        entry["platform"] = serde_json::json!({ "os": "linux", "architecture": "arm", "variant": "v7" });
+        let list = serde_json::json!({ "schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [entry] });
+        let Parsed::Index(index) = parsed(OCI_INDEX, list).unwrap() else { panic!("not read as an index") };
+        let platform = index.manifests()[0].platform().clone().unwrap();
+        assert_eq!(platform_name(&platform), "linux/arm/v7");
+        assert!(platform_matches(&parse_platform("linux/arm").unwrap(), &platform));
+        assert!(!platform_matches(&parse_platform("linux/arm/v6").unwrap(), &platform));
+        assert!(!platform_matches(&parse_platform("linux/arm64").unwrap(), &platform));
+    }
+
+    #[test]
+    fn schema1_artifacts_and_other_documents_are_refused() {
+        let e = parsed(DOCKER_MANIFEST, serde_json::json!({ "schemaVersion": 1, "name": "x", "fsLayers": [] })).err().unwrap();
+        assert!(e.to_string().contains("schema1"), "{e}");
+        let artifact = serde_json::json!({ "schemaVersion": 2, "config": descriptor("application/vnd.example.sbom+json"), "layers": [] });
+        let e = parsed(OCI_MANIFEST, artifact).err().unwrap();
+        assert!(e.to_string().contains("not a container image"), "{e}");
+        let e = parsed(OCI_MANIFEST, serde_json::json!({ "schemaVersion": 2, "layers": [] })).err().unwrap();
+        assert!(e.to_string().contains("has no config"), "{e}");
+        let e = parsed("application/vnd.example+json", serde_json::json!({ "schemaVersion": 2 })).err().unwrap();
+        assert!(e.to_string().contains("not an image manifest or index"), "{e}");
+        assert!(parse_platform("linux").is_err());
+    }
 }
