@@ -15,7 +15,7 @@ use crate::extract::Limits;
 use crate::image::{self, chain_ids};
 use crate::in_use;
 use crate::layers;
-use crate::manifest::Platform;
+use oci_spec::image::Platform;
 use crate::store::{Locked, Store};
 
 /// What the store remembers of a bundle.
@@ -82,9 +82,8 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
     let hostname: String = image.manifest.hex().chars().take(12).collect();
     let volumes = bundle.join("volumes");
     let spec = convert::runtime_config(&image.config, &bundle.join("rootfs"), &hostname, |path| volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string())?;
-    for mount in spec["mounts"].as_array().into_iter().flatten().filter(|m| m["type"] == "bind") {
-        let source = mount["source"].as_str().unwrap_or_default();
-        std::fs::create_dir_all(source).with_context(|| format!("cannot create the volume directory {source}"))?;
+    for source in spec.mounts().iter().flatten().filter(|m| m.typ().as_deref() == Some("bind")).filter_map(|m| m.source().as_ref()) {
+        std::fs::create_dir_all(source).with_context(|| format!("cannot create the volume directory {}", source.display()))?;
     }
     let config = bundle.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("cannot write {}", config.display()))

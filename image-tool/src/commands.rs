@@ -28,8 +28,8 @@ pub fn inspect(store: &Store, name: &str, out: &mut impl Write) -> Result<()> {
     let digest = Digest::parse(&image.digest)?;
     let data = store.read_blob(&digest)?;
     let config = match manifest::parse(&image.media_type, &data, &digest)? {
-        Parsed::Image { config, .. } => {
-            let config_digest = Digest::parse(&config.digest)?;
+        Parsed::Image(image_manifest) => {
+            let config_digest = manifest::digest_of(image_manifest.config())?;
             serde_json::from_slice(&store.read_blob(&config_digest)?)
                 .with_context(|| format!("image config {config_digest} is not valid JSON"))?
         }
@@ -65,7 +65,7 @@ fn progress_on_terminal() -> impl FnMut(&str) {
 }
 
 pub fn unpack(store: &Store, name: &str, bundle: &std::path::Path, platform: Option<&str>, limits: crate::extract::Limits) -> Result<()> {
-    let platform = platform.map(crate::manifest::Platform::parse).transpose()?;
+    let platform = platform.map(manifest::parse_platform).transpose()?;
     crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &mut progress_on_terminal()).with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
 }
 

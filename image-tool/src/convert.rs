@@ -1,14 +1,20 @@
 //! An image config turned into a runtime-spec `config.json` by image-spec's conversion
 //! rules: args = Entrypoint + Cmd, Env verbatim, cwd from WorkingDir, User resolved in the
 //! image's own `/etc/passwd` and `/etc/group` (read inside the rootfs, capped), Labels as
-//! annotations over the implied ones (ExposedPorts, StopSignal), Volumes as mounts.
+//! annotations over the implied ones (ExposedPorts, StopSignal), Volumes as mounts; the
+//! image config and the runtime spec are oci-spec's types.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use oci_spec::runtime::{
+    get_default_namespaces, Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroupBuilder, LinuxNamespaceType, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
+    UserBuilder,
+};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use serde_json::{json, Map, Value};
+use oci_spec::image::ImageConfiguration;
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
@@ -103,84 +109,129 @@ pub fn check_volume(path: &str) -> Result<()> {
     Ok(())
 }
 
-/// The runtime config for `image_config`; each volume gets a directory of the bundle
-/// (`volume_dir(path)`) bind-mounted at its path.
-pub fn runtime_config(image_config: &Value, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Value> {
-    let config = &image_config["config"];
-    let strings = |v: &Value| -> Vec<String> { v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default() };
-    let mut args = strings(&config["Entrypoint"]);
-    args.extend(strings(&config["Cmd"]));
+/// The runtime config for `image_config`: oci-spec's `Spec::default()` (runc's default spec:
+/// mounts, masked and read-only paths, rlimits, no_new_privileges) with what unpack changes:
+/// - process: args, env (plus a default PATH), cwd and user from the image config, no terminal,
+///   and Docker's capability set (what `docker run` grants; runc's three are too few for
+///   images that chown or switch users at start);
+/// - root: `rootfs`, writable (the bundle's own overlay upper takes the writes);
+/// - hostname: `hostname`;
+/// - mounts: the default ones plus a bind of `volume_dir(path)` for each Volume;
+/// - annotations: the implied ones with the image's Labels over them;
+/// - linux: namespaces pid, network, ipc, uts, mount (no cgroup namespace, as Docker on
+///   cgroup v1 and runc 1.1's spec) and a deny-all device rule (runc's spec has it; oci-spec's
+///   default list is empty).
+pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Spec> {
+    let config = image_config.config().clone().unwrap_or_default();
+    let mut args = config.entrypoint().clone().unwrap_or_default();
+    args.extend(config.cmd().clone().unwrap_or_default());
     if args.is_empty() {
         bail!("the image has neither Entrypoint nor Cmd, so there is nothing to run");
     }
-    let identity = resolve_user(rootfs, config["User"].as_str().unwrap_or(""))?;
-    let cwd = config["WorkingDir"].as_str().filter(|s| !s.is_empty()).unwrap_or("/");
-    let mut annotations = Map::new();
-    for (key, field) in [("org.opencontainers.image.os", &image_config["os"]), ("org.opencontainers.image.architecture", &image_config["architecture"]), ("org.opencontainers.image.author", &image_config["author"]), ("org.opencontainers.image.created", &image_config["created"]), ("org.opencontainers.image.stopSignal", &config["StopSignal"])] {
-        if let Some(text) = field.as_str().filter(|s| !s.is_empty()) {
-            annotations.insert(key.into(), text.into());
+    let identity = resolve_user(rootfs, config.user().as_deref().unwrap_or(""))?;
+    let cwd = config.working_dir().as_deref().filter(|s| !s.is_empty()).unwrap_or("/");
+    let mut annotations = HashMap::new();
+    let (os, architecture) = (image_config.os().to_string(), image_config.architecture().to_string());
+    for (key, field) in [("org.opencontainers.image.os", Some(&os)), ("org.opencontainers.image.architecture", Some(&architecture)), ("org.opencontainers.image.author", image_config.author().as_ref()), ("org.opencontainers.image.created", image_config.created().as_ref()), ("org.opencontainers.image.stopSignal", config.stop_signal().as_ref())] {
+        if let Some(text) = field.filter(|s| !s.is_empty()) {
+            annotations.insert(key.to_string(), text.clone());
         }
     }
-    if let Some(ports) = config["ExposedPorts"].as_object().filter(|p| !p.is_empty()) {
-        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.keys().cloned().collect::<Vec<_>>().join(",").into());
+    // oci-spec reads ExposedPorts and Volumes (JSON objects) in hash order; sort them as
+    // the keys of the document read.
+    let sorted = |keys: &Option<Vec<String>>| -> Vec<String> {
+        let mut keys = keys.clone().unwrap_or_default();
+        keys.sort();
+        keys
+    };
+    let ports = sorted(config.exposed_ports());
+    if !ports.is_empty() {
+        annotations.insert("org.opencontainers.image.exposedPorts".into(), ports.join(","));
     }
-    if let Some(labels) = config["Labels"].as_object() {
-        for (k, v) in labels {
-            annotations.insert(k.clone(), v.clone()); // labels win over implied annotations
-        }
+    for (k, v) in config.labels().iter().flatten() {
+        annotations.insert(k.clone(), v.clone()); // labels win over implied annotations
     }
-    let mut mounts = default_mounts();
-    if let Some(volumes) = config["Volumes"].as_object() {
-        for path in volumes.keys() {
-            check_volume(path)?;
-            mounts.push(json!({"destination": path, "type": "bind", "source": volume_dir(path), "options": ["rbind", "rw"]}));
-        }
+    let mut spec = Spec::default();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for path in &sorted(config.volumes()) {
+        check_volume(path)?;
+        mounts.push(MountBuilder::default().destination(path).typ("bind").source(volume_dir(path)).options(vec!["rbind".to_string(), "rw".to_string()]).build()?);
     }
-    Ok(json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": identity.uid, "gid": identity.gid, "additionalGids": identity.additional_gids},
-            "args": args,
-            "env": env_with_path(strings(&config["Env"])),
-            "cwd": cwd,
-            "capabilities": {"bounding": DEFAULT_CAPS, "effective": DEFAULT_CAPS, "permitted": DEFAULT_CAPS},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": hostname,
-        "mounts": mounts,
-        "annotations": annotations,
-        "linux": {
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        }
-    }))
+    let docker_caps: Capabilities = DOCKER_CAPS.iter().copied().collect();
+    let mut capabilities = LinuxCapabilities::default();
+    capabilities.set_bounding(Some(docker_caps.clone()));
+    capabilities.set_effective(Some(docker_caps.clone()));
+    capabilities.set_permitted(Some(docker_caps));
+    capabilities.set_inheritable(None);
+    capabilities.set_ambient(None);
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_terminal(Some(false));
+    process.set_user(UserBuilder::default().uid(identity.uid).gid(identity.gid).additional_gids(identity.additional_gids).build()?);
+    process.set_args(Some(args));
+    process.set_env(Some(env_with_path(config.env().clone().unwrap_or_default())));
+    process.set_cwd(cwd.into());
+    process.set_capabilities(Some(capabilities));
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_namespaces(Some(get_default_namespaces().into_iter().filter(|ns| ns.typ() != LinuxNamespaceType::Cgroup).collect()));
+    linux.set_resources(Some(LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?]).build()?));
+    spec.set_process(Some(process));
+    spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build()?));
+    spec.set_hostname(Some(hostname.to_string()));
+    spec.set_mounts(Some(mounts));
+    spec.set_annotations(Some(annotations));
+    spec.set_linux(Some(linux));
+    Ok(spec)
 }
 
-/// The capabilities Docker and runc's default spec give a container.
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+/// The capabilities `docker run` gives a container.
+const DOCKER_CAPS: &[Capability] = &[
+    Capability::Chown, Capability::DacOverride, Capability::Fsetid, Capability::Fowner, Capability::Mknod, Capability::NetRaw, Capability::Setgid, Capability::Setuid, Capability::Setfcap, Capability::Setpcap,
+    Capability::NetBindService, Capability::SysChroot, Capability::Kill, Capability::AuditWrite,
 ];
-
-fn default_mounts() -> Vec<Value> {
-    vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-    ]
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_is_the_default_spec_with_the_documented_changes() {
+        let image: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {
+                "Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["A=b"], "WorkingDir": "/srv",
+                "Volumes": {"/var/b": {}, "/a": {}}, "ExposedPorts": {"90/udp": {}, "80/tcp": {}},
+                "StopSignal": "SIGINT", "Labels": {"org.opencontainers.image.stopSignal": "SIGQUIT"}
+            },
+            "rootfs": {"type": "layers", "diff_ids": []}
+        }))
+        .unwrap();
+        let spec = runtime_config(&image, Path::new("/nonexistent"), "host1", |path| format!("/vol{path}")).unwrap();
+        let default = Spec::default();
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.args().as_ref().unwrap(), &["/bin/app", "--serve"]);
+        assert_eq!(process.env().as_ref().unwrap(), &["A=b", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+        assert_eq!(process.cwd(), Path::new("/srv"));
+        assert_eq!(process.rlimits(), default.process().as_ref().unwrap().rlimits());
+        let caps = process.capabilities().as_ref().unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), DOCKER_CAPS.len());
+        assert!(caps.ambient().is_none() && caps.inheritable().is_none());
+        assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
+        assert_eq!(spec.hostname().as_deref(), Some("host1"));
+        let mounts = spec.mounts().as_ref().unwrap();
+        let defaults = default.mounts().as_ref().unwrap();
+        assert_eq!(&mounts[..defaults.len()], &defaults[..]);
+        let volumes: Vec<_> = mounts[defaults.len()..].iter().map(|m| (m.destination().clone(), m.source().clone().unwrap())).collect();
+        assert_eq!(volumes, [("/a".into(), "/vol/a".into()), ("/var/b".into(), "/vol/var/b".into())]);
+        let annotations = spec.annotations().as_ref().unwrap();
+        assert_eq!(annotations["org.opencontainers.image.exposedPorts"], "80/tcp,90/udp");
+        assert_eq!(annotations["org.opencontainers.image.stopSignal"], "SIGQUIT");
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.masked_paths(), default.linux().as_ref().unwrap().masked_paths());
+        assert_eq!(linux.readonly_paths(), default.linux().as_ref().unwrap().readonly_paths());
+        assert!(linux.namespaces().as_ref().unwrap().iter().all(|ns| ns.typ() != LinuxNamespaceType::Cgroup));
+        let devices = linux.resources().as_ref().unwrap().devices().clone().unwrap();
+        assert_eq!((devices.len(), devices[0].allow(), devices[0].access().as_deref()), (1, false, Some("rwm")));
+    }
 
     #[test]
     fn volumes_must_be_absolute_and_clean() {

@@ -9,16 +9,6 @@ use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::fs;
 
-fn is_document(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        manifest::OCI_MANIFEST
-            | manifest::OCI_INDEX
-            | manifest::DOCKER_MANIFEST
-            | manifest::DOCKER_LIST
-    )
-}
-
 /// What is still in use: blob hexes and layer ChainID hexes.
 #[derive(Default)]
 struct Live {
@@ -28,23 +18,25 @@ struct Live {
 
 fn mark(store: &Store, digest: &str, media_type: &str, live: &mut Live) -> Result<()> {
     let digest = Digest::parse(digest)?;
-    if !live.blobs.insert(digest.hex().to_string()) || !is_document(media_type) {
+    if !live.blobs.insert(digest.hex().to_string()) || !manifest::is_document(media_type) {
         return Ok(());
     }
     match manifest::parse(media_type, &store.read_blob(&digest)?, &digest)? {
-        Parsed::Image { config, layers } => {
-            let config_digest = Digest::parse(&config.digest)?;
+        Parsed::Image(image_manifest) => {
+            let config_digest = manifest::digest_of(image_manifest.config())?;
             live.blobs.insert(config_digest.hex().to_string());
-            for layer in layers {
-                live.blobs.insert(Digest::parse(&layer.digest)?.hex().to_string());
+            for layer in image_manifest.layers() {
+                live.blobs.insert(manifest::digest_of(layer)?.hex().to_string());
             }
+            // Only the DiffIDs are read, not oci-spec's whole ImageConfiguration: gc must walk
+            // every stored image, also one whose config unpack would refuse.
             let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&config_digest)?)?;
             let diff_ids = config["rootfs"]["diff_ids"].as_array().into_iter().flatten().map(|d| Digest::parse(d.as_str().unwrap_or_default())).collect::<Result<Vec<_>>>()?;
             live.layers.extend(chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()));
         }
-        Parsed::Index(children) => {
-            for child in children {
-                mark(store, &child.digest, &child.media_type, live)?;
+        Parsed::Index(index) => {
+            for child in index.manifests() {
+                mark(store, child.digest().as_ref(), child.media_type().as_ref(), live)?;
             }
         }
     }

@@ -4,7 +4,8 @@
 use anyhow::{bail, Context, Result};
 
 use crate::digest::Digest;
-use crate::manifest::{self, Descriptor, Parsed, Platform};
+use crate::manifest::{self, Parsed};
+use oci_spec::image::{Descriptor, ImageConfiguration, Platform};
 use crate::store::Store;
 
 /// Layer media types berth can extract (tar, gzip, zstd; OCI and Docker names).
@@ -23,7 +24,7 @@ const LAYER_TYPES: &[&str] = &[
 pub struct Image {
     pub name: String,
     pub manifest: Digest,
-    pub config: serde_json::Value,
+    pub config: ImageConfiguration,
     pub layers: Vec<Descriptor>,
     pub diff_ids: Vec<Digest>,
 }
@@ -31,34 +32,31 @@ pub struct Image {
 /// Loads image `name`, choosing `platform` (default: this host's) from an index.
 pub fn load(store: &Store, name: &str, platform: Option<&Platform>) -> Result<Image> {
     let image = store.resolve(name)?;
-    let host = Platform::host();
+    let host = manifest::host_platform();
     let wanted = platform.unwrap_or(&host);
     let (mut digest, mut media_type) = (Digest::parse(&image.digest)?, image.media_type.clone());
     loop {
         match manifest::parse(&media_type, &store.read_blob(&digest)?, &digest)? {
-            Parsed::Index(entries) => {
-                let chosen = entries.iter().find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p)));
-                let Some(chosen) = chosen.or(if entries.len() == 1 && entries[0].platform.is_none() { entries.first() } else { None }) else {
-                    let offered: Vec<String> = entries.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-                    bail!("image {name:?} has no manifest for {wanted} (it offers: {}); choose one with --platform", offered.join(", "));
+            Parsed::Index(index) => {
+                let entries = index.manifests();
+                let chosen = entries.iter().find(|d| d.platform().as_ref().is_some_and(|p| manifest::platform_matches(wanted, p)));
+                let Some(chosen) = chosen.or(if entries.len() == 1 && entries[0].platform().is_none() { entries.first() } else { None }) else {
+                    let offered: Vec<String> = entries.iter().filter_map(|d| d.platform().as_ref().map(manifest::platform_name)).collect();
+                    bail!("image {name:?} has no manifest for {} (it offers: {}); choose one with --platform", manifest::platform_name(wanted), offered.join(", "));
                 };
-                digest = Digest::parse(&chosen.digest)?;
-                media_type = chosen.media_type.clone();
+                digest = manifest::digest_of(chosen)?;
+                media_type = chosen.media_type().to_string();
             }
-            Parsed::Image { config, layers } => {
-                let config_digest = Digest::parse(&config.digest)?;
-                let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&config_digest)?).with_context(|| format!("image config {config_digest} is not valid JSON"))?;
+            Parsed::Image(image_manifest) => {
+                let config_digest = manifest::digest_of(image_manifest.config())?;
+                let layers = image_manifest.layers().clone();
+                let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&config_digest)?).with_context(|| format!("image config {config_digest} is not a valid image config"))?;
                 for layer in &layers {
-                    if !LAYER_TYPES.contains(&layer.media_type.as_str()) {
-                        bail!("layer {} of image {name:?} has media type {:?}, which berth cannot extract", layer.digest, layer.media_type);
+                    if !LAYER_TYPES.contains(&layer.media_type().as_ref()) {
+                        bail!("layer {} of image {name:?} has media type {:?}, which berth cannot extract", layer.digest(), layer.media_type().as_ref());
                     }
                 }
-                let diff_ids = config["rootfs"]["diff_ids"]
-                    .as_array()
-                    .context("the image config has no rootfs.diff_ids")?
-                    .iter()
-                    .map(|v| Digest::parse(v.as_str().unwrap_or_default()))
-                    .collect::<Result<Vec<_>>>()?;
+                let diff_ids = config.rootfs().diff_ids().iter().map(|d| Digest::parse(d)).collect::<Result<Vec<_>>>()?;
                 if diff_ids.len() != layers.len() {
                     bail!("image {name:?} lists {} layers but {} DiffIDs; the image is corrupt", layers.len(), diff_ids.len());
                 }

@@ -18,7 +18,7 @@ pub fn ensure(locked: &Locked<'_>, image: &Image, limits: Limits, progress: &mut
     let dirs: Vec<PathBuf> = chains.iter().map(|c| store.root().join("layers").join(c.hex())).collect();
     let missing: Vec<usize> = (0..dirs.len()).filter(|&i| !dirs[i].is_dir()).collect();
     for &i in &missing {
-        progress(&format!("extracting layer {}/{} {}", i + 1, dirs.len(), image.layers[i].digest));
+        progress(&format!("extracting layer {}/{} {}", i + 1, dirs.len(), image.layers[i].digest()));
     }
     // One worker per CPU takes layers off a shared queue (an image may have 500).
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
@@ -28,7 +28,7 @@ pub fn ensure(locked: &Locked<'_>, image: &Image, limits: Limits, progress: &mut
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let Some(i) = queue.lock().unwrap().pop() else { return };
-                if let Err(e) = extract_one(locked, &image.layers[i].digest, &image.diff_ids[i], &chains[i], &dirs[i], limits) {
+                if let Err(e) = extract_one(locked, image.layers[i].digest().as_ref(), &image.diff_ids[i], &chains[i], &dirs[i], limits) {
                     failures.lock().unwrap().push(e);
                 }
             });

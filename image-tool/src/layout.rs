@@ -1,13 +1,12 @@
 //! Import from an OCI image-layout directory: every named manifest, or the one tagged TAG;
 //! each blob is verified by the store as it is copied in.
 use crate::digest::Digest;
-use crate::manifest::{self, Descriptor, Parsed};
+use crate::manifest::{self, Parsed};
+use oci_spec::image::Descriptor;
 use crate::store::{ImageRef, Locked};
 use anyhow::{bail, Context, Result};
 use std::fs::{self, File};
 use std::path::Path;
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// Imports the images of the layout directory `dir` (every named manifest, or `tag`).
 pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<Vec<String>> {
@@ -31,7 +30,7 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
     let index_data =
         fs::read(&index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
     let index_digest = Digest::of_bytes(&index_data);
-    let Parsed::Index(entries) = manifest::parse(manifest::OCI_INDEX, &index_data, &index_digest)
+    let Parsed::Index(index) = manifest::parse(manifest::OCI_INDEX, &index_data, &index_digest)
         .with_context(|| format!("in {}", index_path.display()))?
     else {
         bail!(
@@ -40,14 +39,17 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
         );
     };
 
-    let selected: Vec<(String, Descriptor)> = entries
-        .into_iter()
+    let selected: Vec<(String, Descriptor)> = index
+        .manifests()
+        .iter()
+        .cloned()
         .filter_map(|d| {
             let name = d
-                .annotations
-                .get(REF_NAME)
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(manifest::REF_NAME))
                 .cloned()
-                .unwrap_or_else(|| d.digest.clone());
+                .unwrap_or_else(|| d.digest().to_string());
             match tag {
                 Some(t) if t != name => None,
                 _ => Some((name, d)),
@@ -66,8 +68,8 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
         locked.set_ref(
             &name,
             ImageRef {
-                digest: desc.digest.clone(),
-                media_type: desc.media_type.clone(),
+                digest: desc.digest().to_string(),
+                media_type: desc.media_type().to_string(),
             },
         )?;
         names.push(name);
@@ -77,7 +79,7 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
 
 /// Copies a descriptor's blob and, for manifests and indexes, everything they reference.
 fn copy_tree(locked: &Locked<'_>, dir: &Path, desc: &Descriptor) -> Result<()> {
-    let digest = Digest::parse(&desc.digest)?;
+    let digest = manifest::digest_of(desc)?;
     let path = dir.join("blobs/sha256").join(digest.hex());
     let meta = fs::symlink_metadata(&path).with_context(|| {
         format!(
@@ -92,33 +94,25 @@ fn copy_tree(locked: &Locked<'_>, dir: &Path, desc: &Descriptor) -> Result<()> {
         );
     }
     let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    locked.put_blob(file, &digest, desc.size)?;
-    if matches!(
-        desc.media_type.as_str(),
-        manifest::OCI_MANIFEST
-            | manifest::OCI_INDEX
-            | manifest::DOCKER_MANIFEST
-            | manifest::DOCKER_LIST
-    ) {
+    locked.put_blob(file, &digest, desc.size())?;
+    let media_type = desc.media_type().as_ref();
+    if manifest::is_document(media_type) {
         let data = locked.store().read_blob(&digest)?;
-        match manifest::parse(&desc.media_type, &data, &digest)? {
-            Parsed::Image { config, layers } => {
-                copy_tree(locked, dir, &config)?;
-                for layer in &layers {
+        match manifest::parse(media_type, &data, &digest)? {
+            Parsed::Image(image_manifest) => {
+                copy_tree(locked, dir, image_manifest.config())?;
+                for layer in image_manifest.layers() {
                     copy_tree(locked, dir, layer)?;
                 }
             }
-            Parsed::Index(children) => {
-                for child in &children {
+            Parsed::Index(index) => {
+                for child in index.manifests() {
                     copy_tree(locked, dir, child)?;
                 }
             }
         }
-    } else if desc.media_type.contains("manifest") || desc.media_type.contains("index") {
-        bail!(
-            "descriptor {digest} has media type {:?}, which is not supported",
-            desc.media_type
-        );
+    } else if media_type.contains("manifest") || media_type.contains("index") {
+        bail!("descriptor {digest} has media type {media_type:?}, which is not supported");
     }
     Ok(())
 }

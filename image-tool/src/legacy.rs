@@ -8,10 +8,11 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use oci_spec::image::{Descriptor, ImageIndexBuilder, ImageManifestBuilder, MediaType};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::digest::copy_hashing;
+use crate::manifest::{DOCKER_CONFIG, DOCKER_MANIFEST, REF_NAME};
 
 /// Largest config or manifest.json read from an archive.
 const MAX_METADATA: u64 = 4 << 20;
@@ -111,26 +112,32 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
             let mut head = [0u8; 2];
             let _ = File::open(blobs.join(&digest[7..]))?.read(&mut head)?;
             let media_type = if head == [0x1f, 0x8b] { "application/vnd.docker.image.rootfs.diff.tar.gzip" } else { "application/vnd.docker.image.rootfs.diff.tar" };
-            layers.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
+            layers.push(Descriptor::new(MediaType::from(media_type), size, descriptor_digest(&digest)?));
         }
-        let manifest = serde_json::to_vec(&json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config_size},
-            "layers": layers
-        }))?;
+        // The manifest's digest is taken from the bytes written, which the import then verifies.
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::from(DOCKER_MANIFEST))
+            .config(Descriptor::new(MediaType::from(DOCKER_CONFIG), config_size, descriptor_digest(&config_digest)?))
+            .layers(layers)
+            .build()?;
+        let manifest = serde_json::to_vec(&manifest)?;
         let digest = crate::digest::Digest::of_bytes(&manifest);
         fs::write(blobs.join(digest.hex()), &manifest)?;
         let names = image.repo_tags.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| vec![config_digest.clone()]);
         for name in names {
-            entries.push(json!({
-                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                "digest": digest.to_string(), "size": manifest.len(),
-                "annotations": {"org.opencontainers.image.ref.name": name}
-            }));
+            let mut entry = Descriptor::new(MediaType::from(DOCKER_MANIFEST), manifest.len() as u64, descriptor_digest(&digest.to_string())?);
+            entry.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name)])));
+            entries.push(entry);
         }
     }
     fs::write(staging.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    fs::write(staging.join("index.json"), serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": entries}))?)?;
+    let index = ImageIndexBuilder::default().schema_version(2u32).manifests(entries).build()?;
+    fs::write(staging.join("index.json"), serde_json::to_vec(&index)?)?;
     Ok(())
+}
+
+/// A digest this module computed, as a descriptor holds it.
+fn descriptor_digest(digest: &str) -> Result<oci_spec::image::Digest> {
+    digest.parse().with_context(|| format!("digest {digest} cannot go in a descriptor"))
 }

@@ -76,7 +76,7 @@ fn main() {
         Command::Import { path } => commands::import(&store, path, &mut out),
         Command::Pull { reference, platform, plain_http, authfile } => platform
             .as_deref()
-            .map(berth_image::manifest::Platform::parse)
+            .map(berth_image::manifest::parse_platform)
             .transpose()
             .and_then(|platform| commands::pull(&store, reference, &berth_image::registry::PullOptions { platform, plain_http: *plain_http, authfile: authfile.clone() }, &mut out)),
         Command::List => commands::list(&store, &mut out),

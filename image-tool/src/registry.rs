@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 
 use crate::digest::Digest;
-use crate::manifest::{self, Descriptor, Parsed, Platform};
+use crate::manifest::{self, Parsed};
+use oci_spec::image::{Descriptor, Platform};
 use crate::reference::Reference;
 use crate::store::{ImageRef, Locked};
 
@@ -191,40 +192,41 @@ pub fn pull(locked: &Locked<'_>, text: &str, options: &PullOptions, progress: &(
     if reference.reference.starts_with("sha256:") && digest.as_str() != reference.reference {
         bail!("the registry's manifest for {reference} has digest {digest}; refusing it");
     }
-    let host = Platform::host();
+    let host = manifest::host_platform();
     let wanted = options.platform.as_ref().unwrap_or(&host);
     let (config, layers) = loop {
         match manifest::parse(&media_type, &data, &digest)? {
-            Parsed::Image { config, layers } => break (config, layers),
-            Parsed::Index(entries) => {
-                let chosen = entries.iter().find(|d| d.platform.as_ref().is_some_and(|p| wanted.matches(p))).with_context(|| {
-                    let offered: Vec<String> = entries.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
-                    format!("{reference} has no image for {wanted} (it offers: {}); choose one with --platform", offered.join(", "))
+            Parsed::Image(image_manifest) => break (image_manifest.config().clone(), image_manifest.layers().clone()),
+            Parsed::Index(index) => {
+                let entries = index.manifests();
+                let chosen = entries.iter().find(|d| d.platform().as_ref().is_some_and(|p| manifest::platform_matches(wanted, p))).with_context(|| {
+                    let offered: Vec<String> = entries.iter().filter_map(|d| d.platform().as_ref().map(manifest::platform_name)).collect();
+                    format!("{reference} has no image for {} (it offers: {}); choose one with --platform", manifest::platform_name(wanted), offered.join(", "))
                 })?;
-                let child = Digest::parse(&chosen.digest)?;
+                let child = manifest::digest_of(chosen)?;
                 (data, media_type) = session.manifest(child.as_str())?;
                 digest = Digest::of_bytes(&data);
                 if digest != child {
                     bail!("the registry's manifest {child} has digest {digest}; refusing it");
                 }
                 if media_type.is_empty() || media_type.starts_with("application/json") || media_type.starts_with("text/") {
-                    media_type = chosen.media_type.clone();
+                    media_type = chosen.media_type().to_string();
                 }
             }
         }
     };
     let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
-    let missing: Vec<&Descriptor> = blobs.iter().filter(|b| Digest::parse(&b.digest).map(|d| !locked.store().has_blob(&d)).unwrap_or(true)).collect();
+    let missing: Vec<&Descriptor> = blobs.iter().filter(|b| manifest::digest_of(b).map(|d| !locked.store().has_blob(&d)).unwrap_or(true)).collect();
     let queue = Mutex::new(missing.clone());
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL_DOWNLOADS {
             scope.spawn(|| loop {
                 let Some(blob) = queue.lock().unwrap().pop() else { return };
-                progress(&format!("pulling {} ({} bytes)", blob.digest, blob.size));
-                let fetched = Digest::parse(&blob.digest).and_then(|d| {
+                progress(&format!("pulling {} ({} bytes)", blob.digest(), blob.size()));
+                let fetched = manifest::digest_of(blob).and_then(|d| {
                     let response = session.get(&format!("blobs/{d}"), None).with_context(|| format!("cannot fetch blob {d}"))?;
-                    locked.put_blob(response.into_reader(), &d, blob.size)
+                    locked.put_blob(response.into_reader(), &d, blob.size())
                 });
                 if let Err(e) = fetched {
                     failures.lock().unwrap().push(e);
@@ -235,7 +237,7 @@ pub fn pull(locked: &Locked<'_>, text: &str, options: &PullOptions, progress: &(
     if let Some(first) = failures.into_inner().unwrap().into_iter().next() {
         // A failed pull leaves nothing: the blobs it did store go again.
         for blob in missing {
-            if let Ok(d) = Digest::parse(&blob.digest) {
+            if let Ok(d) = manifest::digest_of(blob) {
                 let _ = std::fs::remove_file(locked.store().blob_path(&d));
             }
         }

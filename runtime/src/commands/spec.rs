@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, ProcessBuilder, Spec,
+    LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,
 };
 
 use crate::cli::SpecArgs;
@@ -26,18 +26,14 @@ pub fn spec(args: &SpecArgs, rootless: bool) -> Result<()> {
     Ok(())
 }
 
-/// runc's default: `sh` on a terminal, rootfs `rootfs` read-only, the usual namespaces.
+/// oci-spec's `Spec::default()` (runc's default spec: `sh`, rootfs `rootfs` read-only, the
+/// usual mounts, namespaces, capabilities and masked paths) with what `berth spec` changes:
+/// - process: on a terminal, as in `runc spec`;
+/// - hostname: `berth`.
 fn default_spec() -> Result<Spec> {
     let mut spec = Spec::default();
-    let process = ProcessBuilder::default()
-        .terminal(true)
-        .args(vec!["sh".to_string()])
-        .env(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(), "TERM=xterm".into()])
-        .cwd("/")
-        .no_new_privileges(true)
-        .capabilities(spec.process().as_ref().and_then(|p| p.capabilities().clone()).unwrap_or_default())
-        .rlimits(spec.process().as_ref().and_then(|p| p.rlimits().clone()).unwrap_or_default())
-        .build()?;
+    let mut process = spec.process().clone().context("oci-spec's default spec has no process")?;
+    process.set_terminal(Some(true));
     spec.set_process(Some(process));
     spec.set_hostname(Some("berth".into()));
     Ok(spec)
