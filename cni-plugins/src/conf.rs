@@ -59,7 +59,9 @@ impl NetConf {
 /// bool or a number, so null keys are dropped first.
 fn without_nulls(json: &Value) -> Value {
     match json {
-        Value::Object(map) => Value::Object(map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+        ),
         Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
         other => other.clone(),
     }
@@ -112,24 +114,36 @@ mod tests {
 
     #[test]
     fn a_common_key_of_the_wrong_type_is_named_though_flattened() {
-        assert_eq!(refusal(json!({ "name": 5 })), "invalid network config: \"name\": invalid type: integer `5`, expected a string");
-        assert!(refusal(json!({ "name": "n", "cniVersion": ["1.0.0"] })).starts_with("invalid network config: \"cniVersion\": invalid type: sequence"));
-        assert!(refusal(json!({ "name": "n", "cni.dev/valid-attachments": [{ "containerID": 1 }] })).starts_with("invalid network config: \"cni.dev/valid-attachments[0].containerID\": "));
-        assert!(refusal(json!({ "name": "n", "flag": "yes" })).starts_with("invalid network config: \"flag\": invalid type: string \"yes\""));
+        assert_eq!(
+            refusal(json!({ "name": 5 })),
+            "invalid network config: \"name\": invalid type: integer `5`, expected a string"
+        );
+        assert!(refusal(json!({ "name": "n", "cniVersion": ["1.0.0"] }))
+            .starts_with("invalid network config: \"cniVersion\": invalid type: sequence"));
+        assert!(refusal(json!({ "name": "n", "cni.dev/valid-attachments": [{ "containerID": 1 }] }))
+            .starts_with("invalid network config: \"cni.dev/valid-attachments[0].containerID\": "));
+        assert!(refusal(json!({ "name": "n", "flag": "yes" }))
+            .starts_with("invalid network config: \"flag\": invalid type: string \"yes\""));
         assert!(refusal(json!(["not", "an", "object"])).starts_with("invalid network config: invalid type: sequence"));
     }
 
     #[test]
     fn unknown_and_null_keys_are_ignored() {
         let keys: Keys = parse(&json!({ "cniVersion": "1.0.0", "name": "n", "type": "t", "someday": { "x": [1] }, "flag": null, "prevResult": null })).unwrap();
-        assert_eq!((keys.net.name.as_str(), keys.net.plugin.as_str(), keys.flag, keys.net.prev_result.is_none()), ("n", "t", false, true));
+        assert_eq!(
+            (keys.net.name.as_str(), keys.net.plugin.as_str(), keys.flag, keys.net.prev_result.is_none()),
+            ("n", "t", false, true)
+        );
     }
 
     #[test]
     fn gc_reads_either_attachment_key() {
-        let current: NetConf = parse(&json!({ "name": "n", "cni.dev/valid-attachments": [{ "containerID": "a", "ifname": "eth0" }] })).unwrap();
+        let current: NetConf =
+            parse(&json!({ "name": "n", "cni.dev/valid-attachments": [{ "containerID": "a", "ifname": "eth0" }] }))
+                .unwrap();
         assert_eq!(current.valid_attachments(), [("a".to_string(), "eth0".to_string())]);
-        let older: NetConf = parse(&json!({ "name": "n", "cni.dev/attachments": [{ "containerID": "b", "ifname": "eth1" }] })).unwrap();
+        let older: NetConf =
+            parse(&json!({ "name": "n", "cni.dev/attachments": [{ "containerID": "b", "ifname": "eth1" }] })).unwrap();
         assert_eq!(older.valid_attachments(), [("b".to_string(), "eth1".to_string())]);
     }
 }

@@ -28,6 +28,10 @@ pub fn run_plugin(plugin: &Path, args: &Args, conf: &Value) -> std::io::Result<(
     child.stdin.take().expect("stdin is piped").write_all(conf.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned())) };
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned()))
+    };
     Ok((out.status.code().unwrap_or(-1), value))
 }

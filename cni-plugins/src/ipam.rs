@@ -32,7 +32,12 @@ fn find(ipam_type: &str, args: &Args) -> CniResult<PathBuf> {
     if ipam_type.is_empty() || ipam_type.contains('/') {
         return Err(CniError::new(INVALID_CONFIG, format!("ipam.type {ipam_type:?} does not name a plugin")));
     }
-    args.path.iter().map(|dir| PathBuf::from(dir).join(ipam_type)).find(|p| p.is_file()).ok_or_else(|| CniError::new(INVALID_ENVIRONMENT, format!("IPAM plugin {ipam_type:?} is not in CNI_PATH ({})", args.path.join(":"))))
+    args.path.iter().map(|dir| PathBuf::from(dir).join(ipam_type)).find(|p| p.is_file()).ok_or_else(|| {
+        CniError::new(
+            INVALID_ENVIRONMENT,
+            format!("IPAM plugin {ipam_type:?} is not in CNI_PATH ({})", args.path.join(":")),
+        )
+    })
 }
 
 /// Whether `plugin` is the file this process runs (the same inode).
@@ -56,7 +61,8 @@ pub fn delegate(command: &str, args: &Args, to: Delegation) -> CniResult<Value> 
             .map(Option::unwrap_or_default)
             .map_err(|e| CniError::new(e.code, format!("IPAM plugin {ipam_type}: {}", e.msg)).with_details(e.details));
     }
-    let (code, value) = crate::exec::run_plugin(&plugin, &call, conf).map_err(|e| CniError::io(format!("cannot run IPAM plugin {}", plugin.display()), e))?;
+    let (code, value) = crate::exec::run_plugin(&plugin, &call, conf)
+        .map_err(|e| CniError::io(format!("cannot run IPAM plugin {}", plugin.display()), e))?;
     if value.is_string() {
         return Err(CniError::new(DECODING_FAILURE, format!("IPAM plugin {ipam_type} printed no JSON")));
     }

@@ -22,7 +22,11 @@ fn lo(client: &mut RouteClient) -> CniResult<Link> {
 fn set_lo_up(up: bool) -> CniResult<()> {
     let mut client = RouteClient::open()?;
     let index = lo(&mut client)?.index;
-    if up { client.set_up(index)? } else { client.set_down(index)? }
+    if up {
+        client.set_up(index)?
+    } else {
+        client.set_down(index)?
+    }
     Ok(())
 }
 
@@ -30,12 +34,29 @@ impl Plugin for Loopback {
     fn add(&self, args: &Args, _conf: &Value) -> CniResult<NetResult> {
         crate::netns::enter(&args.netns)?;
         set_lo_up(true)?;
-        let mut ips = vec![IpConfig { address: IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8).unwrap(), gateway: None, interface: Some(0) }];
+        let mut ips = vec![IpConfig {
+            address: IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8).unwrap(),
+            gateway: None,
+            interface: Some(0),
+        }];
         // ::1 exists only where IPv6 is enabled in the namespace.
-        if std::fs::read_to_string("/proc/net/if_inet6").map(|t| t.lines().any(|l| l.ends_with(" lo"))).unwrap_or(false) {
-            ips.push(IpConfig { address: IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).unwrap(), gateway: None, interface: Some(0) });
+        if std::fs::read_to_string("/proc/net/if_inet6").map(|t| t.lines().any(|l| l.ends_with(" lo"))).unwrap_or(false)
+        {
+            ips.push(IpConfig {
+                address: IpNet::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).unwrap(),
+                gateway: None,
+                interface: Some(0),
+            });
         }
-        Ok(NetResult { interfaces: vec![Interface { name: "lo".into(), mac: "00:00:00:00:00:00".into(), sandbox: Some(args.netns.clone()) }], ips, ..Default::default() })
+        Ok(NetResult {
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                mac: "00:00:00:00:00:00".into(),
+                sandbox: Some(args.netns.clone()),
+            }],
+            ips,
+            ..Default::default()
+        })
     }
 
     fn del(&self, args: &Args, _conf: &Value) -> CniResult<()> {
@@ -48,7 +69,11 @@ impl Plugin for Loopback {
 
     fn check(&self, args: &Args, _conf: &Value) -> CniResult<()> {
         crate::netns::enter(&args.netns)?;
-        if lo(&mut RouteClient::open()?)?.up { Ok(()) } else { Err(CniError::new(IO_FAILURE, "lo is down in the container's namespace")) }
+        if lo(&mut RouteClient::open()?)?.up {
+            Ok(())
+        } else {
+            Err(CniError::new(IO_FAILURE, "lo is down in the container's namespace"))
+        }
     }
 
     fn gc(&self, _conf: &Value, _valid: &[(String, String)]) -> CniResult<()> {

@@ -14,7 +14,10 @@ pub fn open(path: &str) -> CniResult<File> {
 fn set(ns: &File, what: &str) -> CniResult<()> {
     // SAFETY: setns on a descriptor this process holds.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(CniError::new(INVALID_ENVIRONMENT, format!("cannot enter netns {what}: {}", std::io::Error::last_os_error())));
+        return Err(CniError::new(
+            INVALID_ENVIRONMENT,
+            format!("cannot enter netns {what}: {}", std::io::Error::last_os_error()),
+        ));
     }
     Ok(())
 }

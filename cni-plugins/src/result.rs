@@ -89,13 +89,16 @@ impl NetResult {
         let legacy = version.starts_with("0.");
         let family = |ip: &IpConfig| if ip.address.addr().is_ipv4() { "4" } else { "6" };
         let ips = self.ips.iter().map(|ip| SpelledIp { version: legacy.then(|| family(ip)), ip }).collect();
-        let spelled = Spelled { cni_version: version, interfaces: &self.interfaces, ips, routes: &self.routes, dns: &self.dns };
+        let spelled =
+            Spelled { cni_version: version, interfaces: &self.interfaces, ips, routes: &self.routes, dns: &self.dns };
         serde_json::to_value(spelled).expect("a result's JSON has string keys only")
     }
 
     /// Reads a result (a `prevResult` or a delegate's answer) of any supported version.
     pub fn from_json(value: &Value) -> CniResult<NetResult> {
-        serde_path_to_error::deserialize(value).map_err(|e| CniError::new(DECODING_FAILURE, format!("the result's {} is malformed: {}", e.path(), e.inner())))
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            CniError::new(DECODING_FAILURE, format!("the result's {} is malformed: {}", e.path(), e.inner()))
+        })
     }
 }
 
@@ -107,8 +110,19 @@ mod tests {
 
     fn sample() -> NetResult {
         NetResult {
-            interfaces: vec![Interface { name: "eth0".into(), mac: "02:00:00:00:00:01".into(), sandbox: Some("/run/netns/c".into()) }],
-            ips: vec![IpConfig { address: "10.0.0.2/24".parse().unwrap(), gateway: Some("10.0.0.1".parse().unwrap()), interface: Some(0) }, IpConfig { address: "fd00::2/64".parse().unwrap(), gateway: None, interface: None }],
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                mac: "02:00:00:00:00:01".into(),
+                sandbox: Some("/run/netns/c".into()),
+            }],
+            ips: vec![
+                IpConfig {
+                    address: "10.0.0.2/24".parse().unwrap(),
+                    gateway: Some("10.0.0.1".parse().unwrap()),
+                    interface: Some(0),
+                },
+                IpConfig { address: "fd00::2/64".parse().unwrap(), gateway: None, interface: None },
+            ],
             routes: vec![Route { dst: "0.0.0.0/0".parse().unwrap(), gw: None }],
             dns: Dns { nameservers: vec!["10.0.0.1".into()], ..Default::default() },
         }
@@ -116,7 +130,8 @@ mod tests {
 
     #[test]
     fn each_version_spells_the_result_as_the_spec_does() {
-        let ips = json!([{ "interface": 0, "address": "10.0.0.2/24", "gateway": "10.0.0.1" }, { "address": "fd00::2/64" }]);
+        let ips =
+            json!([{ "interface": 0, "address": "10.0.0.2/24", "gateway": "10.0.0.1" }, { "address": "fd00::2/64" }]);
         let rest = json!({ "interfaces": [{ "name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/run/netns/c" }], "routes": [{ "dst": "0.0.0.0/0" }], "dns": { "nameservers": ["10.0.0.1"] } });
         let mut current = rest.clone();
         current["cniVersion"] = "1.0.0".into();

@@ -34,7 +34,15 @@ impl Args {
             container_id: var("CNI_CONTAINERID"),
             netns: var("CNI_NETNS"),
             ifname: var("CNI_IFNAME"),
-            args: var("CNI_ARGS").split(';').filter(|p| !p.is_empty()).map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or((p.to_string(), String::new()))).collect(),
+            args: var("CNI_ARGS")
+                .split(';')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .unwrap_or((p.to_string(), String::new()))
+                })
+                .collect(),
             path: var("CNI_PATH").split(':').filter(|p| !p.is_empty()).map(String::from).collect(),
         }
     }
@@ -44,7 +52,10 @@ impl Args {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(CniError::new(INVALID_ENVIRONMENT, format!("required environment variables missing: {}", missing.join(", "))))
+            Err(CniError::new(
+                INVALID_ENVIRONMENT,
+                format!("required environment variables missing: {}", missing.join(", ")),
+            ))
         }
     }
 }
@@ -84,7 +95,8 @@ pub fn run(plugin: &dyn Plugin, name: &str) -> i32 {
     let args = Args::from_env();
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
-    let version = serde_json::from_slice::<ConfigVersion>(&stdin).map(|c| c.cni_version).unwrap_or_else(|_| "1.1.0".into());
+    let version =
+        serde_json::from_slice::<ConfigVersion>(&stdin).map(|c| c.cni_version).unwrap_or_else(|_| "1.1.0".into());
     match dispatch(plugin, name, &args, &stdin, &version) {
         Ok(Some(out)) => {
             println!("{}", serde_json::to_string(&out).unwrap_or_default());
@@ -103,7 +115,8 @@ fn dispatch(plugin: &dyn Plugin, name: &str, args: &Args, stdin: &[u8], version:
     if args.command == "VERSION" {
         return Ok(Some(json!({ "cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS })));
     }
-    let conf: Value = serde_json::from_slice(stdin).map_err(|e| CniError::new(DECODING_FAILURE, format!("the network config on stdin is not JSON: {e}")))?;
+    let conf: Value = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(DECODING_FAILURE, format!("the network config on stdin is not JSON: {e}")))?;
     call(plugin, name, args, &conf, version)
 }
 
@@ -111,7 +124,8 @@ fn dispatch(plugin: &dyn Plugin, name: &str, args: &Args, stdin: &[u8], version:
 /// another plugin of this binary without starting a process.
 pub fn call(plugin: &dyn Plugin, name: &str, args: &Args, conf: &Value, version: &str) -> CniResult<Option<Value>> {
     if !SUPPORTED_VERSIONS.contains(&version) {
-        return Err(CniError::new(INCOMPATIBLE_VERSION, format!("{name} does not support config version {version:?}")).with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))));
+        return Err(CniError::new(INCOMPATIBLE_VERSION, format!("{name} does not support config version {version:?}"))
+            .with_details(format!("supported: {}", SUPPORTED_VERSIONS.join(", "))));
     }
     let common: NetConf = crate::conf::parse(conf)?;
     if common.name.is_empty() {
@@ -130,13 +144,19 @@ pub fn call(plugin: &dyn Plugin, name: &str, args: &Args, conf: &Value, version:
         }
         "CHECK" => {
             if !at_least(version, "0.4.0") {
-                return Err(CniError::new(INCOMPATIBLE_VERSION, format!("config version {version} does not allow CHECK (0.4.0 and later do)")));
+                return Err(CniError::new(
+                    INCOMPATIBLE_VERSION,
+                    format!("config version {version} does not allow CHECK (0.4.0 and later do)"),
+                ));
             }
             args.require(&attachment)?;
             args.require(&[("CNI_NETNS", args.netns.as_str())])?;
             plugin.check(args, conf).map(|()| None)
         }
-        "GC" | "STATUS" if !at_least(version, "1.1.0") => Err(CniError::new(INCOMPATIBLE_VERSION, format!("config version {version} does not allow {} (1.1.0 does)", args.command))),
+        "GC" | "STATUS" if !at_least(version, "1.1.0") => Err(CniError::new(
+            INCOMPATIBLE_VERSION,
+            format!("config version {version} does not allow {} (1.1.0 does)", args.command),
+        )),
         "GC" => plugin.gc(conf, &common.valid_attachments()).map(|()| None),
         "STATUS" => plugin.status(conf).map(|()| None),
         "" => Err(CniError::new(INVALID_ENVIRONMENT, "CNI_COMMAND is not set")),

@@ -43,16 +43,31 @@ pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: [u8; 6]) ->
         // fails the transaction, which is then an error to retry.
         if !nft.has_chain(Family::Bridge, TABLE, PREROUTING)? {
             batch.add_table(Family::Bridge, TABLE);
-            batch.add_chain(Family::Bridge, TABLE, PREROUTING, Some(&BaseChain { kind: "filter", hook: HOOK_PREROUTING, priority: PRIORITY }));
+            batch.add_chain(
+                Family::Bridge,
+                TABLE,
+                PREROUTING,
+                Some(&BaseChain { kind: "filter", hook: HOOK_PREROUTING, priority: PRIORITY }),
+            );
         }
         batch.add_chain(Family::Bridge, TABLE, &iface_chain, None);
         batch.add_chain(Family::Bridge, TABLE, &mac_chain, None);
         batch.flush_chain(Family::Bridge, TABLE, &iface_chain);
         batch.flush_chain(Family::Bridge, TABLE, &mac_chain);
         let rules = [
-            (PREROUTING, vec![Expr::Meta(META_IIFNAME), Expr::Equal(name), Expr::Verdict(Verdict::Jump(iface_chain.clone()))]),
+            (
+                PREROUTING,
+                vec![Expr::Meta(META_IIFNAME), Expr::Equal(name), Expr::Verdict(Verdict::Jump(iface_chain.clone()))],
+            ),
             (iface_chain.as_str(), vec![Expr::Verdict(Verdict::Jump(mac_chain.clone()))]),
-            (mac_chain.as_str(), vec![Expr::Payload { base: LINK_HEADER, offset: 6, len: 6 }, Expr::Equal(mac.to_vec()), Expr::Verdict(Verdict::Return)]),
+            (
+                mac_chain.as_str(),
+                vec![
+                    Expr::Payload { base: LINK_HEADER, offset: 6, len: 6 },
+                    Expr::Equal(mac.to_vec()),
+                    Expr::Verdict(Verdict::Return),
+                ],
+            ),
             (mac_chain.as_str(), vec![Expr::Verdict(Verdict::Drop)]),
         ];
         for (chain, exprs) in &rules {

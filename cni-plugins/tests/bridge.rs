@@ -56,7 +56,11 @@ fn bin_dir(name: &str, berth_kinds: &[&str]) -> PathBuf {
     let dir = PathBuf::from("/run").join(name);
     std::fs::create_dir_all(&dir).unwrap();
     for kind in ["bridge", "host-local", "loopback", "portmap"] {
-        let target = if berth_kinds.contains(&kind) { PathBuf::from(env!("CARGO_BIN_EXE_berth-cni")) } else { Path::new(REFERENCE_DIR).join(kind) };
+        let target = if berth_kinds.contains(&kind) {
+            PathBuf::from(env!("CARGO_BIN_EXE_berth-cni"))
+        } else {
+            Path::new(REFERENCE_DIR).join(kind)
+        };
         let _ = std::os::unix::fs::symlink(target, dir.join(kind));
     }
     dir
@@ -73,7 +77,14 @@ fn add_netns(name: &str) -> String {
 
 /// Runs the `bridge` of `bin` for one container, as a runtime does.
 fn call(bin: &Path, command: &str, id: &str, netns: &str, conf: &Value) -> (i32, Value) {
-    let args = Args { command: command.into(), container_id: id.into(), netns: netns.into(), ifname: "eth0".into(), args: Vec::new(), path: vec![bin.display().to_string()] };
+    let args = Args {
+        command: command.into(),
+        container_id: id.into(),
+        netns: netns.into(),
+        ifname: "eth0".into(),
+        args: Vec::new(),
+        path: vec![bin.display().to_string()],
+    };
     run_plugin(&bin.join("bridge"), &args, conf).unwrap()
 }
 
@@ -95,8 +106,14 @@ fn nat_rules() -> Vec<String> {
 
 /// The nftables backend's per-address rules, as `nft` prints them.
 fn masq_rules() -> Vec<String> {
-    let out = Command::new("nft").args(["list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| l.ends_with('"') && l.contains(" masquerade comment ")).map(String::from).collect()
+    let out =
+        Command::new("nft").args(["list", "chain", "inet", "cni_plugins_masquerade", "masq_checks"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.ends_with('"') && l.contains(" masquerade comment "))
+        .map(String::from)
+        .collect()
 }
 
 /// One attachment's masquerade rules in each backend: (nftables, iptables). The nftables
@@ -105,7 +122,12 @@ fn masq_rules() -> Vec<String> {
 fn attachment_rules(network: &str, id: &str) -> (Vec<String>, Vec<String>) {
     let out = Command::new("nft").args(["list", "table", "inet", "cni_plugins_masquerade"]).output().unwrap();
     let tag = format!("net: {network}, if: eth0, id: {id}\"");
-    let nft = String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| l.contains(&tag)).map(String::from).collect();
+    let nft = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains(&tag))
+        .map(String::from)
+        .collect();
     let chain = berth_cni::firewall::iptables::chain_name(network, id);
     let iptables = nat_rules().into_iter().filter(|l| l.contains(&chain)).collect();
     (nft, iptables)
@@ -152,7 +174,10 @@ fn masquerade_rules_are_the_ones_nft_writes() {
     let ns = add_netns("g1");
     let (code, result) = call(&bin, "ADD", "g1", &ns, &conf);
     assert_eq!(code, 0, "{result}");
-    assert_eq!((&result["ips"][0]["address"], &result["ips"][1]["address"]), (&json!("10.88.0.2/24"), &json!("fd00:88::2/64")));
+    assert_eq!(
+        (&result["ips"][0]["address"], &result["ips"][1]["address"]),
+        (&json!("10.88.0.2/24"), &json!("fd00:88::2/64"))
+    );
     let berth = masquerade_table_in_netlink_terms(&sh("nft --debug=netlink list table inet cni_plugins_masquerade"));
     // The same rules in the reference layout's text, written by `nft -f` in a namespace of
     // its own (made by unshare inside this one, gone when nft is).
@@ -162,7 +187,9 @@ fn masquerade_rules_are_the_ones_nft_writes() {
         masq_rule("fd00:88::2", "fd00:88::/64", "golden", "g1")
     );
     std::fs::write("/run/golden.nft", &ruleset).unwrap();
-    let nft = masquerade_table_in_netlink_terms(&sh("unshare -n -- sh -ec 'nft -f /run/golden.nft && nft --debug=netlink list table inet cni_plugins_masquerade'"));
+    let nft = masquerade_table_in_netlink_terms(&sh(
+        "unshare -n -- sh -ec 'nft -f /run/golden.nft && nft --debug=netlink list table inet cni_plugins_masquerade'",
+    ));
     assert_eq!(nft.matches("[ masq ]").count(), 2, "nft -f wrote no masquerade rules:\n{nft}");
     assert_eq!(berth, nft, "berth's rules (left) differ from the ones nft writes for\n{ruleset}");
     assert_eq!(call(&bin, "DEL", "g1", &ns, &conf).0, 0);
@@ -186,24 +213,43 @@ fn containers_reach_each_other_and_the_host_reaches_them() {
     let (_, second) = call(&bin, "ADD", "c2", &ns2, &conf);
     assert_eq!(first["ips"][0]["address"], "10.88.0.2/24");
     assert_eq!(first["ips"][0]["interface"], 2);
-    let names: Vec<&str> = first["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        first["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert_eq!((names[0], names[2]), ("br-reach", "eth0"));
     assert_eq!(first["interfaces"][2]["sandbox"], ns1.as_str());
     assert!(ping(Some("c1"), "10.88.0.3"), "c1 cannot reach c2");
     assert!(ping(None, "10.88.0.2"), "the host cannot reach c1");
     assert!(sh("ip netns exec c1 ip route").contains("default via 10.88.0.1"));
     assert_eq!(second["ips"][0]["address"], "10.88.0.3/24");
-    assert_eq!(first["interfaces"][0]["mac"], second["interfaces"][0]["mac"], "the bridge's MAC changed as a port came");
+    assert_eq!(
+        first["interfaces"][0]["mac"], second["interfaces"][0]["mac"],
+        "the bridge's MAC changed as a port came"
+    );
     // The reported MACs are the links' own.
     let veth = first["interfaces"][1]["name"].as_str().unwrap();
-    for (shown, interface) in [(sh(&format!("ip -o link show {veth}")), &first["interfaces"][1]), (sh("ip netns exec c1 ip -o link show eth0"), &first["interfaces"][2]), (sh("ip -o link show br-reach"), &first["interfaces"][0])] {
-        assert!(shown.contains(&format!("link/ether {} ", interface["mac"].as_str().unwrap())), "{interface} vs {shown}");
+    for (shown, interface) in [
+        (sh(&format!("ip -o link show {veth}")), &first["interfaces"][1]),
+        (sh("ip netns exec c1 ip -o link show eth0"), &first["interfaces"][2]),
+        (sh("ip -o link show br-reach"), &first["interfaces"][0]),
+    ] {
+        assert!(
+            shown.contains(&format!("link/ether {} ", interface["mac"].as_str().unwrap())),
+            "{interface} vs {shown}"
+        );
     }
     // The default nftables backend writes the reference's nftables layout: one rule per
     // address in `masq_checks`, reached from `postrouting` past multicast.
-    assert_eq!(masq_rules(), [masq_rule("10.88.0.2", "10.88.0.0/24", "reach", "c1"), masq_rule("10.88.0.3", "10.88.0.0/24", "reach", "c2")]);
+    assert_eq!(
+        masq_rules(),
+        [masq_rule("10.88.0.2", "10.88.0.0/24", "reach", "c1"), masq_rule("10.88.0.3", "10.88.0.0/24", "reach", "c2")]
+    );
     let postrouting = sh("nft list chain inet cni_plugins_masquerade postrouting");
-    for line in ["type nat hook postrouting priority srcnat; policy accept;", "ip daddr 224.0.0.0/4 return", "ip6 daddr ff00::/8 return", "goto masq_checks"] {
+    for line in [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        "ip daddr 224.0.0.0/4 return",
+        "ip6 daddr ff00::/8 return",
+        "goto masq_checks",
+    ] {
         assert!(postrouting.contains(line), "{line} missing from\n{postrouting}");
     }
     assert!(nat_rules().is_empty(), "no iptables rules without ipMasqBackend iptables");
@@ -235,7 +281,12 @@ fn each_key_behaves() {
         return;
     }
     let bin = berth_bin();
-    let conf = network("1.0.0", "keys", "br-keys", json!({ "isDefaultGateway": true, "mtu": 1400, "hairpinMode": true, "promiscMode": true, "portIsolation": true }));
+    let conf = network(
+        "1.0.0",
+        "keys",
+        "br-keys",
+        json!({ "isDefaultGateway": true, "mtu": 1400, "hairpinMode": true, "promiscMode": true, "portIsolation": true }),
+    );
     let ns = add_netns("k1");
     let (code, result) = call(&bin, "ADD", "k1", &ns, &conf);
     assert_eq!(code, 0, "{result}");
@@ -265,16 +316,29 @@ fn each_key_behaves() {
     let veths = || sh("ip -o link").lines().filter(|l| l.contains("veth")).count();
     for backend in ["nftables", "iptables"] {
         sh("ip addr flush dev br-force && ip addr add 10.88.0.254/24 dev br-force");
-        let strict = network("1.0.0", "force", "br-force", json!({ "isGateway": true, "ipMasq": true, "ipMasqBackend": backend }));
+        let strict = network(
+            "1.0.0",
+            "force",
+            "br-force",
+            json!({ "isGateway": true, "ipMasq": true, "ipMasqBackend": backend }),
+        );
         let veths_before = veths();
         let (code, error) = call(&bin, "ADD", "f1", &ns, &strict);
         assert_eq!(code, 1);
         assert!(error["msg"].as_str().unwrap().contains("forceAddress"), "{error}");
         assert!(!sh("ip netns exec f1 ip -o link").contains("eth0"), "the failed ADD left the container's veth");
         assert_eq!(veths(), veths_before, "the failed ADD left the host's veth");
-        assert_eq!(attachment_rules("force", "f1"), (vec![], vec![]), "the failed ADD ({backend}) left masquerade rules (nftables, iptables)");
+        assert_eq!(
+            attachment_rules("force", "f1"),
+            (vec![], vec![]),
+            "the failed ADD ({backend}) left masquerade rules (nftables, iptables)"
+        );
         assert!(nat_rules().is_empty(), "the failed ADD left rules: {:?}", nat_rules());
-        assert_eq!(sh("ls /run/ipam-force/force").split_whitespace().filter(|f| f.starts_with("10.")).count(), 0, "the failed ADD kept its address");
+        assert_eq!(
+            sh("ls /run/ipam-force/force").split_whitespace().filter(|f| f.starts_with("10.")).count(),
+            0,
+            "the failed ADD kept its address"
+        );
         let mut forced = strict.clone();
         forced["forceAddress"] = json!(true);
         assert_eq!(call(&bin, "ADD", "f1", &ns, &forced).0, 0);
@@ -287,7 +351,11 @@ fn each_key_behaves() {
         };
         assert!(seen, "the {backend} ADD's masquerade rule, counted in nftables {nft:?} and iptables {iptables:?}");
         assert_eq!(call(&bin, "DEL", "f1", &ns, &forced).0, 0);
-        assert_eq!(attachment_rules("force", "f1"), (vec![], vec![]), "DEL ({backend}) left masquerade rules (nftables, iptables)");
+        assert_eq!(
+            attachment_rules("force", "f1"),
+            (vec![], vec![]),
+            "DEL ({backend}) left masquerade rules (nftables, iptables)"
+        );
     }
 
     // A container that has an interface of that name already: refused, and its interface,
@@ -298,10 +366,18 @@ fn each_key_behaves() {
     let (code, error) = call(&bin, "ADD", "e1", &ns, &busy);
     assert_eq!((code, error["code"].clone()), (1, json!(7)), "{error}");
     assert!(sh("ip netns exec e1 ip -o link show eth0").contains("theirs0"), "the container's own eth0 was removed");
-    assert_eq!(sh("ls /run/ipam-busy/busy").split_whitespace().filter(|f| f.starts_with("10.")).count(), 0, "the failed ADD kept its address");
+    assert_eq!(
+        sh("ls /run/ipam-busy/busy").split_whitespace().filter(|f| f.starts_with("10.")).count(),
+        0,
+        "the failed ADD kept its address"
+    );
 
     // Bad values are refused before anything is made.
-    for (key, value, code) in [("vlan", json!(5000), 7), ("vlanTrunk", json!([{ "minID": 20, "maxID": 10 }]), 7), ("ipMasqBackend", json!("pf"), 7)] {
+    for (key, value, code) in [
+        ("vlan", json!(5000), 7),
+        ("vlanTrunk", json!([{ "minID": 20, "maxID": 10 }]), 7),
+        ("ipMasqBackend", json!("pf"), 7),
+    ] {
         let conf = network("1.0.0", "bad", "br-bad", json!({ key: value, "ipMasq": true }));
         let (exit, error) = call(&bin, "ADD", "b1", &add_netns(&format!("b-{key}")), &conf);
         assert_eq!((exit, error["code"].clone()), (1, json!(code)), "{key}: {error}");
@@ -318,7 +394,10 @@ fn each_key_behaves() {
     assert_eq!(code, 0, "{result}");
     assert_eq!(result["ips"][1]["address"], "fd00:89::2/64");
     assert_eq!(sh("ip netns exec v6 cat /proc/sys/net/ipv6/conf/eth0/accept_dad").trim(), "0");
-    assert!(succeeds("busybox ping -c1 -W2 fd00:89::2") || succeeds("ping -6 -c1 -W2 fd00:89::2"), "the host cannot reach the container over IPv6");
+    assert!(
+        succeeds("busybox ping -c1 -W2 fd00:89::2") || succeeds("ping -6 -c1 -W2 fd00:89::2"),
+        "the host cannot reach the container over IPv6"
+    );
 }
 
 #[test]
@@ -334,10 +413,21 @@ fn gc_removes_the_rules_of_stale_attachments() {
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{ "containerID": "live", "ifname": "eth0" }]);
     // Another network's rule is not this network's GC's business.
-    let other = network("1.1.0", "gcother", "br-gc2", json!({ "isGateway": true, "ipMasq": true, "ipam": { "type": "host-local", "dataDir": "/run/ipam-gcother", "ranges": [[{ "subnet": "10.87.0.0/24" }]] } }));
+    let other = network(
+        "1.1.0",
+        "gcother",
+        "br-gc2",
+        json!({ "isGateway": true, "ipMasq": true, "ipam": { "type": "host-local", "dataDir": "/run/ipam-gcother", "ranges": [[{ "subnet": "10.87.0.0/24" }]] } }),
+    );
     assert_eq!(call(&bin, "ADD", "elsewhere", &add_netns("elsewhere"), &other).0, 0);
     assert_eq!(call(&bin, "GC", "", "", &gc).0, 0);
-    assert_eq!(masq_rules(), [masq_rule("10.88.0.2", "10.88.0.0/24", "gcnet", "live"), masq_rule("10.87.0.2", "10.87.0.0/24", "gcother", "elsewhere")]);
+    assert_eq!(
+        masq_rules(),
+        [
+            masq_rule("10.88.0.2", "10.88.0.0/24", "gcnet", "live"),
+            masq_rule("10.87.0.2", "10.87.0.0/24", "gcother", "elsewhere")
+        ]
+    );
     let held = sh("ls /run/ipam-gcnet/gcnet");
     assert_eq!(held.split_whitespace().filter(|f| f.starts_with("10.")).collect::<Vec<_>>(), ["10.88.0.2"], "{held}");
     assert_eq!(call(&bin, "STATUS", "", "", &gc).0, 0);
@@ -352,10 +442,26 @@ fn fifty_parallel_adds_on_one_network() {
     let conf = network("1.0.0", "many", "br-many", json!({ "isGateway": true, "ipMasq": true }));
     let namespaces: Vec<String> = (0..50).map(|n| add_netns(&format!("p{n}"))).collect();
     let results: Vec<Value> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = namespaces.iter().enumerate().map(|(n, ns)| { let (bin, conf) = (&bin, &conf); scope.spawn(move || call(bin, "ADD", &format!("p{n}"), ns, conf)) }).collect();
-        jobs.into_iter().map(|j| { let (code, r) = j.join().unwrap(); assert_eq!(code, 0, "{r}"); r }).collect()
+        let jobs: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(n, ns)| {
+                let (bin, conf) = (&bin, &conf);
+                scope.spawn(move || call(bin, "ADD", &format!("p{n}"), ns, conf))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                let (code, r) = j.join().unwrap();
+                assert_eq!(code, 0, "{r}");
+                r
+            })
+            .collect()
     });
-    let mut addresses: Vec<String> = results.iter().map(|r| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string()).collect();
+    let mut addresses: Vec<String> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string())
+        .collect();
     addresses.sort();
     addresses.dedup();
     assert_eq!(addresses.len(), 50);
@@ -400,7 +506,9 @@ fn reference_ready(test: &str) -> bool {
 
 #[test]
 fn same_results_and_rules_as_the_reference_bridge() {
-    if !inside_private_netns("same_results_and_rules_as_the_reference_bridge") || !reference_ready("same_results_and_rules_as_the_reference_bridge") {
+    if !inside_private_netns("same_results_and_rules_as_the_reference_bridge")
+        || !reference_ready("same_results_and_rules_as_the_reference_bridge")
+    {
         return;
     }
     let ours = berth_bin();
@@ -430,16 +538,33 @@ fn same_results_and_rules_as_the_reference_bridge() {
         ours_shape["interfaces"][0]["name"] = "bridge".into();
         let mut theirs_shape = shape(&theirs_result);
         theirs_shape["interfaces"][0]["name"] = "bridge".into();
-        assert_eq!(ours_shape, theirs_shape, "{version}: results differ\nours:   {ours_result}\ntheirs: {theirs_result}");
-        let chains = |rules: &[String]| -> Vec<String> { let mut c: Vec<String> = rules.iter().filter(|r| r.starts_with(':')).map(|r| r.split_whitespace().next().unwrap().to_string()).collect(); c.sort(); c };
-        assert_eq!(chains(&ours_rules), chains(&theirs_rules), "{version}: chain names differ\n{ours_rules:?}\n{theirs_rules:?}");
+        assert_eq!(
+            ours_shape, theirs_shape,
+            "{version}: results differ\nours:   {ours_result}\ntheirs: {theirs_result}"
+        );
+        let chains = |rules: &[String]| -> Vec<String> {
+            let mut c: Vec<String> = rules
+                .iter()
+                .filter(|r| r.starts_with(':'))
+                .map(|r| r.split_whitespace().next().unwrap().to_string())
+                .collect();
+            c.sort();
+            c
+        };
+        assert_eq!(
+            chains(&ours_rules),
+            chains(&theirs_rules),
+            "{version}: chain names differ\n{ours_rules:?}\n{theirs_rules:?}"
+        );
         assert!(!theirs_rules.is_empty());
     }
 }
 
 #[test]
 fn chains_mixing_berth_and_the_reference_plugins() {
-    if !inside_private_netns("chains_mixing_berth_and_the_reference_plugins") || !reference_ready("chains_mixing_berth_and_the_reference_plugins") {
+    if !inside_private_netns("chains_mixing_berth_and_the_reference_plugins")
+        || !reference_ready("chains_mixing_berth_and_the_reference_plugins")
+    {
         return;
     }
     // berth's bridge with the reference host-local; the reference bridge with berth's.
@@ -456,7 +581,10 @@ fn chains_mixing_berth_and_the_reference_plugins() {
         for (id, ns) in [("one", &ns1), ("two", &ns2)] {
             assert_eq!(call(bin, "DEL", id, ns, &conf).0, 0);
         }
-        assert_eq!(sh(&format!("ls /run/ipam-{name}/{name}")).split_whitespace().filter(|f| f.starts_with("10.")).count(), 0);
+        assert_eq!(
+            sh(&format!("ls /run/ipam-{name}/{name}")).split_whitespace().filter(|f| f.starts_with("10.")).count(),
+            0
+        );
     }
     // A chain conflist through the reference portmap after berth's bridge.
     let conf = json!({
@@ -464,7 +592,16 @@ fn chains_mixing_berth_and_the_reference_plugins() {
         "runtimeConfig": { "portMappings": [{ "hostPort": 8080, "containerPort": 80, "protocol": "tcp" }] },
         "prevResult": call(&berth_bridge, "ADD", "three", &add_netns("mixc1"), &network("1.0.0", "mixc", "br-mixc", json!({ "isGateway": true }))).1
     });
-    let mut child = Command::new(berth_bridge.join("portmap")).env("CNI_COMMAND", "ADD").env("CNI_CONTAINERID", "three").env("CNI_NETNS", "/run/netns/mixc1").env("CNI_IFNAME", "eth0").env("CNI_PATH", &berth_bridge).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(berth_bridge.join("portmap"))
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "three")
+        .env("CNI_NETNS", "/run/netns/mixc1")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &berth_bridge)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -479,7 +616,8 @@ fn iptables_backend_and_removal_across_backends() {
         return;
     }
     let bin = berth_bin();
-    let iptables = network("1.1.0", "ipt", "br-ipt", json!({ "isGateway": true, "ipMasq": true, "ipMasqBackend": "iptables" }));
+    let iptables =
+        network("1.1.0", "ipt", "br-ipt", json!({ "isGateway": true, "ipMasq": true, "ipMasqBackend": "iptables" }));
     let default = network("1.1.0", "ipt", "br-ipt", json!({ "isGateway": true, "ipMasq": true }));
     let (ns1, ns2, ns3) = (add_netns("i1"), add_netns("i2"), add_netns("i3"));
     for (id, ns) in [("i1", &ns1), ("i2", &ns2), ("i3", &ns3)] {
@@ -490,7 +628,13 @@ fn iptables_backend_and_removal_across_backends() {
     let chain = format!("CNI-{}", &sh("printf %s ipti1 | sha512sum")[..24]);
     let rules = nat_rules();
     assert!(rules.iter().any(|r| r.starts_with(&format!(":{chain} "))), "{rules:?}");
-    assert!(rules.iter().any(|r| r == &format!("-A POSTROUTING -s 10.88.0.2/32 -m comment --comment \"name: \\\"ipt\\\" id: \\\"i1\\\"\" -j {chain}")), "{rules:?}");
+    assert!(
+        rules.iter().any(|r| r
+            == &format!(
+                "-A POSTROUTING -s 10.88.0.2/32 -m comment --comment \"name: \\\"ipt\\\" id: \\\"i1\\\"\" -j {chain}"
+            )),
+        "{rules:?}"
+    );
     assert!(masq_rules().is_empty(), "iptables asked for, nftables written: {:?}", masq_rules());
     // A DEL whose config names no backend still removes the iptables rules (the ADD may
     // have come from another version or the reference plugin), also with the netns gone.
@@ -515,7 +659,18 @@ fn spoofcheck_table() -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .map(|line| {
-            let words: Vec<String> = line.split_whitespace().map(|w| if w.starts_with("\"veth") { "VETH".into() } else if w.len() == 17 && w.matches(':').count() == 5 { "MAC".into() } else { w.to_string() }).collect();
+            let words: Vec<String> = line
+                .split_whitespace()
+                .map(|w| {
+                    if w.starts_with("\"veth") {
+                        "VETH".into()
+                    } else if w.len() == 17 && w.matches(':').count() == 5 {
+                        "MAC".into()
+                    } else {
+                        w.to_string()
+                    }
+                })
+                .collect();
             words.join(" ")
         })
         .filter(|l| !l.is_empty())
@@ -537,7 +692,12 @@ fn macspoofchk_drops_frames_from_other_macs() {
     let table = sh("nft list table bridge nat");
     let veth = first["interfaces"][1]["name"].as_str().unwrap();
     let mac = first["interfaces"][2]["mac"].as_str().unwrap();
-    for line in [format!("iifname \"{veth}\" jump cni-br-iface-s1-eth0 comment \"macspoofchk-s1-eth0\""), "jump cni-br-iface-s1-eth0-mac comment \"macspoofchk-s1-eth0\"".into(), format!("ether saddr {mac} return comment \"macspoofchk-s1-eth0\""), "drop comment \"macspoofchk-s1-eth0\"".into()] {
+    for line in [
+        format!("iifname \"{veth}\" jump cni-br-iface-s1-eth0 comment \"macspoofchk-s1-eth0\""),
+        "jump cni-br-iface-s1-eth0-mac comment \"macspoofchk-s1-eth0\"".into(),
+        format!("ether saddr {mac} return comment \"macspoofchk-s1-eth0\""),
+        "drop comment \"macspoofchk-s1-eth0\"".into(),
+    ] {
         assert!(table.contains(&line), "{line} missing from\n{table}");
     }
     assert!(ping(Some("s1"), "10.88.0.3"), "s1 cannot reach s2 with its own MAC");
@@ -587,13 +747,18 @@ fn vlan_ports_isolate_and_carry_the_gateway() {
         return;
     }
     let bin = berth_bin();
-    let vlan = |id: u16, gateway: bool| network("1.0.0", "vlans", "br-vlan", json!({ "vlan": id, "isGateway": gateway }));
+    let vlan =
+        |id: u16, gateway: bool| network("1.0.0", "vlans", "br-vlan", json!({ "vlan": id, "isGateway": gateway }));
     if !kernel_filters_vlans() {
         // Refused as the kernel's lack, naming the key, and nothing is left behind; the
         // reference plugin cannot do it here either.
         let (code, error) = call(&bin, "ADD", "v1", &add_netns("v1"), &vlan(100, true));
         assert_eq!((code, error["code"].clone()), (1, json!(2)), "{error}");
-        assert!(error["msg"].as_str().unwrap().contains("vlan 100") && error["msg"].as_str().unwrap().contains("CONFIG_BRIDGE_VLAN_FILTERING"), "{error}");
+        assert!(
+            error["msg"].as_str().unwrap().contains("vlan 100")
+                && error["msg"].as_str().unwrap().contains("CONFIG_BRIDGE_VLAN_FILTERING"),
+            "{error}"
+        );
         assert!(!sh("ip -o link").contains("br-vlan") && !sh("ip netns exec v1 ip -o link").contains("eth0"));
         assert_eq!(sh("ls /run/ipam-vlans/vlans").split_whitespace().filter(|f| f.starts_with("10.")).count(), 0);
         if reference_ready("vlan_ports_isolate_and_carry_the_gateway") {
@@ -615,7 +780,8 @@ fn vlan_ports_isolate_and_carry_the_gateway() {
     assert!(ping(Some("va"), "10.88.0.1"), "the VLAN's gateway: not reachable");
     assert!(!ping(Some("va"), "10.88.0.4"), "another VLAN: reachable");
     // A trunk port carries its VLANs tagged and VLAN 1 untagged.
-    let trunk = network("1.0.0", "vlans", "br-vlan", json!({ "vlanTrunk": [{ "id": 7 }, { "minID": 10, "maxID": 12 }] }));
+    let trunk =
+        network("1.0.0", "vlans", "br-vlan", json!({ "vlanTrunk": [{ "id": 7 }, { "minID": 10, "maxID": 12 }] }));
     let (code, t) = call(&bin, "ADD", "vt", &add_netns("vt"), &trunk);
     assert_eq!(code, 0, "{t}");
     let vlans = sh(&format!("bridge -j vlan show dev {}", t["interfaces"][1]["name"].as_str().unwrap()));
@@ -633,21 +799,37 @@ fn wrong_types_are_refused_and_unknown_keys_ignored_as_by_the_reference() {
     let ours = berth_bin();
     let theirs = bin_dir("reference-bin", &[]);
     // Each is refused by both before anything is made; berth names the key with code 7.
-    for (key, value, expected) in [("mtu", json!("1500"), "expected u32"), ("ipMasq", json!("true"), "expected a boolean"), ("isGateway", json!(1), "expected a boolean")] {
+    for (key, value, expected) in [
+        ("mtu", json!("1500"), "expected u32"),
+        ("ipMasq", json!("true"), "expected a boolean"),
+        ("isGateway", json!(1), "expected a boolean"),
+    ] {
         let conf = network("1.0.0", "typed", "br-typed", json!({ key: value }));
         let ns = add_netns(&format!("t-{key}"));
         let (exit, error) = call(&ours, "ADD", "t1", &ns, &conf);
         assert_eq!((exit, error["code"].clone()), (1, json!(7)), "{key}: {error}");
         let msg = error["msg"].as_str().unwrap();
-        assert!(msg.starts_with(&format!("invalid network config: \"{key}\": invalid type: ")) && msg.ends_with(expected), "{key}: {error}");
+        assert!(
+            msg.starts_with(&format!("invalid network config: \"{key}\": invalid type: ")) && msg.ends_with(expected),
+            "{key}: {error}"
+        );
         let (their_exit, their_error) = call(&theirs, "ADD", "t1", &ns, &conf);
         assert_eq!(their_exit, 1, "the reference took {key}: {value}: {their_error}");
         assert!(their_error["msg"].as_str().unwrap().contains(&format!("NetConf.{key} of type")), "{their_error}");
-        assert!(!sh("ip -o link").contains("br-typed") && !sh(&format!("ip netns exec t-{key} ip -o link")).contains("eth0"), "a refused ADD made links");
+        assert!(
+            !sh("ip -o link").contains("br-typed")
+                && !sh(&format!("ip netns exec t-{key} ip -o link")).contains("eth0"),
+            "a refused ADD made links"
+        );
         assert!(!Path::new("/run/ipam-typed").exists(), "a refused ADD called IPAM");
     }
     // Keys neither knows, at the top and in ipam: ignored.
-    let mut conf = network("1.0.0", "unknown", "br-unknown", json!({ "isGateway": true, "someday": { "x": [1, 2] }, "hairpinMode": null }));
+    let mut conf = network(
+        "1.0.0",
+        "unknown",
+        "br-unknown",
+        json!({ "isGateway": true, "someday": { "x": [1, 2] }, "hairpinMode": null }),
+    );
     conf["ipam"]["someday"] = json!("yes");
     let ns = add_netns("u1");
     let (code, result) = call(&ours, "ADD", "u1", &ns, &conf);

@@ -18,7 +18,11 @@ struct Temp(PathBuf);
 impl Temp {
     fn new() -> Temp {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("berth-cni-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = std::env::temp_dir().join(format!(
+            "berth-cni-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         Temp(dir)
     }
@@ -43,7 +47,14 @@ fn berth(t: &Temp) -> PathBuf {
 
 /// Runs a plugin as a runtime does; returns its exit code and what it printed.
 fn call(plugin: &Path, command: &str, id: &str, ifname: &str, conf: &Value) -> (i32, Value) {
-    let args = Args { command: command.into(), container_id: id.into(), netns: "/var/run/netns/unused".into(), ifname: ifname.into(), args: Vec::new(), path: vec!["/usr/lib/cni".into()] };
+    let args = Args {
+        command: command.into(),
+        container_id: id.into(),
+        netns: "/var/run/netns/unused".into(),
+        ifname: ifname.into(),
+        args: Vec::new(),
+        path: vec!["/usr/lib/cni".into()],
+    };
     run_plugin(plugin, &args, conf).unwrap()
 }
 
@@ -67,12 +78,17 @@ fn results_take_each_versions_format() {
     let t = Temp::new();
     let plugin = berth(&t);
     for (n, version) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"].iter().enumerate() {
-        let (code, result) = call(&plugin, "ADD", &format!("c{n}"), "eth0", &conf(version, &t.0.join(version), dual_stack()));
+        let (code, result) =
+            call(&plugin, "ADD", &format!("c{n}"), "eth0", &conf(version, &t.0.join(version), dual_stack()));
         assert_eq!(code, 0, "{result}");
         assert_eq!(result["cniVersion"], *version);
         let legacy = version.starts_with("0.");
         let families: Vec<Value> = result["ips"].as_array().unwrap().iter().map(|ip| ip["version"].clone()).collect();
-        assert_eq!(families, if legacy { vec![json!("4"), json!("6")] } else { vec![Value::Null, Value::Null] }, "{result}");
+        assert_eq!(
+            families,
+            if legacy { vec![json!("4"), json!("6")] } else { vec![Value::Null, Value::Null] },
+            "{result}"
+        );
         assert_eq!(addresses(&result), ["10.22.0.2/16", "fd00:22::2/64"]);
         assert_eq!(result["ips"][0]["gateway"], "10.22.0.1");
         assert_eq!(result["routes"], json!([{ "dst": "0.0.0.0/0" }, { "dst": "::/0", "gw": "fd00:22::1" }]));
@@ -84,7 +100,11 @@ fn range_keys_gateway_dns_and_the_old_subnet_form() {
     let t = Temp::new();
     let plugin = berth(&t);
     let resolv = t.0.join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 10.0.0.53\nnameserver 10.0.0.54\ndomain example.test\nsearch a.test b.test\noptions ndots:2\n").unwrap();
+    std::fs::write(
+        &resolv,
+        "nameserver 10.0.0.53\nnameserver 10.0.0.54\ndomain example.test\nsearch a.test b.test\noptions ndots:2\n",
+    )
+    .unwrap();
     let ipam = json!({
         "ranges": [[{ "subnet": "10.30.0.0/24", "rangeStart": "10.30.0.100", "rangeEnd": "10.30.0.101", "gateway": "10.30.0.100" },
                     { "subnet": "10.31.0.0/24", "rangeStart": "10.31.0.5", "rangeEnd": "10.31.0.5" }]],
@@ -95,7 +115,10 @@ fn range_keys_gateway_dns_and_the_old_subnet_form() {
     let (_, first) = call(&plugin, "ADD", "a", "eth0", &c);
     assert_eq!(addresses(&first), ["10.30.0.101/24"]);
     assert_eq!(first["ips"][0]["gateway"], "10.30.0.100");
-    assert_eq!(first["dns"], json!({ "nameservers": ["10.0.0.53", "10.0.0.54"], "domain": "example.test", "search": ["a.test", "b.test"], "options": ["ndots:2"] }));
+    assert_eq!(
+        first["dns"],
+        json!({ "nameservers": ["10.0.0.53", "10.0.0.54"], "domain": "example.test", "search": ["a.test", "b.test"], "options": ["ndots:2"] })
+    );
     let (_, second) = call(&plugin, "ADD", "b", "eth0", &c);
     assert_eq!(addresses(&second), ["10.31.0.5/24"]);
     assert_eq!(second["ips"][0]["gateway"], "10.31.0.1");
@@ -104,15 +127,28 @@ fn range_keys_gateway_dns_and_the_old_subnet_form() {
     assert_eq!(code, 1);
     assert_eq!(error["code"], 100, "{error}");
     assert!(error["msg"].as_str().unwrap().contains("no IP addresses available"), "{error}");
-    let files = std::fs::read_dir(t.0.join("data/testnet")).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().parse::<std::net::IpAddr>().is_ok()).count();
+    let files = std::fs::read_dir(t.0.join("data/testnet"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().parse::<std::net::IpAddr>().is_ok())
+        .count();
     assert_eq!(files, 2);
     // STATUS says the network has no address left; after a DEL it is available again.
-    let status = |c: &Value| call(&plugin, "STATUS", "", "", &{ let mut c = c.clone(); c["cniVersion"] = "1.1.0".into(); c });
+    let status = |c: &Value| {
+        call(&plugin, "STATUS", "", "", &{
+            let mut c = c.clone();
+            c["cniVersion"] = "1.1.0".into();
+            c
+        })
+    };
     assert_eq!(status(&c).1["code"], 50);
     assert_eq!(call(&plugin, "DEL", "a", "eth0", &c).0, 0);
     assert_eq!(status(&c).0, 0);
     // The older single-range form.
-    let old = conf("0.4.0", &t.0.join("old"), json!({ "subnet": "192.168.7.0/24", "rangeStart": "192.168.7.50", "gateway": "192.168.7.254" }));
+    let old = conf(
+        "0.4.0",
+        &t.0.join("old"),
+        json!({ "subnet": "192.168.7.0/24", "rangeStart": "192.168.7.50", "gateway": "192.168.7.254" }),
+    );
     let (_, result) = call(&plugin, "ADD", "x", "eth0", &old);
     assert_eq!(addresses(&result), ["192.168.7.50/24"]);
     assert_eq!(result["ips"][0]["gateway"], "192.168.7.254");
@@ -134,11 +170,40 @@ fn errors_carry_the_specs_codes() {
     assert_eq!(call(&plugin, "CHECK", "a", "eth0", &no_check).1["code"], 1);
     assert_eq!(call(&plugin, "GC", "", "", &c).1["code"], 1, "GC needs a 1.1.0 config");
     assert_eq!(call(&plugin, "ADD", "", "eth0", &c).1["code"], 4);
-    assert_eq!(call(&plugin, "ADD", "a", "eth0", &json!({ "cniVersion": "1.0.0", "name": "n", "ipam": { "type": "host-local" } })).1["code"], 7);
-    let (code, error) = call(&plugin, "ADD", "a", "eth0", &conf("1.0.0", &t.0.join("data"), json!({ "ranges": [[{ "subnet": "10.0.0.0/24", "rangeStart": "10.0.1.1" }]] })));
+    assert_eq!(
+        call(
+            &plugin,
+            "ADD",
+            "a",
+            "eth0",
+            &json!({ "cniVersion": "1.0.0", "name": "n", "ipam": { "type": "host-local" } })
+        )
+        .1["code"],
+        7
+    );
+    let (code, error) = call(
+        &plugin,
+        "ADD",
+        "a",
+        "eth0",
+        &conf(
+            "1.0.0",
+            &t.0.join("data"),
+            json!({ "ranges": [[{ "subnet": "10.0.0.0/24", "rangeStart": "10.0.1.1" }]] }),
+        ),
+    );
     assert_eq!((code, error["code"].clone()), (1, json!(7)), "{error}");
     // Not JSON at all.
-    let mut child = Command::new(&plugin).env("CNI_COMMAND", "ADD").env("CNI_CONTAINERID", "a").env("CNI_IFNAME", "eth0").env("CNI_NETNS", "/x").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(&plugin)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "a")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", "/x")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"{not json").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["code"], 6);
@@ -180,8 +245,19 @@ fn concurrent_adds_get_distinct_addresses_and_dels_free_them_all() {
     let plugin = berth(&t);
     let c = conf("1.0.0", &t.0.join("data"), json!({ "ranges": [[{ "subnet": "10.40.0.0/24" }]] }));
     let results: Vec<Value> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = (0..50).map(|n| { let (plugin, c) = (&plugin, &c); scope.spawn(move || call(plugin, "ADD", &format!("c{n}"), "eth0", c)) }).collect();
-        jobs.into_iter().map(|j| { let (code, result) = j.join().unwrap(); assert_eq!(code, 0, "{result}"); result }).collect()
+        let jobs: Vec<_> = (0..50)
+            .map(|n| {
+                let (plugin, c) = (&plugin, &c);
+                scope.spawn(move || call(plugin, "ADD", &format!("c{n}"), "eth0", c))
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|j| {
+                let (code, result) = j.join().unwrap();
+                assert_eq!(code, 0, "{result}");
+                result
+            })
+            .collect()
     });
     let mut all: Vec<String> = results.iter().flat_map(addresses).collect();
     all.sort();
@@ -193,14 +269,21 @@ fn concurrent_adds_get_distinct_addresses_and_dels_free_them_all() {
             scope.spawn(move || assert_eq!(call(plugin, "DEL", &format!("c{n}"), "eth0", c).0, 0));
         }
     });
-    let left: Vec<String> = std::fs::read_dir(t.0.join("data/testnet")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect();
+    let left: Vec<String> = std::fs::read_dir(t.0.join("data/testnet"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
 fn reference_ready(test: &str) -> bool {
     let found = Path::new(REFERENCE).exists();
     if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs Debian's containernetworking-plugins; `make deps` installs it");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} needs Debian's containernetworking-plugins; `make deps` installs it"
+        );
         eprintln!("skipping {test}: {REFERENCE} is missing");
     }
     found
@@ -214,7 +297,10 @@ fn same_results_as_the_reference_plugin() {
     let t = Temp::new();
     let plugin = berth(&t);
     for version in ["0.4.0", "1.0.0"] {
-        let ipams = [dual_stack(), json!({ "ranges": [[{ "subnet": "10.50.0.0/24", "rangeStart": "10.50.0.10", "rangeEnd": "10.50.0.20", "gateway": "10.50.0.11" }]], "routes": [{ "dst": "10.60.0.0/16", "gw": "10.50.0.1" }] })];
+        let ipams = [
+            dual_stack(),
+            json!({ "ranges": [[{ "subnet": "10.50.0.0/24", "rangeStart": "10.50.0.10", "rangeEnd": "10.50.0.20", "gateway": "10.50.0.11" }]], "routes": [{ "dst": "10.60.0.0/16", "gw": "10.50.0.1" }] }),
+        ];
         for (n, ipam) in ipams.iter().enumerate() {
             let ours = conf(version, &t.0.join(format!("ours-{version}-{n}")), ipam.clone());
             let theirs = conf(version, &t.0.join(format!("theirs-{version}-{n}")), ipam.clone());
@@ -254,7 +340,11 @@ fn a_store_is_shared_with_the_reference_plugin() {
     assert_eq!(call(&plugin, "DEL", "ref-1", "eth0", &c).0, 0);
     assert_eq!(call(reference, "DEL", "berth-2", "eth0", &c).0, 0);
     assert_eq!(call(&plugin, "CHECK", "berth-2", "eth0", &c).1["code"], 3);
-    let held: Vec<String> = std::fs::read_dir(t.0.join("data/testnet")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect();
+    let held: Vec<String> = std::fs::read_dir(t.0.join("data/testnet"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
     assert_eq!(held, ["10.70.0.2"]);
 }
 
@@ -278,7 +368,11 @@ fn wrong_types_are_refused_and_unknown_keys_ignored_as_by_the_reference() {
     assert!(!t.0.join("wrong").exists(), "a refused config opened a store");
     // Keys neither knows, at the top, in ipam and in a range: ignored, the same result.
     let unknown = |dir: &str| {
-        let mut c = conf("1.0.0", &t.0.join(dir), json!({ "ranges": [[{ "subnet": "10.80.0.0/24", "someday": [1] }]], "someday": { "x": true } }));
+        let mut c = conf(
+            "1.0.0",
+            &t.0.join(dir),
+            json!({ "ranges": [[{ "subnet": "10.80.0.0/24", "someday": [1] }]], "someday": { "x": true } }),
+        );
         c["someday"] = json!(1.5);
         c
     };

@@ -24,15 +24,11 @@ fn staged_name(path: &str) -> Option<String> {
 /// legacy docker-archive.
 pub fn stage(file: &Path, staging: &Path) -> Result<()> {
     let input = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    fs::create_dir_all(staging.join("blobs/sha256"))
-        .with_context(|| format!("cannot create {}", staging.display()))?;
+    fs::create_dir_all(staging.join("blobs/sha256")).with_context(|| format!("cannot create {}", staging.display()))?;
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .with_context(|| format!("{} is not a tar archive", file.display()))?;
+    let entries = archive.entries().with_context(|| format!("{} is not a tar archive", file.display()))?;
     for entry in entries {
-        let mut entry =
-            entry.with_context(|| format!("{} is not a readable tar archive", file.display()))?;
+        let mut entry = entry.with_context(|| format!("{} is not a readable tar archive", file.display()))?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         if kind.is_dir() {
@@ -50,8 +46,7 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
         let target = staging.join(&name);
         let mut out = File::create_new(&target)
             .with_context(|| format!("archive entry {path:?} appears twice or cannot be staged"))?;
-        io::copy(&mut entry, &mut out)
-            .with_context(|| format!("cannot read archive entry {path:?}"))?;
+        io::copy(&mut entry, &mut out).with_context(|| format!("cannot read archive entry {path:?}"))?;
     }
     Ok(())
 }

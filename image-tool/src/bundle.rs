@@ -15,8 +15,8 @@ use crate::extract::Limits;
 use crate::image::{self, chain_ids};
 use crate::in_use;
 use crate::layers;
-use oci_spec::image::Platform;
 use crate::store::{Locked, Store};
+use oci_spec::image::Platform;
 
 /// What the store remembers of a bundle.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -39,7 +39,8 @@ pub fn records(store: &Store) -> Result<BTreeMap<String, BundleRecord>> {
 
 fn write_records(locked: &Locked<'_>, records: &BTreeMap<String, BundleRecord>) -> Result<()> {
     let tmp = locked.staging("bundles.json");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(records)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(records)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, locked.store().root().join("bundles.json")).context("cannot update the store's bundles.json")
 }
 
@@ -47,12 +48,21 @@ fn write_records(locked: &Locked<'_>, records: &BTreeMap<String, BundleRecord>) 
 fn bundle_key(bundle: &Path) -> Result<PathBuf> {
     let parent = bundle.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = bundle.file_name().with_context(|| format!("{} names no bundle directory", bundle.display()))?;
-    Ok(std::fs::canonicalize(parent).with_context(|| format!("the bundle's parent {} does not exist", parent.display()))?.join(name))
+    Ok(std::fs::canonicalize(parent)
+        .with_context(|| format!("the bundle's parent {} does not exist", parent.display()))?
+        .join(name))
 }
 
 /// Makes `bundle` from image `name`: layers extracted if needed, overlay mounted, config
 /// written. On failure nothing of the bundle is left.
-pub fn unpack(store: &Store, name: &str, bundle: &Path, platform: Option<&Platform>, limits: Limits, progress: &mut dyn FnMut(&str)) -> Result<()> {
+pub fn unpack(
+    store: &Store,
+    name: &str,
+    bundle: &Path,
+    platform: Option<&Platform>,
+    limits: Limits,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
     let locked = store.lock()?;
     let key = bundle_key(bundle)?;
     if key.exists() && std::fs::read_dir(&key).map(|mut d| d.next().is_some()).unwrap_or(true) {
@@ -69,24 +79,39 @@ pub fn unpack(store: &Store, name: &str, bundle: &Path, platform: Option<&Platfo
     let mut all = records(store)?;
     all.insert(
         key.display().to_string(),
-        BundleRecord { image: name.to_string(), manifest: image.manifest.to_string(), chain_ids: chain_ids(&image.diff_ids).iter().map(|c| c.to_string()).collect() },
+        BundleRecord {
+            image: name.to_string(),
+            manifest: image.manifest.to_string(),
+            chain_ids: chain_ids(&image.diff_ids).iter().map(|c| c.to_string()).collect(),
+        },
     );
     write_records(&locked, &all)
 }
 
 fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
     for dir in ["upper", "work", "rootfs"] {
-        std::fs::create_dir_all(bundle.join(dir)).with_context(|| format!("cannot create {}", bundle.join(dir).display()))?;
+        std::fs::create_dir_all(bundle.join(dir))
+            .with_context(|| format!("cannot create {}", bundle.join(dir).display()))?;
     }
     mount_overlay(&bundle.join("rootfs"), lowers, &bundle.join("upper"), &bundle.join("work"))?;
     let hostname: String = image.manifest.hex().chars().take(12).collect();
     let volumes = bundle.join("volumes");
-    let spec = convert::runtime_config(&image.config, &bundle.join("rootfs"), &hostname, |path| volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string())?;
-    for source in spec.mounts().iter().flatten().filter(|m| m.typ().as_deref() == Some("bind")).filter_map(|m| m.source().as_ref()) {
-        std::fs::create_dir_all(source).with_context(|| format!("cannot create the volume directory {}", source.display()))?;
+    let spec = convert::runtime_config(&image.config, &bundle.join("rootfs"), &hostname, |path| {
+        volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string()
+    })?;
+    for source in spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.typ().as_deref() == Some("bind"))
+        .filter_map(|m| m.source().as_ref())
+    {
+        std::fs::create_dir_all(source)
+            .with_context(|| format!("cannot create the volume directory {}", source.display()))?;
     }
     let config = bundle.join("config.json");
-    std::fs::write(&config, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("cannot write {}", config.display()))
+    std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
+        .with_context(|| format!("cannot write {}", config.display()))
 }
 
 /// Mounts overlay on `target` with the new mount API, one `lowerdir+` per layer (topmost
@@ -95,17 +120,21 @@ fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -
     let context = "cannot mount the overlay rootfs";
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).context(context)?;
     for lower in lowers.iter().rev() {
-        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", lower.as_path()).with_context(|| format!("{context}: layer {}", lower.display()))?;
+        rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", lower.as_path())
+            .with_context(|| format!("{context}: layer {}", lower.display()))?;
     }
     rustix::mount::fsconfig_set_string(fs.as_fd(), "upperdir", upper).context(context)?;
     rustix::mount::fsconfig_set_string(fs.as_fd(), "workdir", work).context(context)?;
     // Nothing in a layer may steer the mount: no index, no metacopy, no redirects.
     for (key, value) in [("index", "off"), ("metacopy", "off"), ("redirect_dir", "off")] {
-        rustix::mount::fsconfig_set_string(fs.as_fd(), key, value).with_context(|| format!("{context}: {key}={value}"))?;
+        rustix::mount::fsconfig_set_string(fs.as_fd(), key, value)
+            .with_context(|| format!("{context}: {key}={value}"))?;
     }
     rustix::mount::fsconfig_create(fs.as_fd()).with_context(|| format!("{context} ({} layers)", lowers.len()))?;
-    let mount = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).context(context)?;
-    rustix::mount::move_mount(mount.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).with_context(|| format!("{context} on {}", target.display()))?;
+    let mount =
+        rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).context(context)?;
+    rustix::mount::move_mount(mount.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .with_context(|| format!("{context} on {}", target.display()))?;
     Ok(())
 }
 
@@ -114,7 +143,8 @@ fn mount_overlay(target: &Path, lowers: &[PathBuf], upper: &Path, work: &Path) -
 fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
     let rootfs = bundle.join("rootfs");
     if is_mount_point(&rootfs) {
-        rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH).with_context(|| format!("cannot unmount {}", rootfs.display()))?;
+        rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH)
+            .with_context(|| format!("cannot unmount {}", rootfs.display()))?;
     }
     for entry in ["rootfs", "upper", "work", "volumes"] {
         let path = bundle.join(entry);
@@ -164,7 +194,8 @@ fn refuse_if_in_use(bundle: &Path) -> Result<()> {
     if users.is_empty() {
         return Ok(());
     }
-    let named: Vec<String> = users.iter().map(|u| format!("process {} ({}) has its {} there", u.pid, u.command, u.through)).collect();
+    let named: Vec<String> =
+        users.iter().map(|u| format!("process {} ({}) has its {} there", u.pid, u.command, u.through)).collect();
     bail!(
         "bundle {} is in use, not released: {}; stop and delete its container first (`berth delete ID` or your runtime's delete) and end any process using {}",
         bundle.display(),

@@ -64,9 +64,16 @@ fn progress_on_terminal() -> impl FnMut(&str) {
     }
 }
 
-pub fn unpack(store: &Store, name: &str, bundle: &std::path::Path, platform: Option<&str>, limits: crate::extract::Limits) -> Result<()> {
+pub fn unpack(
+    store: &Store,
+    name: &str,
+    bundle: &std::path::Path,
+    platform: Option<&str>,
+    limits: crate::extract::Limits,
+) -> Result<()> {
     let platform = platform.map(manifest::parse_platform).transpose()?;
-    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &mut progress_on_terminal()).with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
+    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &mut progress_on_terminal())
+        .with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
 }
 
 pub fn release(store: &Store, bundle: &std::path::Path) -> Result<()> {
@@ -92,7 +99,12 @@ pub fn df(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-pub fn pull(store: &Store, reference: &str, options: &crate::registry::PullOptions, out: &mut impl Write) -> Result<()> {
+pub fn pull(
+    store: &Store,
+    reference: &str,
+    options: &crate::registry::PullOptions,
+    out: &mut impl Write,
+) -> Result<()> {
     let locked = store.lock()?;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = move |line: &str| {
@@ -100,7 +112,8 @@ pub fn pull(store: &Store, reference: &str, options: &crate::registry::PullOptio
             eprintln!("{line}");
         }
     };
-    let name = crate::registry::pull(&locked, reference, options, &progress).with_context(|| format!("pull of {reference} failed"))?;
+    let name = crate::registry::pull(&locked, reference, options, &progress)
+        .with_context(|| format!("pull of {reference} failed"))?;
     writeln!(out, "{name}")?;
     Ok(())
 }

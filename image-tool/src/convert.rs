@@ -9,12 +9,12 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    get_default_namespaces, Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroupBuilder, LinuxNamespaceType, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
-    UserBuilder,
+    get_default_namespaces, Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroupBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec, UserBuilder,
 };
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use oci_spec::image::ImageConfiguration;
 
 /// Largest `/etc/passwd` or `/etc/group` read from an image.
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
@@ -30,14 +30,24 @@ pub struct Identity {
 /// Reads `path` (absolute, inside the image) with every symlink resolved inside `rootfs`;
 /// None when it does not exist.
 fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
-    let root = rustix::fs::open(rootfs, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).with_context(|| format!("cannot open {}", rootfs.display()))?;
-    let fd = match rustix::fs::openat2(&root, path.trim_start_matches('/'), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS) {
+    let root = rustix::fs::open(rootfs, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("cannot open {}", rootfs.display()))?;
+    let fd = match rustix::fs::openat2(
+        &root,
+        path.trim_start_matches('/'),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    ) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot open the image's {path}")),
     };
     let mut text = String::new();
-    std::fs::File::from(fd).take(MAX_ACCOUNT_FILE + 1).read_to_string(&mut text).with_context(|| format!("cannot read the image's {path}"))?;
+    std::fs::File::from(fd)
+        .take(MAX_ACCOUNT_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read the image's {path}"))?;
     if text.len() as u64 > MAX_ACCOUNT_FILE {
         bail!("the image's {path} is larger than {MAX_ACCOUNT_FILE} bytes; refusing to read it");
     }
@@ -56,9 +66,16 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Identity> {
     let passwd = read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default();
     let groups = read_in_root(rootfs, "/etc/group")?.unwrap_or_default();
     // name:x:uid:gid:...
-    let account = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && (f[0] == user_part || f[2] == user_part));
+    let account = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user_part || f[2] == user_part));
     let (uid, primary, name) = match (&account, user_part.parse::<u32>()) {
-        (Some(f), _) => (f[2].parse().context("bad uid in the image's /etc/passwd")?, f[3].parse().context("bad gid in the image's /etc/passwd")?, Some(f[0].to_string())),
+        (Some(f), _) => (
+            f[2].parse().context("bad uid in the image's /etc/passwd")?,
+            f[3].parse().context("bad gid in the image's /etc/passwd")?,
+            Some(f[0].to_string()),
+        ),
         (None, Ok(uid)) => (uid, 0, None),
         (None, Err(_)) => bail!("user {user_part:?} (the image's User) is not in the image's /etc/passwd"),
     };
@@ -102,7 +119,8 @@ fn env_with_path(mut env: Vec<String>) -> Vec<String> {
 
 /// A Volumes path must be absolute and clean (no `.`, `..`, empty or trailing parts).
 pub fn check_volume(path: &str) -> Result<()> {
-    let clean = path.starts_with('/') && path.len() > 1 && path[1..].split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    let clean =
+        path.starts_with('/') && path.len() > 1 && path[1..].split('/').all(|p| !p.is_empty() && p != "." && p != "..");
     if !clean {
         bail!("the image's volume {path:?} is not an absolute, clean path; refusing the image");
     }
@@ -121,7 +139,12 @@ pub fn check_volume(path: &str) -> Result<()> {
 /// - linux: namespaces pid, network, ipc, uts, mount (no cgroup namespace, as Docker on
 ///   cgroup v1 and runc 1.1's spec) and a deny-all device rule (runc's spec has it; oci-spec's
 ///   default list is empty).
-pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname: &str, volume_dir: impl Fn(&str) -> String) -> Result<Spec> {
+pub fn runtime_config(
+    image_config: &ImageConfiguration,
+    rootfs: &Path,
+    hostname: &str,
+    volume_dir: impl Fn(&str) -> String,
+) -> Result<Spec> {
     let config = image_config.config().clone().unwrap_or_default();
     let mut args = config.entrypoint().clone().unwrap_or_default();
     args.extend(config.cmd().clone().unwrap_or_default());
@@ -132,7 +155,13 @@ pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname
     let cwd = config.working_dir().as_deref().filter(|s| !s.is_empty()).unwrap_or("/");
     let mut annotations = HashMap::new();
     let (os, architecture) = (image_config.os().to_string(), image_config.architecture().to_string());
-    for (key, field) in [("org.opencontainers.image.os", Some(&os)), ("org.opencontainers.image.architecture", Some(&architecture)), ("org.opencontainers.image.author", image_config.author().as_ref()), ("org.opencontainers.image.created", image_config.created().as_ref()), ("org.opencontainers.image.stopSignal", config.stop_signal().as_ref())] {
+    for (key, field) in [
+        ("org.opencontainers.image.os", Some(&os)),
+        ("org.opencontainers.image.architecture", Some(&architecture)),
+        ("org.opencontainers.image.author", image_config.author().as_ref()),
+        ("org.opencontainers.image.created", image_config.created().as_ref()),
+        ("org.opencontainers.image.stopSignal", config.stop_signal().as_ref()),
+    ] {
         if let Some(text) = field.filter(|s| !s.is_empty()) {
             annotations.insert(key.to_string(), text.clone());
         }
@@ -155,7 +184,14 @@ pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for path in &sorted(config.volumes()) {
         check_volume(path)?;
-        mounts.push(MountBuilder::default().destination(path).typ("bind").source(volume_dir(path)).options(vec!["rbind".to_string(), "rw".to_string()]).build()?);
+        mounts.push(
+            MountBuilder::default()
+                .destination(path)
+                .typ("bind")
+                .source(volume_dir(path))
+                .options(vec!["rbind".to_string(), "rw".to_string()])
+                .build()?,
+        );
     }
     let docker_caps: Capabilities = DOCKER_CAPS.iter().copied().collect();
     let mut capabilities = LinuxCapabilities::default();
@@ -166,14 +202,22 @@ pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname
     capabilities.set_ambient(None);
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_terminal(Some(false));
-    process.set_user(UserBuilder::default().uid(identity.uid).gid(identity.gid).additional_gids(identity.additional_gids).build()?);
+    process.set_user(
+        UserBuilder::default().uid(identity.uid).gid(identity.gid).additional_gids(identity.additional_gids).build()?,
+    );
     process.set_args(Some(args));
     process.set_env(Some(env_with_path(config.env().clone().unwrap_or_default())));
     process.set_cwd(cwd.into());
     process.set_capabilities(Some(capabilities));
     let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_namespaces(Some(get_default_namespaces().into_iter().filter(|ns| ns.typ() != LinuxNamespaceType::Cgroup).collect()));
-    linux.set_resources(Some(LinuxResourcesBuilder::default().devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?]).build()?));
+    linux.set_namespaces(Some(
+        get_default_namespaces().into_iter().filter(|ns| ns.typ() != LinuxNamespaceType::Cgroup).collect(),
+    ));
+    linux.set_resources(Some(
+        LinuxResourcesBuilder::default()
+            .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?])
+            .build()?,
+    ));
     spec.set_process(Some(process));
     spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build()?));
     spec.set_hostname(Some(hostname.to_string()));
@@ -185,8 +229,20 @@ pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname
 
 /// The capabilities `docker run` gives a container.
 const DOCKER_CAPS: &[Capability] = &[
-    Capability::Chown, Capability::DacOverride, Capability::Fsetid, Capability::Fowner, Capability::Mknod, Capability::NetRaw, Capability::Setgid, Capability::Setuid, Capability::Setfcap, Capability::Setpcap,
-    Capability::NetBindService, Capability::SysChroot, Capability::Kill, Capability::AuditWrite,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
 ];
 
 #[cfg(test)]
@@ -209,7 +265,10 @@ mod tests {
         let default = Spec::default();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.args().as_ref().unwrap(), &["/bin/app", "--serve"]);
-        assert_eq!(process.env().as_ref().unwrap(), &["A=b", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+        assert_eq!(
+            process.env().as_ref().unwrap(),
+            &["A=b", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        );
         assert_eq!(process.cwd(), Path::new("/srv"));
         assert_eq!(process.rlimits(), default.process().as_ref().unwrap().rlimits());
         let caps = process.capabilities().as_ref().unwrap();
@@ -220,7 +279,8 @@ mod tests {
         let mounts = spec.mounts().as_ref().unwrap();
         let defaults = default.mounts().as_ref().unwrap();
         assert_eq!(&mounts[..defaults.len()], &defaults[..]);
-        let volumes: Vec<_> = mounts[defaults.len()..].iter().map(|m| (m.destination().clone(), m.source().clone().unwrap())).collect();
+        let volumes: Vec<_> =
+            mounts[defaults.len()..].iter().map(|m| (m.destination().clone(), m.source().clone().unwrap())).collect();
         assert_eq!(volumes, [("/a".into(), "/vol/a".into()), ("/var/b".into(), "/vol/var/b".into())]);
         let annotations = spec.annotations().as_ref().unwrap();
         assert_eq!(annotations["org.opencontainers.image.exposedPorts"], "80/tcp,90/udp");

@@ -52,8 +52,5 @@ pub fn copy_hashing(mut src: impl Read, mut dst: impl Write) -> std::io::Result<
         dst.write_all(&buf[..n])?;
         total += n as u64;
     }
-    Ok((
-        Digest(format!("sha256:{}", hex::encode(hasher.finalize()))),
-        total,
-    ))
+    Ok((Digest(format!("sha256:{}", hex::encode(hasher.finalize()))), total))
 }

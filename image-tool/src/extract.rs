@@ -53,7 +53,10 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         self.total += n as u64;
         if self.total > self.cap {
-            return Err(io::Error::other(format!("the layer expands past the {}-byte limit (--max-layer-bytes)", self.cap)));
+            return Err(io::Error::other(format!(
+                "the layer expands past the {}-byte limit (--max-layer-bytes)",
+                self.cap
+            )));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -101,7 +104,10 @@ const PIPELINE_DEPTH: usize = 8;
 const CHUNK: usize = 1 << 20;
 
 /// Reads the whole decompressed stream into `chunks`; returns its sha256 once it is all read.
-fn decompress_into<R: Read>(mut stream: Counting<R>, chunks: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) -> io::Result<[u8; 32]> {
+fn decompress_into<R: Read>(
+    mut stream: Counting<R>,
+    chunks: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<[u8; 32]> {
     loop {
         let mut buf = vec![0u8; CHUNK];
         match stream.read(&mut buf) {
@@ -193,12 +199,25 @@ impl Writer {
     fn dir(&self, parts: &[&str]) -> Result<OwnedFd> {
         let mut fd = rustix::io::dup(&self.root)?;
         for part in parts {
-            let opened = rustix::fs::openat2(&fd, *part, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS);
+            let opened = rustix::fs::openat2(
+                &fd,
+                *part,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            );
             fd = match opened {
                 Ok(next) => next,
                 Err(rustix::io::Errno::NOENT) => {
-                    rustix::fs::mkdirat(&fd, *part, Mode::from_raw_mode(0o755)).with_context(|| format!("cannot create directory {part:?}"))?;
-                    rustix::fs::openat2(&fd, *part, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS)?
+                    rustix::fs::mkdirat(&fd, *part, Mode::from_raw_mode(0o755))
+                        .with_context(|| format!("cannot create directory {part:?}"))?;
+                    rustix::fs::openat2(
+                        &fd,
+                        *part,
+                        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                    )?
                 }
                 Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::XDEV) => {
                     bail!("the parent directory {part:?} is a symlink or not a directory in this layer; refusing to write through it")
@@ -237,7 +256,8 @@ impl Writer {
                 bail!("malformed whiteout {raw:?}");
             }
             Self::clear(&parent, hidden, false)?;
-            return rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0).with_context(|| format!("cannot create the whiteout for {hidden:?}"));
+            return rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
+                .with_context(|| format!("cannot create the whiteout for {hidden:?}"));
         }
         let header = entry.header().clone();
         let kind = header.entry_type();
@@ -257,8 +277,14 @@ impl Writer {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 Self::clear(&parent, name, false)?;
-                let fd = rustix::fs::openat2(&parent, *name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o600), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS)
-                    .context("cannot create the file")?;
+                let fd = rustix::fs::openat2(
+                    &parent,
+                    *name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                )
+                .context("cannot create the file")?;
                 let mut file = File::from(fd);
                 io::copy(entry, &mut file).context("cannot write the file")?;
                 file.flush()?;
@@ -272,33 +298,50 @@ impl Writer {
                 let target = entry.link_name_bytes().context("hardlink without a target")?;
                 let target = String::from_utf8(target.into_owned()).context("the hardlink target is not UTF-8")?;
                 let target_parts = components(&target)?;
-                let Some((target_name, target_dirs)) = target_parts.split_last() else { bail!("hardlink to the layer's root") };
+                let Some((target_name, target_dirs)) = target_parts.split_last() else {
+                    bail!("hardlink to the layer's root")
+                };
                 let target_parent = self.dir(target_dirs)?;
                 // Only an entry this layer already wrote: nothing outside the layer exists here.
-                let st = rustix::fs::statat(&target_parent, *target_name, AtFlags::SYMLINK_NOFOLLOW).with_context(|| format!("hardlink target {target:?} is not in this layer"))?;
+                let st = rustix::fs::statat(&target_parent, *target_name, AtFlags::SYMLINK_NOFOLLOW)
+                    .with_context(|| format!("hardlink target {target:?} is not in this layer"))?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     bail!("hardlink to the directory {target:?}");
                 }
                 Self::clear(&parent, name, false)?;
-                rustix::fs::linkat(&target_parent, *target_name, &parent, *name, AtFlags::empty()).context("cannot create the hardlink")?;
+                rustix::fs::linkat(&target_parent, *target_name, &parent, *name, AtFlags::empty())
+                    .context("cannot create the hardlink")?;
                 return Ok(()); // the link shares its target's metadata
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (major, minor) = (header.device_major()?.unwrap_or(0), header.device_minor()?.unwrap_or(0));
                 let file_type = match kind {
-                    tar::EntryType::Char if major == 0 && minor == 0 => bail!("a 0/0 character device would read as an overlay whiteout; refusing the layer"),
+                    tar::EntryType::Char if major == 0 && minor == 0 => {
+                        bail!("a 0/0 character device would read as an overlay whiteout; refusing the layer")
+                    }
                     tar::EntryType::Char => FileType::CharacterDevice,
                     tar::EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
                 Self::clear(&parent, name, false)?;
-                rustix::fs::mknodat(&parent, *name, file_type, mode, rustix::fs::makedev(major, minor)).context("cannot create the device node")?;
+                rustix::fs::mknodat(&parent, *name, file_type, mode, rustix::fs::makedev(major, minor))
+                    .context("cannot create the device node")?;
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => return Ok(()),
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => return Ok(()),
             other => bail!("unsupported tar entry type {other:?}"),
         }
         // Owner first: chown clears setuid and setgid, which the mode then restores.
-        rustix::fs::chownat(&parent, *name, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW).context("cannot set the owner")?;
+        rustix::fs::chownat(
+            &parent,
+            *name,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .context("cannot set the owner")?;
         if kind != tar::EntryType::Symlink {
             rustix::fs::chmodat(&parent, *name, mode, AtFlags::empty()).context("cannot set the mode")?;
         }
@@ -310,7 +353,8 @@ impl Writer {
             }
         }
         if kind != tar::EntryType::Directory {
-            rustix::fs::utimensat(&parent, *name, &stamp(mtime), AtFlags::SYMLINK_NOFOLLOW).context("cannot set the times")?;
+            rustix::fs::utimensat(&parent, *name, &stamp(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                .context("cannot set the times")?;
         }
         Ok(())
     }
@@ -348,12 +392,19 @@ fn escape_xattr(key: &str) -> String {
 /// Sets an xattr on `name` in `parent` without following a final symlink.
 fn set_xattr(parent: &OwnedFd, name: &str, key: &str, value: &[u8]) -> Result<()> {
     let path = format!("/proc/self/fd/{}/{}", parent.as_fd().as_raw_fd(), name);
-    rustix::fs::lsetxattr(path.as_str(), key, value, rustix::fs::XattrFlags::empty()).with_context(|| format!("cannot set xattr {key}"))
+    rustix::fs::lsetxattr(path.as_str(), key, value, rustix::fs::XattrFlags::empty())
+        .with_context(|| format!("cannot set xattr {key}"))
 }
 
 /// Removes `name` in `parent` and everything below it, without following symlinks.
 fn remove_tree(parent: &OwnedFd, name: &str) -> Result<()> {
-    let dir = rustix::fs::openat2(parent, name, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS)?;
+    let dir = rustix::fs::openat2(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    )?;
     let mut children: HashMap<String, bool> = HashMap::new();
     for entry in rustix::fs::Dir::read_from(&dir)? {
         let entry = entry?;

@@ -31,7 +31,12 @@ fn mark(store: &Store, digest: &str, media_type: &str, live: &mut Live) -> Resul
             // Only the DiffIDs are read, not oci-spec's whole ImageConfiguration: gc must walk
             // every stored image, also one whose config unpack would refuse.
             let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&config_digest)?)?;
-            let diff_ids = config["rootfs"]["diff_ids"].as_array().into_iter().flatten().map(|d| Digest::parse(d.as_str().unwrap_or_default())).collect::<Result<Vec<_>>>()?;
+            let diff_ids = config["rootfs"]["diff_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| Digest::parse(d.as_str().unwrap_or_default()))
+                .collect::<Result<Vec<_>>>()?;
             live.layers.extend(chain_ids(&diff_ids).iter().map(|c| c.hex().to_string()));
         }
         Parsed::Index(index) => {
@@ -70,7 +75,8 @@ pub fn collect(locked: &Locked<'_>) -> Result<Vec<String>> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !live.layers.contains(&name) {
-            fs::remove_dir_all(entry.path()).with_context(|| format!("cannot remove unused layer {}", entry.path().display()))?;
+            fs::remove_dir_all(entry.path())
+                .with_context(|| format!("cannot remove unused layer {}", entry.path().display()))?;
             removed.push(format!("layer sha256:{name}"));
         }
     }

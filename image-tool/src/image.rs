@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::digest::Digest;
 use crate::manifest::{self, Parsed};
-use oci_spec::image::{Descriptor, ImageConfiguration, Platform};
 use crate::store::Store;
+use oci_spec::image::{Descriptor, ImageConfiguration, Platform};
 
 /// Layer media types berth can extract (tar, gzip, zstd; OCI and Docker names).
 const LAYER_TYPES: &[&str] = &[
@@ -39,10 +39,21 @@ pub fn load(store: &Store, name: &str, platform: Option<&Platform>) -> Result<Im
         match manifest::parse(&media_type, &store.read_blob(&digest)?, &digest)? {
             Parsed::Index(index) => {
                 let entries = index.manifests();
-                let chosen = entries.iter().find(|d| d.platform().as_ref().is_some_and(|p| manifest::platform_matches(wanted, p)));
-                let Some(chosen) = chosen.or(if entries.len() == 1 && entries[0].platform().is_none() { entries.first() } else { None }) else {
-                    let offered: Vec<String> = entries.iter().filter_map(|d| d.platform().as_ref().map(manifest::platform_name)).collect();
-                    bail!("image {name:?} has no manifest for {} (it offers: {}); choose one with --platform", manifest::platform_name(wanted), offered.join(", "));
+                let chosen = entries
+                    .iter()
+                    .find(|d| d.platform().as_ref().is_some_and(|p| manifest::platform_matches(wanted, p)));
+                let Some(chosen) = chosen.or(if entries.len() == 1 && entries[0].platform().is_none() {
+                    entries.first()
+                } else {
+                    None
+                }) else {
+                    let offered: Vec<String> =
+                        entries.iter().filter_map(|d| d.platform().as_ref().map(manifest::platform_name)).collect();
+                    bail!(
+                        "image {name:?} has no manifest for {} (it offers: {}); choose one with --platform",
+                        manifest::platform_name(wanted),
+                        offered.join(", ")
+                    );
                 };
                 digest = manifest::digest_of(chosen)?;
                 media_type = chosen.media_type().to_string();
@@ -50,15 +61,25 @@ pub fn load(store: &Store, name: &str, platform: Option<&Platform>) -> Result<Im
             Parsed::Image(image_manifest) => {
                 let config_digest = manifest::digest_of(image_manifest.config())?;
                 let layers = image_manifest.layers().clone();
-                let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&config_digest)?).with_context(|| format!("image config {config_digest} is not a valid image config"))?;
+                let config: ImageConfiguration = serde_json::from_slice(&store.read_blob(&config_digest)?)
+                    .with_context(|| format!("image config {config_digest} is not a valid image config"))?;
                 for layer in &layers {
                     if !LAYER_TYPES.contains(&layer.media_type().as_ref()) {
-                        bail!("layer {} of image {name:?} has media type {:?}, which berth cannot extract", layer.digest(), layer.media_type().as_ref());
+                        bail!(
+                            "layer {} of image {name:?} has media type {:?}, which berth cannot extract",
+                            layer.digest(),
+                            layer.media_type().as_ref()
+                        );
                     }
                 }
-                let diff_ids = config.rootfs().diff_ids().iter().map(|d| Digest::parse(d)).collect::<Result<Vec<_>>>()?;
+                let diff_ids =
+                    config.rootfs().diff_ids().iter().map(|d| Digest::parse(d)).collect::<Result<Vec<_>>>()?;
                 if diff_ids.len() != layers.len() {
-                    bail!("image {name:?} lists {} layers but {} DiffIDs; the image is corrupt", layers.len(), diff_ids.len());
+                    bail!(
+                        "image {name:?} lists {} layers but {} DiffIDs; the image is corrupt",
+                        layers.len(),
+                        diff_ids.len()
+                    );
                 }
                 if layers.is_empty() {
                     bail!("image {name:?} has no layers, so there is no filesystem to unpack");

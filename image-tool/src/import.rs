@@ -23,8 +23,7 @@ fn split_arg(arg: &str) -> (PathBuf, Option<String>) {
 /// returns the names stored.
 pub fn import(locked: &Locked<'_>, arg: &str) -> Result<Vec<String>> {
     let (path, tag) = split_arg(arg);
-    let meta = fs::metadata(&path)
-        .with_context(|| format!("cannot import {}: it does not exist", path.display()))?;
+    let meta = fs::metadata(&path).with_context(|| format!("cannot import {}: it does not exist", path.display()))?;
     if meta.is_dir() {
         layout::import_dir(locked, &path, tag.as_deref())
     } else {
@@ -37,8 +36,8 @@ pub fn import(locked: &Locked<'_>, arg: &str) -> Result<Vec<String>> {
 fn import_archive(locked: &Locked<'_>, file: &Path, tag: Option<&str>) -> Result<Vec<String>> {
     let staging = locked.staging_dir("archive")?;
     let result = stage_archive(file, &staging).and_then(|()| layout::import_dir(locked, &staging, tag));
-    let cleanup = fs::remove_dir_all(&staging)
-        .with_context(|| format!("cannot remove staging directory {}", staging.display()));
+    let cleanup =
+        fs::remove_dir_all(&staging).with_context(|| format!("cannot remove staging directory {}", staging.display()));
     let names = result.with_context(|| format!("in archive {}", file.display()))?;
     cleanup?;
     Ok(names)

@@ -67,7 +67,9 @@ pub fn users(rootfs: &Path) -> Result<Vec<User>> {
         for (link, through) in [("root", "root directory"), ("cwd", "working directory")] {
             match lies_in(&format!("/proc/{pid}/{link}"), &tree) {
                 Ok(true) => {
-                    let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim_end().to_string()).unwrap_or_else(|_| "?".into());
+                    let command = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .map(|c| c.trim_end().to_string())
+                        .unwrap_or_else(|_| "?".into());
                     found.push(User { pid, command, through });
                     break;
                 }
@@ -77,7 +79,9 @@ pub fn users(rootfs: &Path) -> Result<Vec<User>> {
                 // Hidden from root too (an LSM or a non-dumpable process of another user
                 // namespace): nothing to compare, and no reason to block every release.
                 Err(e) if e == Errno::ACCESS || e == Errno::PERM => break,
-                Err(e) => return Err(std::io::Error::from(e)).with_context(|| format!("cannot inspect /proc/{pid}/{link}")),
+                Err(e) => {
+                    return Err(std::io::Error::from(e)).with_context(|| format!("cannot inspect /proc/{pid}/{link}"))
+                }
             }
         }
     }

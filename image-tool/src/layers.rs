@@ -12,7 +12,12 @@ use crate::image::{chain_ids, Image};
 use crate::store::Locked;
 
 /// The extracted directories of `image`'s layers, bottom first, extracting what is missing.
-pub fn ensure(locked: &Locked<'_>, image: &Image, limits: Limits, progress: &mut dyn FnMut(&str)) -> Result<Vec<PathBuf>> {
+pub fn ensure(
+    locked: &Locked<'_>,
+    image: &Image,
+    limits: Limits,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>> {
     let store = locked.store();
     let chains = chain_ids(&image.diff_ids);
     let dirs: Vec<PathBuf> = chains.iter().map(|c| store.root().join("layers").join(c.hex())).collect();
@@ -28,7 +33,14 @@ pub fn ensure(locked: &Locked<'_>, image: &Image, limits: Limits, progress: &mut
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let Some(i) = queue.lock().unwrap().pop() else { return };
-                if let Err(e) = extract_one(locked, image.layers[i].digest().as_ref(), &image.diff_ids[i], &chains[i], &dirs[i], limits) {
+                if let Err(e) = extract_one(
+                    locked,
+                    image.layers[i].digest().as_ref(),
+                    &image.diff_ids[i],
+                    &chains[i],
+                    &dirs[i],
+                    limits,
+                ) {
                     failures.lock().unwrap().push(e);
                 }
             });
@@ -41,7 +53,14 @@ pub fn ensure(locked: &Locked<'_>, image: &Image, limits: Limits, progress: &mut
 }
 
 /// Extracts one layer into staging and renames it in once its DiffID checks out.
-fn extract_one(locked: &Locked<'_>, blob_digest: &str, diff_id: &Digest, chain: &Digest, dest: &Path, limits: Limits) -> Result<()> {
+fn extract_one(
+    locked: &Locked<'_>,
+    blob_digest: &str,
+    diff_id: &Digest,
+    chain: &Digest,
+    dest: &Path,
+    limits: Limits,
+) -> Result<()> {
     let blob = locked.store().blob_path(&Digest::parse(blob_digest)?);
     let staging = locked.staging(&format!("layer-{}", chain.hex()));
     std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;

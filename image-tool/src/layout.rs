@@ -2,41 +2,29 @@
 //! each blob is verified by the store as it is copied in.
 use crate::digest::Digest;
 use crate::manifest::{self, Parsed};
-use oci_spec::image::Descriptor;
 use crate::store::{ImageRef, Locked};
 use anyhow::{bail, Context, Result};
+use oci_spec::image::Descriptor;
 use std::fs::{self, File};
 use std::path::Path;
 
 /// Imports the images of the layout directory `dir` (every named manifest, or `tag`).
 pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<Vec<String>> {
     let marker = dir.join("oci-layout");
-    let marker_text = fs::read_to_string(&marker).with_context(|| {
-        format!(
-            "{} is not an OCI image layout: {} is missing",
-            dir.display(),
-            marker.display()
-        )
-    })?;
-    let marker_json: serde_json::Value = serde_json::from_str(&marker_text)
-        .with_context(|| format!("{} is not valid JSON", marker.display()))?;
+    let marker_text = fs::read_to_string(&marker)
+        .with_context(|| format!("{} is not an OCI image layout: {} is missing", dir.display(), marker.display()))?;
+    let marker_json: serde_json::Value =
+        serde_json::from_str(&marker_text).with_context(|| format!("{} is not valid JSON", marker.display()))?;
     if marker_json["imageLayoutVersion"] != "1.0.0" {
-        bail!(
-            "{} has an unsupported imageLayoutVersion (expected 1.0.0)",
-            marker.display()
-        );
+        bail!("{} has an unsupported imageLayoutVersion (expected 1.0.0)", marker.display());
     }
     let index_path = dir.join("index.json");
-    let index_data =
-        fs::read(&index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
+    let index_data = fs::read(&index_path).with_context(|| format!("cannot read {}", index_path.display()))?;
     let index_digest = Digest::of_bytes(&index_data);
     let Parsed::Index(index) = manifest::parse(manifest::OCI_INDEX, &index_data, &index_digest)
         .with_context(|| format!("in {}", index_path.display()))?
     else {
-        bail!(
-            "{} is an image manifest, not an index",
-            index_path.display()
-        );
+        bail!("{} is an image manifest, not an index", index_path.display());
     };
 
     let selected: Vec<(String, Descriptor)> = index
@@ -67,10 +55,7 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
         copy_tree(locked, dir, &desc)?;
         locked.set_ref(
             &name,
-            ImageRef {
-                digest: desc.digest().to_string(),
-                media_type: desc.media_type().to_string(),
-            },
+            ImageRef { digest: desc.digest().to_string(), media_type: desc.media_type().to_string() },
         )?;
         names.push(name);
     }
@@ -81,17 +66,10 @@ pub fn import_dir(locked: &Locked<'_>, dir: &Path, tag: Option<&str>) -> Result<
 fn copy_tree(locked: &Locked<'_>, dir: &Path, desc: &Descriptor) -> Result<()> {
     let digest = manifest::digest_of(desc)?;
     let path = dir.join("blobs/sha256").join(digest.hex());
-    let meta = fs::symlink_metadata(&path).with_context(|| {
-        format!(
-            "blob {digest} is missing from the layout ({})",
-            path.display()
-        )
-    })?;
+    let meta = fs::symlink_metadata(&path)
+        .with_context(|| format!("blob {digest} is missing from the layout ({})", path.display()))?;
     if !meta.is_file() {
-        bail!(
-            "blob {digest} in the layout is not a regular file ({}); refusing it",
-            path.display()
-        );
+        bail!("blob {digest} in the layout is not a regular file ({}); refusing it", path.display());
     }
     let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     locked.put_blob(file, &digest, desc.size())?;

@@ -76,7 +76,8 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
             manifest = Some(text);
         }
     }
-    let images: Vec<SavedImage> = serde_json::from_slice(&manifest.context("the archive has no manifest.json")?).context("manifest.json of the docker-archive is not valid")?;
+    let images: Vec<SavedImage> = serde_json::from_slice(&manifest.context("the archive has no manifest.json")?)
+        .context("manifest.json of the docker-archive is not valid")?;
     // Every file the images name, by resolved path.
     let mut wanted: HashMap<String, Option<(String, u64)>> = HashMap::new();
     for image in &images {
@@ -96,12 +97,17 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
             bail!("archive entry {path:?} is not a regular file");
         }
         let partial = staging.join(format!("legacy-{n}"));
-        let (digest, size) = copy_hashing(&mut entry, io::BufWriter::new(File::create(&partial)?)).with_context(|| format!("cannot read archive entry {path:?}"))?;
+        let (digest, size) = copy_hashing(&mut entry, io::BufWriter::new(File::create(&partial)?))
+            .with_context(|| format!("cannot read archive entry {path:?}"))?;
         fs::rename(&partial, blobs.join(digest.hex()))?;
         *slot = Some((digest.to_string(), size));
     }
     let found = |path: &str| -> Result<(String, u64)> {
-        wanted.get(&resolve(path, &links)?).cloned().flatten().with_context(|| format!("the archive lacks {path:?}, which manifest.json names"))
+        wanted
+            .get(&resolve(path, &links)?)
+            .cloned()
+            .flatten()
+            .with_context(|| format!("the archive lacks {path:?}, which manifest.json names"))
     };
     let mut entries = Vec::new();
     for image in &images {
@@ -111,7 +117,11 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
             let (digest, size) = found(layer)?;
             let mut head = [0u8; 2];
             let _ = File::open(blobs.join(&digest[7..]))?.read(&mut head)?;
-            let media_type = if head == [0x1f, 0x8b] { "application/vnd.docker.image.rootfs.diff.tar.gzip" } else { "application/vnd.docker.image.rootfs.diff.tar" };
+            let media_type = if head == [0x1f, 0x8b] {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            } else {
+                "application/vnd.docker.image.rootfs.diff.tar"
+            };
             layers.push(Descriptor::new(MediaType::from(media_type), size, descriptor_digest(&digest)?));
         }
         // The manifest's digest is taken from the bytes written, which the import then verifies.
@@ -126,7 +136,11 @@ pub fn stage(file: &Path, staging: &Path) -> Result<()> {
         fs::write(blobs.join(digest.hex()), &manifest)?;
         let names = image.repo_tags.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| vec![config_digest.clone()]);
         for name in names {
-            let mut entry = Descriptor::new(MediaType::from(DOCKER_MANIFEST), manifest.len() as u64, descriptor_digest(&digest.to_string())?);
+            let mut entry = Descriptor::new(
+                MediaType::from(DOCKER_MANIFEST),
+                manifest.len() as u64,
+                descriptor_digest(&digest.to_string())?,
+            );
             entry.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), name)])));
             entries.push(entry);
         }

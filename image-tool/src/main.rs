@@ -74,11 +74,20 @@ fn main() {
     let mut out = std::io::stdout().lock();
     let result = Store::open(&cli.store).and_then(|store| match &cli.command {
         Command::Import { path } => commands::import(&store, path, &mut out),
-        Command::Pull { reference, platform, plain_http, authfile } => platform
-            .as_deref()
-            .map(berth_image::manifest::parse_platform)
-            .transpose()
-            .and_then(|platform| commands::pull(&store, reference, &berth_image::registry::PullOptions { platform, plain_http: *plain_http, authfile: authfile.clone() }, &mut out)),
+        Command::Pull { reference, platform, plain_http, authfile } => {
+            platform.as_deref().map(berth_image::manifest::parse_platform).transpose().and_then(|platform| {
+                commands::pull(
+                    &store,
+                    reference,
+                    &berth_image::registry::PullOptions {
+                        platform,
+                        plain_http: *plain_http,
+                        authfile: authfile.clone(),
+                    },
+                    &mut out,
+                )
+            })
+        }
         Command::List => commands::list(&store, &mut out),
         Command::Inspect { name } => commands::inspect(&store, name, &mut out),
         Command::Rm { name } => commands::rm(&store, name),

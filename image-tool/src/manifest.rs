@@ -45,14 +45,18 @@ pub fn parse_platform(text: &str) -> Result<Platform> {
     let parts: Vec<&str> = text.split('/').collect();
     match parts.as_slice() {
         [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(platform(Os::from(*os), arch, None)),
-        [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => Ok(platform(Os::from(*os), arch, Some(variant))),
+        [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+            Ok(platform(Os::from(*os), arch, Some(variant)))
+        }
         _ => bail!("platform {text:?} is not os/arch[/variant], e.g. linux/amd64 or linux/arm/v7"),
     }
 }
 
 /// Whether an index entry for `offered` serves `wanted` (a variant asked for must match).
 pub fn platform_matches(wanted: &Platform, offered: &Platform) -> bool {
-    wanted.os() == offered.os() && wanted.architecture() == offered.architecture() && (wanted.variant().is_none() || wanted.variant() == offered.variant())
+    wanted.os() == offered.os()
+        && wanted.architecture() == offered.architecture()
+        && (wanted.variant().is_none() || wanted.variant() == offered.variant())
 }
 
 /// `os/arch[/variant]`, as `--platform` takes it and messages name it.
@@ -96,14 +100,17 @@ pub fn parse(media_type: &str, data: &[u8], digest: &Digest) -> Result<Parsed> {
             if doc.config.is_none() {
                 bail!("image manifest {digest} has no config");
             }
-            let manifest: ImageManifest = serde_json::from_slice(data).with_context(|| format!("manifest {digest} is not a valid image manifest"))?;
+            let manifest: ImageManifest = serde_json::from_slice(data)
+                .with_context(|| format!("manifest {digest} is not a valid image manifest"))?;
             let config_type = manifest.config().media_type().as_ref();
             if config_type != OCI_CONFIG && config_type != DOCKER_CONFIG {
                 bail!("manifest {digest} is an artifact with config type {config_type:?}, not a container image");
             }
             Ok(Parsed::Image(Box::new(manifest)))
         }
-        OCI_INDEX | DOCKER_LIST => Ok(Parsed::Index(Box::new(serde_json::from_slice(data).with_context(|| format!("manifest {digest} is not a valid image index"))?))),
+        OCI_INDEX | DOCKER_LIST => Ok(Parsed::Index(Box::new(
+            serde_json::from_slice(data).with_context(|| format!("manifest {digest} is not a valid image index"))?,
+        ))),
         other => bail!("manifest {digest} has media type {other:?}, which is not an image manifest or index"),
     }
 }
@@ -132,7 +139,9 @@ mod tests {
             "schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": descriptor(DOCKER_CONFIG),
             "layers": [descriptor("application/vnd.docker.image.rootfs.diff.tar.gzip")]
         });
-        let Parsed::Image(image) = parsed(DOCKER_MANIFEST, manifest).unwrap() else { panic!("not read as an image manifest") };
+        let Parsed::Image(image) = parsed(DOCKER_MANIFEST, manifest).unwrap() else {
+            panic!("not read as an image manifest")
+        };
         assert_eq!(image.layers()[0].media_type().as_ref(), "application/vnd.docker.image.rootfs.diff.tar.gzip");
         let mut entry = descriptor(DOCKER_MANIFEST);
         entry["platform"] = serde_json::json!({ "os": "linux", "architecture": "arm", "variant": "v7" });
@@ -147,7 +156,9 @@ mod tests {
 
     #[test]
     fn schema1_artifacts_and_other_documents_are_refused() {
-        let e = parsed(DOCKER_MANIFEST, serde_json::json!({ "schemaVersion": 1, "name": "x", "fsLayers": [] })).err().unwrap();
+        let e = parsed(DOCKER_MANIFEST, serde_json::json!({ "schemaVersion": 1, "name": "x", "fsLayers": [] }))
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("schema1"), "{e}");
         let artifact = serde_json::json!({ "schemaVersion": 2, "config": descriptor("application/vnd.example.sbom+json"), "layers": [] });
         let e = parsed(OCI_MANIFEST, artifact).err().unwrap();

@@ -27,17 +27,32 @@ impl Reference {
             },
         };
         let (registry, repository) = match name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => (first.to_string(), rest.to_string()),
+            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                (first.to_string(), rest.to_string())
+            }
             _ => ("docker.io".to_string(), name.to_string()),
         };
-        let repository = if registry == "docker.io" && !repository.contains('/') { format!("library/{repository}") } else { repository };
-        let valid = |s: &str| !s.is_empty() && s.split('/').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
+        let repository = if registry == "docker.io" && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.split('/').all(|p| {
+                    !p.is_empty()
+                        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                })
+        };
         if !valid(&repository) {
             bail!("{text:?} has an invalid repository name {repository:?} (lowercase letters, digits, '.', '_', '-' and '/')");
         }
         if reference.starts_with("sha256:") {
             crate::digest::Digest::parse(&reference)?;
-        } else if reference.is_empty() || reference.len() > 128 || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        } else if reference.is_empty()
+            || reference.len() > 128
+            || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
             bail!("{text:?} has an invalid tag {reference:?}");
         }
         Ok(Reference { registry, repository, reference })
@@ -45,7 +60,11 @@ impl Reference {
 
     /// The host to talk to: Docker Hub's API lives at registry-1.docker.io.
     pub fn api_host(&self) -> &str {
-        if self.registry == "docker.io" { "registry-1.docker.io" } else { &self.registry }
+        if self.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            &self.registry
+        }
     }
 
     /// Whether the registry is on this machine (plain HTTP is then the default).

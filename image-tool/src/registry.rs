@@ -12,9 +12,9 @@ use base64::Engine;
 
 use crate::digest::Digest;
 use crate::manifest::{self, Parsed};
-use oci_spec::image::{Descriptor, Platform};
 use crate::reference::Reference;
 use crate::store::{ImageRef, Locked};
+use oci_spec::image::{Descriptor, Platform};
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 /// Largest manifest accepted from a registry.
@@ -59,7 +59,12 @@ pub fn credentials(registry: &str, authfile: Option<&Path>) -> Result<Option<(St
         }
     }
     let keys: Vec<String> = if registry == "docker.io" {
-        vec!["docker.io".into(), "https://index.docker.io/v1/".into(), "index.docker.io".into(), "registry-1.docker.io".into()]
+        vec![
+            "docker.io".into(),
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
     } else {
         vec![registry.to_string(), format!("https://{registry}"), format!("http://{registry}")]
     };
@@ -69,12 +74,17 @@ pub fn credentials(registry: &str, authfile: Option<&Path>) -> Result<Option<(St
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && authfile.is_none() => continue,
             Err(e) => return Err(e).with_context(|| format!("cannot read auth file {}", file.display())),
         };
-        let doc: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("auth file {} is not valid JSON", file.display()))?;
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("auth file {} is not valid JSON", file.display()))?;
         for key in &keys {
             if let Some(auth) = doc["auths"][key]["auth"].as_str() {
-                let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).with_context(|| format!("the auth for {registry} in {} is not base64", file.display()))?;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth.trim())
+                    .with_context(|| format!("the auth for {registry} in {} is not base64", file.display()))?;
                 let text = String::from_utf8(decoded).context("credentials are not UTF-8")?;
-                let (user, password) = text.split_once(':').with_context(|| format!("the auth for {registry} in {} is not user:password", file.display()))?;
+                let (user, password) = text
+                    .split_once(':')
+                    .with_context(|| format!("the auth for {registry} in {} is not user:password", file.display()))?;
                 return Ok(Some((user.to_string(), password.to_string())));
             }
         }
@@ -103,7 +113,9 @@ fn challenge_params(header: &str) -> std::collections::HashMap<String, String> {
 
 impl Session {
     fn basic(&self) -> Option<String> {
-        self.credentials.as_ref().map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
     }
 
     /// Answers a 401's challenge: Basic with the credentials, or a bearer token from the
@@ -122,8 +134,12 @@ impl Session {
                 request = request.set("Authorization", &basic);
             }
             let response = request.call().map_err(|e| describe(e, &format!("the token server {realm}")))?;
-            let body: serde_json::Value = serde_json::from_reader(response.into_reader().take(MAX_MANIFEST)).context("the token server's answer is not JSON")?;
-            let token = body["token"].as_str().or(body["access_token"].as_str()).context("the token server's answer has no token")?;
+            let body: serde_json::Value = serde_json::from_reader(response.into_reader().take(MAX_MANIFEST))
+                .context("the token server's answer is not JSON")?;
+            let token = body["token"]
+                .as_str()
+                .or(body["access_token"].as_str())
+                .context("the token server's answer has no token")?;
             format!("Bearer {token}")
         } else {
             self.basic().with_context(|| format!("the registry at {} wants credentials: add them to an auth file (--authfile, ~/.docker/config.json or containers' auth.json)", self.base))?
@@ -156,7 +172,9 @@ impl Session {
     }
 
     fn manifest(&self, reference: &str) -> Result<(Vec<u8>, String)> {
-        let response = self.get(&format!("manifests/{reference}"), Some(ACCEPT)).with_context(|| format!("cannot fetch manifest {reference} of {}", self.repository))?;
+        let response = self
+            .get(&format!("manifests/{reference}"), Some(ACCEPT))
+            .with_context(|| format!("cannot fetch manifest {reference} of {}", self.repository))?;
         let media_type = response.content_type().to_string();
         let mut data = Vec::new();
         response.into_reader().take(MAX_MANIFEST + 1).read_to_end(&mut data)?;
@@ -170,14 +188,21 @@ impl Session {
 fn describe(error: ureq::Error, what: &str) -> anyhow::Error {
     match error {
         ureq::Error::Status(404, _) => anyhow::anyhow!("{what}: not found (404)"),
-        ureq::Error::Status(code, response) => anyhow::anyhow!("{what}: the server answered {code} {}", response.status_text()),
+        ureq::Error::Status(code, response) => {
+            anyhow::anyhow!("{what}: the server answered {code} {}", response.status_text())
+        }
         ureq::Error::Transport(t) => anyhow::anyhow!("{what}: {t}"),
     }
 }
 
 /// Pulls `reference` into the store and names it by its normalised reference; returns
 /// that name.
-pub fn pull(locked: &Locked<'_>, text: &str, options: &PullOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<String> {
+pub fn pull(
+    locked: &Locked<'_>,
+    text: &str,
+    options: &PullOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<String> {
     let reference = Reference::parse(text)?;
     let scheme = if options.plain_http || reference.is_loopback() { "http" } else { "https" };
     let session = Session {
@@ -199,24 +224,36 @@ pub fn pull(locked: &Locked<'_>, text: &str, options: &PullOptions, progress: &(
             Parsed::Image(image_manifest) => break (image_manifest.config().clone(), image_manifest.layers().clone()),
             Parsed::Index(index) => {
                 let entries = index.manifests();
-                let chosen = entries.iter().find(|d| d.platform().as_ref().is_some_and(|p| manifest::platform_matches(wanted, p))).with_context(|| {
-                    let offered: Vec<String> = entries.iter().filter_map(|d| d.platform().as_ref().map(manifest::platform_name)).collect();
-                    format!("{reference} has no image for {} (it offers: {}); choose one with --platform", manifest::platform_name(wanted), offered.join(", "))
-                })?;
+                let chosen = entries
+                    .iter()
+                    .find(|d| d.platform().as_ref().is_some_and(|p| manifest::platform_matches(wanted, p)))
+                    .with_context(|| {
+                        let offered: Vec<String> =
+                            entries.iter().filter_map(|d| d.platform().as_ref().map(manifest::platform_name)).collect();
+                        format!(
+                            "{reference} has no image for {} (it offers: {}); choose one with --platform",
+                            manifest::platform_name(wanted),
+                            offered.join(", ")
+                        )
+                    })?;
                 let child = manifest::digest_of(chosen)?;
                 (data, media_type) = session.manifest(child.as_str())?;
                 digest = Digest::of_bytes(&data);
                 if digest != child {
                     bail!("the registry's manifest {child} has digest {digest}; refusing it");
                 }
-                if media_type.is_empty() || media_type.starts_with("application/json") || media_type.starts_with("text/") {
+                if media_type.is_empty()
+                    || media_type.starts_with("application/json")
+                    || media_type.starts_with("text/")
+                {
                     media_type = chosen.media_type().to_string();
                 }
             }
         }
     };
     let blobs: Vec<Descriptor> = std::iter::once(config).chain(layers).collect();
-    let missing: Vec<&Descriptor> = blobs.iter().filter(|b| manifest::digest_of(b).map(|d| !locked.store().has_blob(&d)).unwrap_or(true)).collect();
+    let missing: Vec<&Descriptor> =
+        blobs.iter().filter(|b| manifest::digest_of(b).map(|d| !locked.store().has_blob(&d)).unwrap_or(true)).collect();
     let queue = Mutex::new(missing.clone());
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -225,7 +262,8 @@ pub fn pull(locked: &Locked<'_>, text: &str, options: &PullOptions, progress: &(
                 let Some(blob) = queue.lock().unwrap().pop() else { return };
                 progress(&format!("pulling {} ({} bytes)", blob.digest(), blob.size()));
                 let fetched = manifest::digest_of(blob).and_then(|d| {
-                    let response = session.get(&format!("blobs/{d}"), None).with_context(|| format!("cannot fetch blob {d}"))?;
+                    let response =
+                        session.get(&format!("blobs/{d}"), None).with_context(|| format!("cannot fetch blob {d}"))?;
                     locked.put_blob(response.into_reader(), &d, blob.size())
                 });
                 if let Err(e) = fetched {
@@ -257,7 +295,9 @@ mod tests {
 
     #[test]
     fn bearer_challenges_are_parsed() {
-        let params = challenge_params(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:app:pull""#);
+        let params = challenge_params(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:app:pull""#,
+        );
         assert_eq!(params["realm"], "https://auth.example/token");
         assert_eq!(params["service"], "registry.example");
         assert_eq!(params["scope"], "repository:app:pull");

@@ -35,15 +35,10 @@ impl Store {
         for dir in ["blobs/sha256", "layers", "tmp"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).with_context(|| {
-                format!(
-                    "cannot create store directory {}; check --store and permissions",
-                    path.display()
-                )
+                format!("cannot create store directory {}; check --store and permissions", path.display())
             })?;
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-        })
+        Ok(Store { root: root.to_path_buf() })
     }
 
     /// Takes the store lock, waiting for other berth-image processes, and removes staging
@@ -56,26 +51,15 @@ impl Store {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open store lock {}", path.display()))?;
-        file.lock()
-            .with_context(|| format!("cannot lock store {}", path.display()))?;
+        file.lock().with_context(|| format!("cannot lock store {}", path.display()))?;
         let tmp = self.root.join("tmp");
-        for entry in
-            fs::read_dir(&tmp).with_context(|| format!("cannot read staging {}", tmp.display()))?
-        {
+        for entry in fs::read_dir(&tmp).with_context(|| format!("cannot read staging {}", tmp.display()))? {
             let entry = entry?;
             let path = entry.path();
-            let removed = if entry.file_type()?.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            removed
-                .with_context(|| format!("cannot remove stale staging entry {}", path.display()))?;
+            let removed = if entry.file_type()?.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removed.with_context(|| format!("cannot remove stale staging entry {}", path.display()))?;
         }
-        Ok(Locked {
-            store: self,
-            _lock: file,
-        })
+        Ok(Locked { store: self, _lock: file })
     }
 
     pub fn blob_dir(&self) -> PathBuf {
@@ -96,19 +80,15 @@ impl Store {
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
-        fs::read(&path).with_context(|| {
-            format!(
-                "blob {digest} is missing from the store ({})",
-                path.display()
-            )
-        })
+        fs::read(&path).with_context(|| format!("blob {digest} is missing from the store ({})", path.display()))
     }
 
     pub fn refs(&self) -> Result<BTreeMap<String, ImageRef>> {
         let path = self.root.join("refs.json");
         match fs::read(&path) {
-            Ok(data) => serde_json::from_slice(&data)
-                .with_context(|| format!("store index {} is corrupt", path.display())),
+            Ok(data) => {
+                serde_json::from_slice(&data).with_context(|| format!("store index {} is corrupt", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e).with_context(|| format!("cannot read store index {}", path.display())),
         }
@@ -122,9 +102,9 @@ impl Store {
             return Ok(image);
         }
         let normalised = crate::reference::Reference::parse(name).map(|r| r.to_string()).ok();
-        normalised.and_then(|n| refs.remove(&n)).with_context(|| {
-            format!("no image named {name:?} in the store; see `berth-image list`")
-        })
+        normalised
+            .and_then(|n| refs.remove(&n))
+            .with_context(|| format!("no image named {name:?} in the store; see `berth-image list`"))
     }
 }
 
@@ -140,8 +120,7 @@ impl Locked<'_> {
     /// Creates an empty staging directory `name`; it is removed by the next lock if left behind.
     pub fn staging_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.staging(name);
-        fs::create_dir(&dir)
-            .with_context(|| format!("cannot create staging directory {}", dir.display()))?;
+        fs::create_dir(&dir).with_context(|| format!("cannot create staging directory {}", dir.display()))?;
         Ok(dir)
     }
 
@@ -151,8 +130,7 @@ impl Locked<'_> {
             return Ok(());
         }
         let tmp = self.staging(expected.hex());
-        let file = File::create(&tmp)
-            .with_context(|| format!("cannot create staging file {}", tmp.display()))?;
+        let file = File::create(&tmp).with_context(|| format!("cannot create staging file {}", tmp.display()))?;
         let mut out = BufWriter::new(file);
         let copied = copy_hashing(src.take(size + 1), &mut out);
         let flushed = out.flush();
@@ -174,10 +152,8 @@ impl Locked<'_> {
 
     fn write_refs(&self, refs: &BTreeMap<String, ImageRef>) -> Result<()> {
         let tmp = self.staging("refs.json");
-        fs::write(&tmp, serde_json::to_vec_pretty(refs)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, self.store.root.join("refs.json"))
-            .context("cannot update the store index refs.json")
+        fs::write(&tmp, serde_json::to_vec_pretty(refs)?).with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, self.store.root.join("refs.json")).context("cannot update the store index refs.json")
     }
 
     pub fn set_ref(&self, name: &str, image: ImageRef) -> Result<()> {

@@ -59,7 +59,9 @@ pub fn disk_bytes(path: &Path) -> u64 {
 pub fn measure(store: &Store) -> Result<Usage> {
     let layers_dir = store.root().join("layers");
     let mut layer_bytes: BTreeMap<String, u64> = BTreeMap::new();
-    let mut layer_size = |chain: &Digest| *layer_bytes.entry(chain.hex().to_string()).or_insert_with(|| disk_bytes(&layers_dir.join(chain.hex())));
+    let mut layer_size = |chain: &Digest| {
+        *layer_bytes.entry(chain.hex().to_string()).or_insert_with(|| disk_bytes(&layers_dir.join(chain.hex())))
+    };
     let mut images = Vec::new();
     for name in store.refs()?.keys() {
         // An index counts by the host platform's manifest, as unpack picks it.

@@ -9,13 +9,15 @@ use common::{desc, digest, err, ok, put, Temp};
 /// Writes a layout with one image per tag (each its own Cmd, all sharing one layer);
 /// returns the manifest digests.
 fn write_layout(layout: &Path, tags: &[&str]) -> Vec<String> {
-    tags.iter().map(|tag| common::write_image(layout, tag, &[vec![0u8; 1024]], serde_json::json!({ "Cmd": ["/bin/echo", tag] }))).collect()
+    tags.iter()
+        .map(|tag| {
+            common::write_image(layout, tag, &[vec![0u8; 1024]], serde_json::json!({ "Cmd": ["/bin/echo", tag] }))
+        })
+        .collect()
 }
 
 fn blob_count(store: &Path) -> usize {
-    fs::read_dir(store.join("blobs/sha256"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    fs::read_dir(store.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0)
 }
 
 #[test]
@@ -29,10 +31,7 @@ fn imports_every_tag_lists_and_inspects() {
     assert_eq!(list, format!("one\t{}\ntwo\t{}\n", digests[0], digests[1]));
     let doc: serde_json::Value = serde_json::from_str(&ok(&store, &["inspect", "two"])).unwrap();
     assert_eq!(doc["digest"], digests[1].as_str());
-    assert_eq!(
-        doc["config"]["config"]["Cmd"],
-        serde_json::json!(["/bin/echo", "two"])
-    );
+    assert_eq!(doc["config"]["config"]["Cmd"], serde_json::json!(["/bin/echo", "two"]));
     assert_eq!(doc["manifest"]["schemaVersion"], 2);
     // shared layer stored once: layer + 2 configs + 2 manifests
     assert_eq!(blob_count(&store), 5);
@@ -44,10 +43,7 @@ fn path_tag_selects_one_and_missing_tag_is_refused() {
     let t = Temp::new();
     let (layout, store) = (t.0.join("layout"), t.0.join("store"));
     write_layout(&layout, &["one", "two"]);
-    assert_eq!(
-        ok(&store, &["import", &format!("{}:two", layout.display())]),
-        "two\n"
-    );
+    assert_eq!(ok(&store, &["import", &format!("{}:two", layout.display())]), "two\n");
     assert_eq!(ok(&store, &["list"]).lines().count(), 1);
     let e = err(&store, &["import", &format!("{}:three", layout.display())]);
     assert!(e.contains("no manifest tagged \"three\""), "{e}");
@@ -92,11 +88,7 @@ fn schema1_and_artifacts_are_refused() {
         let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &data, &d);
         entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "bad" });
         let index = serde_json::json!({ "schemaVersion": 2, "manifests": [entry] });
-        fs::write(
-            layout.join("index.json"),
-            serde_json::to_vec(&index).unwrap(),
-        )
-        .unwrap();
+        fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     };
     rewrite(serde_json::json!({ "schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": [] }));
     let e = err(&store, &["import", layout.to_str().unwrap()]);
@@ -115,14 +107,7 @@ fn schema1_and_artifacts_are_refused() {
 }
 
 fn tar(dir: &Path, archive: &Path) {
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(dir)
-        .arg("-cf")
-        .arg(archive)
-        .arg(".")
-        .status()
-        .unwrap();
+    let status = Command::new("tar").arg("-C").arg(dir).arg("-cf").arg(archive).arg(".").status().unwrap();
     assert!(status.success(), "tar failed");
 }
 
@@ -133,15 +118,9 @@ fn imports_oci_archive_whole_and_by_tag() {
     let digests = write_layout(&layout, &["one", "two"]);
     let archive = t.0.join("image.tar");
     tar(&layout, &archive);
-    assert_eq!(
-        ok(&store, &["import", &format!("{}:two", archive.display())]),
-        "two\n"
-    );
+    assert_eq!(ok(&store, &["import", &format!("{}:two", archive.display())]), "two\n");
     assert_eq!(ok(&store, &["list"]), format!("two\t{}\n", digests[1]));
-    assert_eq!(
-        ok(&store, &["import", archive.to_str().unwrap()]),
-        "one\ntwo\n"
-    );
+    assert_eq!(ok(&store, &["import", archive.to_str().unwrap()]), "one\ntwo\n");
     assert_eq!(blob_count(&store), 5);
     assert!(fs::read_dir(store.join("tmp")).unwrap().next().is_none());
 }
@@ -207,7 +186,9 @@ fn legacy_docker_archive_is_imported() {
     // A manifest.json naming a file the archive lacks is refused, leaving nothing.
     let broken = serde_json::json!([{ "Config": "cfg.json", "RepoTags": ["x:1"], "Layers": ["missing.tar"] }]);
     let mut archive = common::Tar::default();
-    archive.add(common::Entry::file("manifest.json", &serde_json::to_vec(&broken).unwrap())).add(common::Entry::file("cfg.json", &config));
+    archive
+        .add(common::Entry::file("manifest.json", &serde_json::to_vec(&broken).unwrap()))
+        .add(common::Entry::file("cfg.json", &config));
     let file = t.0.join("broken.tar");
     fs::write(&file, archive.finish()).unwrap();
     let store2 = t.0.join("store2");
@@ -284,12 +265,7 @@ fn concurrent_imports_and_gc_on_one_store_are_safe() {
                 .unwrap()
         })
         .chain(std::iter::once(
-            Command::new(env!("CARGO_BIN_EXE_berth-image"))
-                .arg("--store")
-                .arg(&store)
-                .arg("gc")
-                .spawn()
-                .unwrap(),
+            Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&store).arg("gc").spawn().unwrap(),
         ))
         .collect();
     for mut child in children {

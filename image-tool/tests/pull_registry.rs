@@ -30,18 +30,33 @@ impl Registry {
         let config = dir.join("registry.yml");
         fs::write(&config, format!("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n", storage.display())).unwrap();
         let log = fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry").arg("serve").arg(&config).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("cannot start docker-registry");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start docker-registry");
         let registry = Registry { child, port, storage };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not come up; see {}", dir.join("registry.log").display());
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not come up; see {}",
+                dir.join("registry.log").display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         registry
     }
 
     fn push(&self, layout: &Path, tag: &str, name: &str) {
-        sh(&format!("skopeo copy -q --dest-tls-verify=false oci:{}:{tag} docker://127.0.0.1:{}/{name}", layout.display(), self.port));
+        sh(&format!(
+            "skopeo copy -q --dest-tls-verify=false oci:{}:{tag} docker://127.0.0.1:{}/{name}",
+            layout.display(),
+            self.port
+        ));
     }
 }
 
@@ -163,21 +178,27 @@ fn answer(mut stream: TcpStream, layout: &Path, auth: Auth, port: u16) -> std::i
     }
     use base64::Engine;
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}")));
-    let reply = |stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]| -> std::io::Result<()> {
-        let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(b"\r\n")?;
-        stream.write_all(body)
-    };
+    let reply =
+        |stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]| -> std::io::Result<()> {
+            let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(b"\r\n")?;
+            stream.write_all(body)
+        };
     if path.starts_with("/token") {
         if authorization != basic {
             return reply(&mut stream, "401 Unauthorized", &[], b"{}");
         }
         assert!(path.contains("scope=repository%3Aapp%3Apull") || path.contains("scope=repository:app:pull"), "{path}");
-        return reply(&mut stream, "200 OK", &[("Content-Type", "application/json".into())], format!("{{\"token\":\"{TOKEN}\"}}").as_bytes());
+        return reply(
+            &mut stream,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            format!("{{\"token\":\"{TOKEN}\"}}").as_bytes(),
+        );
     }
     let allowed = match auth {
         Auth::Basic => authorization == basic,
@@ -186,16 +207,26 @@ fn answer(mut stream: TcpStream, layout: &Path, auth: Auth, port: u16) -> std::i
     if !allowed {
         let challenge = match auth {
             Auth::Basic => "Basic realm=\"test\"".to_string(),
-            Auth::Bearer => format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\",scope=\"repository:app:pull\""),
+            Auth::Bearer => {
+                format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\",scope=\"repository:app:pull\"")
+            }
         };
         return reply(&mut stream, "401 Unauthorized", &[("WWW-Authenticate", challenge)], b"");
     }
     let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json"))?)?;
     let blob = |digest: &str| fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:")));
     if let Some(reference) = path.strip_prefix("/v2/app/manifests/") {
-        let entry = index["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference || m["digest"] == reference);
+        let entry =
+            index["manifests"].as_array().unwrap().iter().find(|m| {
+                m["annotations"]["org.opencontainers.image.ref.name"] == reference || m["digest"] == reference
+            });
         return match entry {
-            Some(m) => reply(&mut stream, "200 OK", &[("Content-Type", m["mediaType"].as_str().unwrap().to_string())], &blob(m["digest"].as_str().unwrap())?),
+            Some(m) => reply(
+                &mut stream,
+                "200 OK",
+                &[("Content-Type", m["mediaType"].as_str().unwrap().to_string())],
+                &blob(m["digest"].as_str().unwrap())?,
+            ),
             None => reply(&mut stream, "404 Not Found", &[], b""),
         };
     }
@@ -212,7 +243,9 @@ fn answer(mut stream: TcpStream, layout: &Path, auth: Auth, port: u16) -> std::i
 
 #[test]
 fn basic_and_bearer_auth_with_an_auth_file() {
-    if !privileged("basic_and_bearer_auth_with_an_auth_file") || !have("umoci", "basic_and_bearer_auth_with_an_auth_file") {
+    if !privileged("basic_and_bearer_auth_with_an_auth_file")
+        || !have("umoci", "basic_and_bearer_auth_with_an_auth_file")
+    {
         return;
     }
     let t = Temp::new();
@@ -239,7 +272,16 @@ fn basic_and_bearer_auth_with_an_auth_file() {
         fs::create_dir(&docker).unwrap();
         fs::copy(&authfile, docker.join("config.json")).unwrap();
         let again = t.0.join(format!("store-docker-{port}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&again).args(["pull", &name]).env("DOCKER_CONFIG", &docker).env("HOME", &t.0).env_remove("REGISTRY_AUTH_FILE").env_remove("XDG_RUNTIME_DIR").output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_berth-image"))
+            .arg("--store")
+            .arg(&again)
+            .args(["pull", &name])
+            .env("DOCKER_CONFIG", &docker)
+            .env("HOME", &t.0)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -254,7 +296,11 @@ fn pull_chooses_one_platform_of_an_index() {
     umoci_image(&t.0, "arm", "arm");
     common::tag_two_platform_index(&t.0.join("L"));
     let registry = Registry::start(&t.0);
-    sh(&format!("skopeo copy -q --multi-arch all --dest-tls-verify=false oci:{}:multi docker://127.0.0.1:{}/multi:1", t.0.join("L").display(), registry.port));
+    sh(&format!(
+        "skopeo copy -q --multi-arch all --dest-tls-verify=false oci:{}:multi docker://127.0.0.1:{}/multi:1",
+        t.0.join("L").display(),
+        registry.port
+    ));
     let name = format!("127.0.0.1:{}/multi:1", registry.port);
     for (platform, flavour) in [(None, "amd\n"), (Some("linux/arm64"), "arm\n")] {
         let store = t.0.join(format!("store-{flavour}").trim());

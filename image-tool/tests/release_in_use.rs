@@ -20,8 +20,16 @@ fn sleeping_bundle(t: &Temp) -> (PathBuf, PathBuf) {
 /// Asserts release is refused because of process `pid`, and that the bundle is untouched.
 fn refused_for(store: &Path, bundle: &Path, pid: u32) {
     let stderr = err(store, &["release", bundle.to_str().unwrap()]);
-    assert!(stderr.contains(&format!("process {pid} (")) && stderr.contains("in use") && stderr.contains("delete its container first"), "release was not refused for process {pid}: {stderr}");
-    assert!(bundle.join("rootfs/bin/busybox").exists() && bundle.join("config.json").exists(), "a refused release removed part of the bundle");
+    assert!(
+        stderr.contains(&format!("process {pid} ("))
+            && stderr.contains("in use")
+            && stderr.contains("delete its container first"),
+        "release was not refused for process {pid}: {stderr}"
+    );
+    assert!(
+        bundle.join("rootfs/bin/busybox").exists() && bundle.join("config.json").exists(),
+        "a refused release removed part of the bundle"
+    );
     let df: serde_json::Value = serde_json::from_str(&ok(store, &["df", "--json"])).unwrap();
     assert_eq!(df["bundles"].as_array().unwrap().len(), 1, "a refused release dropped the store's record: {df}");
 }
@@ -30,7 +38,10 @@ fn refused_for(store: &Path, bundle: &Path, pid: u32) {
 fn released(store: &Path, bundle: &Path) {
     ok(store, &["release", bundle.to_str().unwrap()]);
     assert!(!bundle.exists(), "{} is still there", bundle.display());
-    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()), "a mount below the bundle is left");
+    assert!(
+        !fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()),
+        "a mount below the bundle is left"
+    );
     let df: serde_json::Value = serde_json::from_str(&ok(store, &["df", "--json"])).unwrap();
     assert_eq!(df["bundles"].as_array().unwrap().len(), 0, "the store still records the bundle: {df}");
 }
@@ -41,7 +52,12 @@ struct HostProcess(Child);
 impl HostProcess {
     /// `sh -c 'cd DIR && exec sleep'`, returned once the sleep runs there.
     fn sleeping_in(dir: &Path) -> HostProcess {
-        let child = Command::new("sh").arg("-c").arg(format!("cd '{}' && exec sleep 600", dir.display())).stdin(Stdio::null()).spawn().unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd '{}' && exec sleep 600", dir.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         let process = HostProcess(child);
         let pid = process.0.id();
         while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep" {
@@ -93,7 +109,8 @@ fn a_runc_container_blocks_release() {
     }
     let t = Temp::new();
     let (store, bundle) = sleeping_bundle(&t);
-    let runc = RuncContainer { root: t.0.join("runc-root"), id: berth_tests::fixtures::container_id("image-release-runc") };
+    let runc =
+        RuncContainer { root: t.0.join("runc-root"), id: berth_tests::fixtures::container_id("image-release-runc") };
     let created = runc.command(&["create", "--bundle", bundle.to_str().unwrap(), &runc.id]).status().unwrap();
     assert!(created.success(), "runc create failed");
     let state = runc.command(&["state", &runc.id]).stdout(Stdio::piped()).output().unwrap();
@@ -112,7 +129,13 @@ struct RuncContainer {
 impl RuncContainer {
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("runc");
-        command.arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        command
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         command
     }
 }

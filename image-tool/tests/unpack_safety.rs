@@ -22,7 +22,11 @@ fn nothing_left(store: &Path, bundle: &Path) {
 }
 
 /// Imports `layers` as image `t` into a fresh store and tries to unpack it.
-fn try_unpack(t: &Temp, layers: &[Vec<u8>], config: serde_json::Value) -> (std::path::PathBuf, std::path::PathBuf, std::process::Output) {
+fn try_unpack(
+    t: &Temp,
+    layers: &[Vec<u8>],
+    config: serde_json::Value,
+) -> (std::path::PathBuf, std::path::PathBuf, std::process::Output) {
     let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
     write_image(&layout, "t", layers, config);
     ok(&store, &["import", layout.to_str().unwrap()]);
@@ -147,7 +151,11 @@ fn overlay_xattrs_in_a_layer_are_not_obeyed() {
     let upper = Tar::default().pax(&[("SCHILY.xattr.trusted.overlay.opaque", b"y")]).add(Entry::dir("data")).finish();
     let (store, bundle, out) = try_unpack(&t, &[lower, upper], cmd());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(fs::read(bundle.join("rootfs/data/kept")).unwrap(), b"lower", "the layer's overlay xattr hid the lower layer");
+    assert_eq!(
+        fs::read(bundle.join("rootfs/data/kept")).unwrap(),
+        b"lower",
+        "the layer's overlay xattr hid the lower layer"
+    );
     ok(&store, &["release", bundle.to_str().unwrap()]);
 }
 
@@ -162,7 +170,12 @@ fn an_image_passwd_symlinked_out_of_the_rootfs_is_read_inside() {
     fs::write(&outside, "evil:x:0:0::/:/bin/sh\n").unwrap();
     let target = format!("../../../../../../..{}", outside.display());
     let layer = Tar::default().add(Entry::dir("etc")).add(Entry::symlink("etc/passwd", &target)).finish();
-    refused(&t, &[layer], serde_json::json!({ "Cmd": ["/bin/sh"], "User": "evil" }), "is not in the image's /etc/passwd");
+    refused(
+        &t,
+        &[layer],
+        serde_json::json!({ "Cmd": ["/bin/sh"], "User": "evil" }),
+        "is not in the image's /etc/passwd",
+    );
 }
 
 #[test]
@@ -172,7 +185,12 @@ fn volumes_must_be_absolute_and_clean() {
     }
     let t = Temp::new();
     let layer = Tar::default().add(Entry::file("f", b"x")).finish();
-    refused(&t, &[layer], serde_json::json!({ "Cmd": ["/bin/sh"], "Volumes": { "/data/../../escape": {} } }), "not an absolute, clean path");
+    refused(
+        &t,
+        &[layer],
+        serde_json::json!({ "Cmd": ["/bin/sh"], "Volumes": { "/data/../../escape": {} } }),
+        "not an absolute, clean path",
+    );
 }
 
 #[test]
@@ -207,7 +225,9 @@ fn decompression_bombs_hit_the_caps() {
 
 #[test]
 fn a_bundle_runs_with_runc_and_release_leaves_nothing() {
-    if !privileged("a_bundle_runs_with_runc_and_release_leaves_nothing") || !common::have("runc", "a_bundle_runs_with_runc_and_release_leaves_nothing") {
+    if !privileged("a_bundle_runs_with_runc_and_release_leaves_nothing")
+        || !common::have("runc", "a_bundle_runs_with_runc_and_release_leaves_nothing")
+    {
         return;
     }
     let t = Temp::new();
@@ -224,8 +244,20 @@ fn a_bundle_runs_with_runc_and_release_leaves_nothing() {
     assert_eq!(spec["annotations"]["org.opencontainers.image.exposedPorts"], "80/tcp");
     assert_eq!(spec["annotations"]["org.opencontainers.image.stopSignal"], "SIGQUIT");
     let root = t.0.join("runc-root");
-    let run = std::process::Command::new("runc").arg("--root").arg(&root).args(["run", "--bundle"]).arg(&bundle).arg(format!("berth-image-{}", std::process::id())).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&run.stdout), "uid=1000(app) gid=1000(app) groups=10(wheel)\nhello\n/bin\nempty-volume\n", "{}", String::from_utf8_lossy(&run.stderr));
+    let run = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(format!("berth-image-{}", std::process::id()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "uid=1000(app) gid=1000(app) groups=10(wheel)\nhello\n/bin\nempty-volume\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     ok(&store, &["release", bundle.to_str().unwrap()]);
     assert!(!bundle.exists());
     assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()));
@@ -249,12 +281,19 @@ fn container_writes_land_in_the_bundles_upper_layer_never_in_the_store() {
     // Written, changed, renamed and deleted inside the container: files of both layers.
     let script = "echo new > /new-file; echo appended >> /etc/passwd; rm /etc/group; rm /data/second; mv /data/keep /data/moved; \
                   mkdir /made; echo made > /made/f; chmod 700 /bin; echo done";
-    let second = Tar::default().add(Entry::dir("data")).add(Entry::file("data/second", b"second layer")).add(Entry::file("data/keep", b"kept")).finish();
+    let second = Tar::default()
+        .add(Entry::dir("data"))
+        .add(Entry::file("data/second", b"second layer"))
+        .add(Entry::file("data/keep", b"kept"))
+        .finish();
     let config = serde_json::json!({ "Entrypoint": ["/bin/sh", "-c"], "Cmd": [script] });
     let (store, bundle, out) = try_unpack(&t, &[busybox_layer(), second], config);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let before = common::snapshot(&store);
-    assert!(before.keys().any(|p| p.ends_with("etc/passwd")) && before.keys().any(|p| p.ends_with("data/keep")), "the store holds no extracted layers: {before:?}");
+    assert!(
+        before.keys().any(|p| p.ends_with("etc/passwd")) && before.keys().any(|p| p.ends_with("data/keep")),
+        "the store holds no extracted layers: {before:?}"
+    );
     let (code, stdout, stderr) = berth.run_bundle(&bundle, &berth_tests::fixtures::container_id("image-writes"));
     assert_eq!((code, stdout.as_str()), (0, "done\n"), "the container's writes failed: {stderr}");
     let after = common::snapshot(&store);
@@ -266,18 +305,25 @@ fn container_writes_land_in_the_bundles_upper_layer_never_in_the_store() {
     // Each write is in the bundle's own upper layer: new content, copies up, whiteouts.
     let upper = bundle.join("upper");
     let whiteout = |name: &str| {
-        let meta = fs::symlink_metadata(upper.join(name)).unwrap_or_else(|e| panic!("no whiteout for {name} in the upper layer: {e}"));
+        let meta = fs::symlink_metadata(upper.join(name))
+            .unwrap_or_else(|e| panic!("no whiteout for {name} in the upper layer: {e}"));
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         assert!(meta.file_type().is_char_device() && meta.rdev() == 0, "{name} in the upper layer is not a whiteout");
     };
     assert_eq!(fs::read_to_string(upper.join("new-file")).unwrap(), "new\n");
-    assert_eq!(fs::read_to_string(upper.join("etc/passwd")).unwrap(), "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\nappended\n");
+    assert_eq!(
+        fs::read_to_string(upper.join("etc/passwd")).unwrap(),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\nappended\n"
+    );
     whiteout("etc/group");
     whiteout("data/second");
     whiteout("data/keep");
     assert_eq!(fs::read(upper.join("data/moved")).unwrap(), b"kept");
     assert_eq!(fs::read_to_string(upper.join("made/f")).unwrap(), "made\n");
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&fs::metadata(upper.join("bin")).unwrap().permissions()) & 0o777, 0o700);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(upper.join("bin")).unwrap().permissions()) & 0o777,
+        0o700
+    );
     // And a second bundle of the same image sees none of them.
     let other = t.0.join("other");
     ok(&store, &["unpack", "t", other.to_str().unwrap()]);
@@ -305,7 +351,10 @@ fn a_second_bundle_is_a_mount_and_a_config() {
     ok(&store, &["unpack", "t", second.to_str().unwrap()]);
     let new_bytes = used(&store) - store_before + used(&second.join("upper")) + used(&second.join("config.json"));
     assert!(new_bytes < 1 << 20, "the second bundle cost {new_bytes} bytes of disk");
-    assert_eq!(fs::read(second.join("rootfs/bin/busybox")).unwrap().len(), fs::metadata("/bin/busybox").unwrap().len() as usize);
+    assert_eq!(
+        fs::read(second.join("rootfs/bin/busybox")).unwrap().len(),
+        fs::metadata("/bin/busybox").unwrap().len() as usize
+    );
     let df: serde_json::Value = serde_json::from_str(&ok(&store, &["df", "--json"])).unwrap();
     let bundles = df["bundles"].as_array().unwrap();
     assert_eq!(bundles.len(), 2);
@@ -324,7 +373,9 @@ fn images_past_a_page_of_overlay_options_unpack() {
     }
     let t = Temp::new();
     // 500 layers, the kernel's stacking limit: their lowerdir paths alone are far past a page.
-    let layers: Vec<Vec<u8>> = (0..500).map(|n| Tar::default().add(Entry::file(&format!("layer-{n}"), format!("{n}").as_bytes())).finish()).collect();
+    let layers: Vec<Vec<u8>> = (0..500)
+        .map(|n| Tar::default().add(Entry::file(&format!("layer-{n}"), format!("{n}").as_bytes())).finish())
+        .collect();
     let (store, bundle, out) = try_unpack(&t, &layers, cmd());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fs::read_dir(bundle.join("rootfs")).unwrap().count(), 500);
@@ -343,7 +394,14 @@ fn concurrent_unpack_release_import_and_gc_on_one_store() {
     let other = t.0.join("other");
     write_image(&other, "u", &[Tar::default().add(Entry::file("u", b"u")).finish()], cmd());
     ok(&store, &["import", layout.to_str().unwrap()]);
-    let spawn = |args: Vec<String>| std::process::Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&store).args(args).output().unwrap();
+    let spawn = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth-image"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let bundles: Vec<String> = (0..4).map(|n| t.0.join(format!("b{n}")).display().to_string()).collect();
     std::thread::scope(|scope| {
         let mut jobs = Vec::new();
@@ -360,7 +418,11 @@ fn concurrent_unpack_release_import_and_gc_on_one_store() {
     let df: serde_json::Value = serde_json::from_str(&ok(&store, &["df", "--json"])).unwrap();
     assert_eq!(df["bundles"].as_array().unwrap().len(), 4);
     std::thread::scope(|scope| {
-        let jobs: Vec<_> = bundles.iter().map(|b| scope.spawn(|| spawn(vec!["release".into(), b.clone()]))).chain(std::iter::once(scope.spawn(|| spawn(vec!["gc".into()])))).collect();
+        let jobs: Vec<_> = bundles
+            .iter()
+            .map(|b| scope.spawn(|| spawn(vec!["release".into(), b.clone()])))
+            .chain(std::iter::once(scope.spawn(|| spawn(vec!["gc".into()]))))
+            .collect();
         for job in jobs {
             let out = job.join().unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -379,7 +441,13 @@ fn a_crashed_import_leaves_no_half_image() {
     let (layout, store) = (t.0.join("layout"), t.0.join("store"));
     let big = vec![7u8; 64 << 20];
     write_image(&layout, "big", &[Tar::default().add(Entry::file("big", &big)).finish()], cmd());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(&store).arg("import").arg(&layout).spawn().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth-image"))
+        .arg("--store")
+        .arg(&store)
+        .arg("import")
+        .arg(&layout)
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(40));
     let _ = child.kill();
     let _ = child.wait();
@@ -415,7 +483,12 @@ fn multi_member_gzip_layers_unpack_whole() {
         blob.extend(member.finish().unwrap());
     }
     let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
-    common::write_image_blobs(&layout, "t", &[(blob, common::digest(&tar), "application/vnd.oci.image.layer.v1.tar+gzip")], cmd());
+    common::write_image_blobs(
+        &layout,
+        "t",
+        &[(blob, common::digest(&tar), "application/vnd.oci.image.layer.v1.tar+gzip")],
+        cmd(),
+    );
     ok(&store, &["import", layout.to_str().unwrap()]);
     ok(&store, &["unpack", "t", bundle.to_str().unwrap()]);
     assert_eq!(fs::read(bundle.join("rootfs/second")).unwrap().len(), 70000);
@@ -423,7 +496,12 @@ fn multi_member_gzip_layers_unpack_whole() {
     // A layer whose content does not match its DiffID is refused and leaves no layer.
     let t2 = Temp::new();
     let (layout, store, bundle) = (t2.0.join("layout"), t2.0.join("store"), t2.0.join("bundle"));
-    common::write_image_blobs(&layout, "t", &[(tar.clone(), common::digest(b"something else"), "application/vnd.oci.image.layer.v1.tar")], cmd());
+    common::write_image_blobs(
+        &layout,
+        "t",
+        &[(tar.clone(), common::digest(b"something else"), "application/vnd.oci.image.layer.v1.tar")],
+        cmd(),
+    );
     ok(&store, &["import", layout.to_str().unwrap()]);
     let e = err(&store, &["unpack", "t", bundle.to_str().unwrap()]);
     assert!(e.contains("DiffID"), "{e}");

@@ -23,7 +23,11 @@ fn unpack_and_compare(store: &Path, t: &Temp, tag: &str, umoci_tag: &str, extra:
     if !reference.exists() {
         sh(&format!("cd {}; umoci unpack --image L:{umoci_tag} umoci-{umoci_tag} >/dev/null", t.0.display()));
     }
-    assert_same_tree(&bundle.join("rootfs"), &reference.join("rootfs"), &format!("{tag} {extra:?} against umoci's {umoci_tag}"));
+    assert_same_tree(
+        &bundle.join("rootfs"),
+        &reference.join("rootfs"),
+        &format!("{tag} {extra:?} against umoci's {umoci_tag}"),
+    );
     ok(store, &["release", bundle.to_str().unwrap()]);
 }
 
@@ -73,7 +77,8 @@ fn each_platform_of_an_index_unpacks_to_its_own_tree() {
     ok(&store, &["import", &format!("{}:multi", layout.display())]);
     unpack_and_compare(&store, &t, "multi", "arm", &["--platform", "linux/arm64"]);
     unpack_and_compare(&store, &t, "multi", "amd", &["--platform", "linux/amd64"]);
-    let stderr = common::err(&store, &["unpack", "--platform", "linux/s390x", "multi", t.0.join("none").to_str().unwrap()]);
+    let stderr =
+        common::err(&store, &["unpack", "--platform", "linux/s390x", "multi", t.0.join("none").to_str().unwrap()]);
     assert!(stderr.contains("no manifest for linux/s390x") && stderr.contains("linux/arm64"), "{stderr}");
 }
 

@@ -41,7 +41,8 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     refuse_selinux_labels(&spec).with_context(|| format!("invalid config.json in {}", path.display()))?;
     let rootfs = rootfs_of(&path, &spec)?;
     check_bind_sources(&path, &spec)?;
-    let mut mounts = mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
+    let mut mounts =
+        mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
     if spec.linux().as_ref().is_some_and(|l| l.mount_label().is_some()) {
         // Past the refusal above, a mount label is empty or on a host without SELinux: it
         // can change nothing, as under runc.
@@ -92,8 +93,8 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
         bail!("bundle {} has no config.json (write one with `berth spec`)", bundle.display());
     }
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec: Spec = serde_json::from_str(&text)
-        .with_context(|| format!("invalid config.json in {}", bundle.display()))?;
+    let spec: Spec =
+        serde_json::from_str(&text).with_context(|| format!("invalid config.json in {}", bundle.display()))?;
     // A spec may leave out the process until start (runtime-spec); one it gives needs args.
     if spec.process().as_ref().is_some_and(|p| p.args().as_ref().is_none_or(|a| a.is_empty())) {
         bail!("invalid config.json in {}: process.args must name the program to run", bundle.display());
@@ -103,10 +104,7 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
 
 /// The absolute rootfs path of a bundle, checked to exist.
 fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
-    let root = spec
-        .root()
-        .as_ref()
-        .with_context(|| format!("invalid config.json in {}: no root", bundle.display()))?;
+    let root = spec.root().as_ref().with_context(|| format!("invalid config.json in {}: no root", bundle.display()))?;
     let rootfs = bundle.join(root.path());
     if !rootfs.is_dir() {
         bail!("rootfs {} of bundle {} is not a directory", rootfs.display(), bundle.display());

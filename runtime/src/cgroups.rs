@@ -61,7 +61,12 @@ pub fn apply_oom_killer_setting(container: &libcontainer::container::Container, 
     }
     use libcgroups::common::CgroupManager;
     manager(container)?
-        .apply(&libcgroups::common::ControllerOpt { resources: &resources, disable_oom_killer: true, oom_score_adj: None, freezer_state: None })
+        .apply(&libcgroups::common::ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: true,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
         .map_err(|e| anyhow::anyhow!("cannot disable the OOM killer of container {}: {e}", container.id()))
 }
 

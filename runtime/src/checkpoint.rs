@@ -10,7 +10,9 @@ pub fn criu_check(criu: Option<&Path>) -> Result<()> {
     let criu = criu.unwrap_or(Path::new("criu"));
     let output = match Command::new(criu).arg("check").output() {
         Ok(output) => output,
-        Err(e) => bail!("checkpoint and restore need CRIU, and {} cannot run: {e} (install Debian's criu)", criu.display()),
+        Err(e) => {
+            bail!("checkpoint and restore need CRIU, and {} cannot run: {e} (install Debian's criu)", criu.display())
+        }
     };
     if output.status.success() {
         return Ok(());

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
@@ -309,7 +308,8 @@ pub fn parse_size(text: &str) -> Result<i64, String> {
     }
     let digits_end = lower.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(lower.len());
     let (number, unit) = lower.split_at(digits_end);
-    let number: f64 = number.parse().map_err(|_| format!("invalid size {text:?}: use bytes or a number with k, m, g or t"))?;
+    let number: f64 =
+        number.parse().map_err(|_| format!("invalid size {text:?}: use bytes or a number with k, m, g or t"))?;
     let multiplier: f64 = match unit.trim_end_matches('b').trim_end_matches('i') {
         "" => 1.0,
         "k" => 1024.0,
@@ -343,7 +343,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     while !rest.is_empty() {
         let number_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
         let (number, tail) = rest.split_at(number_end);
-        let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}: use forms like 5s, 500ms, 1m"))?;
+        let value: f64 =
+            number.parse().map_err(|_| format!("invalid duration {text:?}: use forms like 5s, 500ms, 1m"))?;
         let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_end);
         let seconds = match unit {
@@ -459,7 +460,9 @@ mod tests {
     #[test]
     fn rootless_takes_a_value_in_either_form_or_none() {
         assert_eq!(parse(&["berth", "--rootless", "spec"]).global.rootless.as_deref(), Some("true"));
-        let Some(Command::Spec(spec)) = parse(&["berth", "--rootless", "spec", "-b", "/x"]).command else { panic!("not spec") };
+        let Some(Command::Spec(spec)) = parse(&["berth", "--rootless", "spec", "-b", "/x"]).command else {
+            panic!("not spec")
+        };
         assert_eq!(spec.bundle.to_str(), Some("/x"));
         assert_eq!(parse(&["berth", "--rootless", "false", "spec"]).global.rootless.as_deref(), Some("false"));
         assert_eq!(parse(&["berth", "--rootless=auto", "spec"]).global.rootless.as_deref(), Some("auto"));
@@ -482,7 +485,10 @@ mod tests {
 
     #[test]
     fn exec_takes_flags_then_the_command() {
-        let Some(Command::Exec(exec)) = parse(&["berth", "exec", "-e", "A=1", "--env=B=2", "-u", "1000:1000", "-t", "id", "sh", "-c", "echo -n x"]).command else {
+        let Some(Command::Exec(exec)) =
+            parse(&["berth", "exec", "-e", "A=1", "--env=B=2", "-u", "1000:1000", "-t", "id", "sh", "-c", "echo -n x"])
+                .command
+        else {
             panic!("not exec")
         };
         assert_eq!(exec.env, ["A=1", "B=2"]);
@@ -494,11 +500,26 @@ mod tests {
 
     #[test]
     fn runcs_flag_forms_parse() {
-        let cli = parse(&["berth", "--root", "/r", "--log=/l", "--log-format", "json", "create", "-b", "/b", "--pid-file=/p", "id"]);
+        let cli = parse(&[
+            "berth",
+            "--root",
+            "/r",
+            "--log=/l",
+            "--log-format",
+            "json",
+            "create",
+            "-b",
+            "/b",
+            "--pid-file=/p",
+            "id",
+        ]);
         assert_eq!(cli.global.root.as_deref(), Some(std::path::Path::new("/r")));
         assert_eq!(cli.global.log_format, LogFormat::Json);
         let Some(Command::Create(create)) = cli.command else { panic!("not create") };
-        assert_eq!((create.bundle.to_str(), create.pid_file.unwrap().to_str(), create.id.as_str()), (Some("/b"), Some("/p"), "id"));
+        assert_eq!(
+            (create.bundle.to_str(), create.pid_file.unwrap().to_str(), create.id.as_str()),
+            (Some("/b"), Some("/p"), "id")
+        );
         let Some(Command::Kill(kill)) = parse(&["berth", "kill", "-a", "id"]).command else { panic!("not kill") };
         assert!(kill.all);
         assert_eq!(kill.signal, "SIGTERM");

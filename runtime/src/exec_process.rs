@@ -11,7 +11,8 @@ use crate::cli::ExecArgs;
 /// Builds the process for flag-form exec from the bundle's process and the flags.
 pub fn from_flags(bundle: &Path, args: &ExecArgs) -> Result<Process> {
     let spec = crate::bundle::load_spec(bundle)?;
-    let mut process = spec.process().clone().with_context(|| format!("config.json in {} has no process", bundle.display()))?;
+    let mut process =
+        spec.process().clone().with_context(|| format!("config.json in {} has no process", bundle.display()))?;
     process.set_args(Some(args.command.clone()));
     process.set_terminal(Some(args.tty));
     if let Some(cwd) = &args.cwd {
@@ -26,9 +27,7 @@ pub fn from_flags(bundle: &Path, args: &ExecArgs) -> Result<Process> {
     process.set_env(Some(env));
     let (uid, gid) = parse_user(args.user.as_deref())?;
     let current = process.user().clone();
-    let mut user = UserBuilder::default()
-        .uid(uid.unwrap_or(current.uid()))
-        .gid(gid.unwrap_or(current.gid()));
+    let mut user = UserBuilder::default().uid(uid.unwrap_or(current.uid())).gid(gid.unwrap_or(current.gid()));
     if !args.additional_gids.is_empty() {
         user = user.additional_gids(args.additional_gids.clone());
     } else if let Some(gids) = current.additional_gids() {
@@ -47,7 +46,8 @@ pub fn from_flags(bundle: &Path, args: &ExecArgs) -> Result<Process> {
                 values.insert(cap);
                 Some(values)
             };
-            let (bounding, effective, permitted) = (with_cap(caps.bounding()), with_cap(caps.effective()), with_cap(caps.permitted()));
+            let (bounding, effective, permitted) =
+                (with_cap(caps.bounding()), with_cap(caps.effective()), with_cap(caps.permitted()));
             caps.set_bounding(bounding).set_effective(effective).set_permitted(permitted);
         }
         process.set_capabilities(Some(caps));
@@ -71,6 +71,7 @@ fn parse_user(user: Option<&str>) -> Result<(Option<u32>, Option<u32>)> {
         Some((uid, gid)) => (uid, Some(gid)),
         None => (user, None),
     };
-    let number = |text: &str| text.parse::<u32>().with_context(|| format!("invalid --user {user:?}: use numeric UID[:GID]"));
+    let number =
+        |text: &str| text.parse::<u32>().with_context(|| format!("invalid --user {user:?}: use numeric UID[:GID]"));
     Ok((Some(number(uid)?), gid.map(number).transpose()?))
 }

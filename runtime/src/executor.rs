@@ -34,7 +34,11 @@ impl Executor for BerthExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        let has_path = spec.process().as_ref().and_then(|p| p.env().as_ref()).is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")));
+        let has_path = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().as_ref())
+            .is_some_and(|env| env.iter().any(|e| e.starts_with("PATH=")));
         if has_path {
             return DefaultExecutor {}.validate(spec);
         }

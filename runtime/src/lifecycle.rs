@@ -72,7 +72,9 @@ fn await_exec(container: &Container) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
         match std::fs::metadata(&exe) {
-            Ok(meta) if (meta.dev(), meta.ino()) == (own.dev(), own.ino()) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Ok(meta) if (meta.dev(), meta.ino()) == (own.dev(), own.ino()) => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
             _ => return,
         }
     }
@@ -83,13 +85,18 @@ fn await_exec(container: &Container) {
 pub fn start(container: &mut Container, reporter: &Reporter) -> Result<()> {
     let id = container.id().to_string();
     let poststart = take_hooks(container, Kind::Poststart)?;
-    let started = container.start().map_err(|e| anyhow::Error::new(e).context(format!("cannot start container {id}"))).and_then(|()| {
-        if poststart.is_empty() {
-            return Ok(());
-        }
-        await_exec(container);
-        run_hooks(Some(&poststart), Some(&container.state), Some(&container.root), None, None).map_err(|e| anyhow::Error::new(e).context(format!("cannot start container {id}: a poststart hook failed")))
-    });
+    let started = container
+        .start()
+        .map_err(|e| anyhow::Error::new(e).context(format!("cannot start container {id}")))
+        .and_then(|()| {
+            if poststart.is_empty() {
+                return Ok(());
+            }
+            await_exec(container);
+            run_hooks(Some(&poststart), Some(&container.state), Some(&container.root), None, None).map_err(|e| {
+                anyhow::Error::new(e).context(format!("cannot start container {id}: a poststart hook failed"))
+            })
+        });
     if let Err(error) = started {
         if let Err(cleanup) = destroy(container, true, reporter) {
             reporter.warn(&format!("cannot remove container {id} after its start failed: {cleanup:#}"));
@@ -132,14 +139,16 @@ pub fn create(
         });
     match built {
         Ok(mut container) => {
-            let finished = restore_bundle(&mut container, &bundle.path, spec_copy).and_then(|()| store.write_record(&container, bundle.rootfs.clone())).and_then(|_| {
-                let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
-                crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
-                    .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
-                mount_options::apply(init, &bundle.mounts, &args.id)?;
-                crate::propagation::apply(init, &bundle.spec, &args.id)?;
-                cgroups::apply_oom_killer_setting(&container, &bundle.spec)
-            });
+            let finished = restore_bundle(&mut container, &bundle.path, spec_copy)
+                .and_then(|()| store.write_record(&container, bundle.rootfs.clone()))
+                .and_then(|_| {
+                    let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
+                    crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
+                        .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
+                    mount_options::apply(init, &bundle.mounts, &args.id)?;
+                    crate::propagation::apply(init, &bundle.spec, &args.id)?;
+                    cgroups::apply_oom_killer_setting(&container, &bundle.spec)
+                });
             if let Err(e) = finished {
                 remove_failed(store, &args.id);
                 return Err(e);

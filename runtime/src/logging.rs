@@ -81,10 +81,7 @@ pub fn init_debug(global: &GlobalOpts) -> anyhow::Result<()> {
         None => Box::new(std::io::stderr()),
     };
     let writer = Mutex::new(writer);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(writer)
-        .with_ansi(false);
+    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::DEBUG).with_writer(writer).with_ansi(false);
     match global.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

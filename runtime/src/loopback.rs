@@ -8,10 +8,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 /// True when the config asks for a new network namespace (a network namespace entry
 /// without a path); joining an existing one by path leaves its interfaces to their owner.
 fn creates_network_namespace(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|namespaces| namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Network && ns.path().is_none()))
+    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|namespaces| {
+        namespaces.iter().any(|ns| ns.typ() == LinuxNamespaceType::Network && ns.path().is_none())
+    })
 }
 
 /// Sets IFF_UP on `lo` in the network namespace of process `init`, when the config made
@@ -22,8 +21,8 @@ pub fn bring_up_in_new_namespace(init: Pid, spec: &Spec) -> Result<()> {
         return Ok(());
     }
     let namespace = format!("/proc/{init}/ns/net");
-    let namespace_file =
-        std::fs::File::open(&namespace).with_context(|| format!("cannot open the container's network namespace {namespace}"))?;
+    let namespace_file = std::fs::File::open(&namespace)
+        .with_context(|| format!("cannot open the container's network namespace {namespace}"))?;
     // setns changes only the calling thread's network namespace: a thread of its own enters
     // it, so this process stays where it is.
     std::thread::scope(|scope| {
@@ -77,7 +76,9 @@ mod tests {
     #[test]
     fn only_a_network_namespace_without_a_path_is_new() {
         assert!(creates_network_namespace(&spec_with(serde_json::json!([{"type": "pid"}, {"type": "network"}]))));
-        assert!(!creates_network_namespace(&spec_with(serde_json::json!([{"type": "network", "path": "/run/netns/a"}]))));
+        assert!(!creates_network_namespace(&spec_with(
+            serde_json::json!([{"type": "network", "path": "/run/netns/a"}])
+        )));
         assert!(!creates_network_namespace(&spec_with(serde_json::json!([{"type": "pid"}, {"type": "mount"}]))));
     }
 }

@@ -113,10 +113,44 @@ const NOT_MOUNT2_DATA: &[&str] = &["defaults", "tmpcopyup", "idmap", "ridmap", "
 
 /// Options libcontainer applies itself, or berth's propagation module does.
 const APPLIED_ELSEWHERE: &[&str] = &[
-    "defaults", "bind", "rbind", "idmap", "ridmap", "ro", "nosuid", "nodev", "noexec", "noatime", "relatime",
-    "strictatime", "nodiratime", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnodiratime",
-    "rdiratime", "rrelatime", "rnoatime", "ratime", "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow",
-    "shared", "rshared", "slave", "rslave", "private", "rprivate", "unbindable", "runbindable",
+    "defaults",
+    "bind",
+    "rbind",
+    "idmap",
+    "ridmap",
+    "ro",
+    "nosuid",
+    "nodev",
+    "noexec",
+    "noatime",
+    "relatime",
+    "strictatime",
+    "nodiratime",
+    "rro",
+    "rrw",
+    "rnosuid",
+    "rsuid",
+    "rnodev",
+    "rdev",
+    "rnoexec",
+    "rexec",
+    "rnodiratime",
+    "rdiratime",
+    "rrelatime",
+    "rnoatime",
+    "ratime",
+    "rstrictatime",
+    "rnostrictatime",
+    "rnosymfollow",
+    "rsymfollow",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "private",
+    "rprivate",
+    "unbindable",
+    "runbindable",
 ];
 
 /// Superblock flags: given to fsconfig when the filesystem is made, or set through a
@@ -230,9 +264,13 @@ impl OwnMount {
         let destination = mount.destination().display();
         let refuse = |why: &str| anyhow::anyhow!("cannot apply mount option {option:?} to mount {destination}: {why}");
         let fstype = match mount.typ().as_deref() {
-            None | Some("") => return Err(refuse("berth makes this mount itself with mount(2), which needs the mount's type")),
+            None | Some("") => {
+                return Err(refuse("berth makes this mount itself with mount(2), which needs the mount's type"))
+            }
             // libcontainer builds a cgroup v1 mount from a tmpfs and one mount per hierarchy.
-            Some("cgroup") => return Err(refuse("a cgroup mount is several mounts, which berth cannot make with one mount(2) call")),
+            Some("cgroup") => {
+                return Err(refuse("a cgroup mount is several mounts, which berth cannot make with one mount(2) call"))
+            }
             Some(fstype) => fstype.to_string(),
         };
         let source = mount.source().as_deref().unwrap_or(Path::new(&fstype)).as_os_str().to_owned();
@@ -245,7 +283,8 @@ impl OwnMount {
             source: c_path(&source)?,
             fstype,
             flags,
-            data: CString::new(data.join(",")).with_context(|| format!("an option of mount {destination} holds a NUL byte"))?,
+            data: CString::new(data.join(","))
+                .with_context(|| format!("an option of mount {destination} holds a NUL byte"))?,
             read_only_after,
         }))
     }
@@ -319,7 +358,10 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
             // Never for libcontainer (fsconfig refuses the words). A bind mount ignores them,
             // and so does a remount for MS_SILENT; a new mount that needs one is `own`.
             if remount && !bind && option.ends_with("iversion") {
-                return Err(refuse(option, "berth changes only the named flags of a mounted filesystem (fspick), and that cannot pass it"));
+                return Err(refuse(
+                    option,
+                    "berth changes only the named flags of a mounted filesystem (fspick), and that cannot pass it",
+                ));
             }
             continue;
         }
@@ -344,7 +386,10 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
         if SUPERBLOCK_FLAGS.contains(&option) || option == "lazytime" || option == "nolazytime" {
             if remount {
                 if option == "dirsync" {
-                    return Err(refuse(option, "the kernel sets it only when a filesystem is mounted, never on remount"));
+                    return Err(refuse(
+                        option,
+                        "the kernel sets it only when a filesystem is mounted, never on remount",
+                    ));
                 }
                 fixup.superblock.push(option.to_string());
             } else if option.ends_with("lazytime") {
@@ -406,7 +451,13 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     }
     if remount {
         // The mount exists already: berth changes it and libcontainer must not mount anew.
-        if fixup.atime.is_none() && fixup.set == 0 && fixup.clear == 0 && fixup.recursive.is_none() && fixup.superblock.is_empty() && fixup.acl.is_none() {
+        if fixup.atime.is_none()
+            && fixup.set == 0
+            && fixup.clear == 0
+            && fixup.recursive.is_none()
+            && fixup.superblock.is_empty()
+            && fixup.acl.is_none()
+        {
             return Ok((None, None));
         }
         return Ok((None, Some(fixup)));
@@ -553,14 +604,19 @@ impl SpecCopy {
     pub fn write(dir: PathBuf, bundle: &Path, spec: &Spec) -> Result<SpecCopy> {
         use std::os::unix::fs::DirBuilderExt;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let copy = SpecCopy { dir };
-        spec.save(copy.dir.join("config.json")).with_context(|| format!("cannot write {}/config.json", copy.dir.display()))?;
+        spec.save(copy.dir.join("config.json"))
+            .with_context(|| format!("cannot write {}/config.json", copy.dir.display()))?;
         for entry in std::fs::read_dir(bundle).with_context(|| format!("cannot read bundle {}", bundle.display()))? {
             let name = entry?.file_name();
             if name != "config.json" {
-                std::os::unix::fs::symlink(bundle.join(&name), copy.dir.join(&name))
-                    .with_context(|| format!("cannot link {} into {}", bundle.join(&name).display(), copy.dir.display()))?;
+                std::os::unix::fs::symlink(bundle.join(&name), copy.dir.join(&name)).with_context(|| {
+                    format!("cannot link {} into {}", bundle.join(&name).display(), copy.dir.display())
+                })?;
             }
         }
         Ok(copy)
@@ -602,7 +658,9 @@ pub fn apply(init: Pid, plan: &Plan, id: &str) -> Result<()> {
         ForkResult::Parent { child } => {
             drop(report_write);
             let mut report = String::new();
-            File::from(report_read).read_to_string(&mut report).context("cannot read the mount options helper's report")?;
+            File::from(report_read)
+                .read_to_string(&mut report)
+                .context("cannot read the mount options helper's report")?;
             let status = waitpid(child, None).context("cannot wait for the mount options helper")?;
             match status {
                 WaitStatus::Exited(_, 0) => Ok(()),
@@ -632,8 +690,9 @@ fn path_in_container(proc: &OwnedFd, fd: &OwnedFd) -> Result<PathBuf> {
 
 /// This process's mount table (the container's, once in its mount namespace).
 fn mount_table(proc: &OwnedFd) -> Result<String> {
-    let fd = nix::fcntl::openat(Some(proc.as_raw_fd()), "self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .context("cannot open the mount table")?;
+    let fd =
+        nix::fcntl::openat(Some(proc.as_raw_fd()), "self/mountinfo", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .context("cannot open the mount table")?;
     let mut text = String::new();
     // SAFETY: a new descriptor that nothing else owns.
     unsafe { File::from_raw_fd(fd) }.read_to_string(&mut text).context("cannot read the mount table")?;
@@ -656,8 +715,11 @@ fn mountinfo_path(point: &Path) -> String {
 fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
     let text = mount_table(proc)?;
     let shown = mountinfo_path(point);
-    let mounts: Vec<Vec<&str>> = text.lines().map(|line| line.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
-    let Some(top) = mounts.iter().rev().find(|fields| fields[4] == shown) else { bail!("{} is not mounted", point.display()) };
+    let mounts: Vec<Vec<&str>> =
+        text.lines().map(|line| line.split(' ').collect()).filter(|f: &Vec<&str>| f.len() > 4).collect();
+    let Some(top) = mounts.iter().rev().find(|fields| fields[4] == shown) else {
+        bail!("{} is not mounted", point.display())
+    };
     Ok(mounts.iter().any(|fields| fields[0] == top[1] && fields[4] == shown))
 }
 
@@ -682,11 +744,14 @@ fn apply_fixup(fixup: &Fixup, proc: &OwnedFd, init: Pid) -> Result<()> {
             .with_context(|| format!("cannot copy the image's {} into its tmpfs (tmpcopyup)", destination.display()))?;
     }
     if !fixup.superblock.is_empty() {
-        reconfigure(&target, &fixup.superblock)
-            .with_context(|| format!("cannot set {} on the filesystem of mount {}", fixup.superblock.join(","), destination.display()))?;
+        reconfigure(&target, &fixup.superblock).with_context(|| {
+            format!("cannot set {} on the filesystem of mount {}", fixup.superblock.join(","), destination.display())
+        })?;
     }
     if let Some(wanted) = fixup.acl {
-        if has_acls(&target).with_context(|| format!("cannot check POSIX ACLs on mount {}", destination.display()))? != wanted {
+        if has_acls(&target).with_context(|| format!("cannot check POSIX ACLs on mount {}", destination.display()))?
+            != wanted
+        {
             let (option, why) = if wanted { ("acl", "has no POSIX ACLs") } else { ("noacl", "keeps POSIX ACLs on") };
             bail!("cannot apply mount option {option:?} to mount {}: its filesystem {why}", destination.display());
         }
@@ -736,8 +801,9 @@ fn apply_fixup(fixup: &Fixup, proc: &OwnedFd, init: Pid) -> Result<()> {
         let point = c_path(path_in_container(proc, &target)?.as_os_str())?;
         let flags = own.flags | libc::MS_RDONLY | libc::MS_REMOUNT | libc::MS_BIND;
         // SAFETY: NUL-terminated strings; the data pointer is an empty string.
-        cvt(unsafe { libc::mount(c"".as_ptr(), point.as_ptr(), std::ptr::null(), flags, c"".as_ptr().cast()) } as libc::c_long)
-            .with_context(|| format!("cannot make mount {} read-only", destination.display()))?;
+        cvt(unsafe { libc::mount(c"".as_ptr(), point.as_ptr(), std::ptr::null(), flags, c"".as_ptr().cast()) }
+            as libc::c_long)
+        .with_context(|| format!("cannot make mount {} read-only", destination.display()))?;
     }
     Ok(())
 }
@@ -750,7 +816,11 @@ fn replace_with_own_mount(own: &OwnMount, destination: &Path, proc: &OwnedFd, in
     drop(placeholder);
     let shown = top_mount_type(proc, &point)?;
     if shown != own.fstype {
-        bail!("the mount on top at {} is a {shown}, not the {} libcontainer made: a later mount lies on it", point.display(), own.fstype);
+        bail!(
+            "the mount on top at {} is a {shown}, not the {} libcontainer made: a later mount lies on it",
+            point.display(),
+            own.fstype
+        );
     }
     let point = c_path(point.as_os_str())?;
     // SAFETY: a NUL-terminated path. Without MNT_DETACH the kernel refuses a mount that has
@@ -766,8 +836,10 @@ fn replace_with_own_mount(own: &OwnMount, destination: &Path, proc: &OwnedFd, in
     let fstype = c_path(OsStr::new(&own.fstype))?;
     in_container_namespaces(init, proc, || {
         // SAFETY: NUL-terminated strings that outlive the call.
-        cvt(unsafe { libc::mount(own.source.as_ptr(), point.as_ptr(), fstype.as_ptr(), own.flags, own.data.as_ptr().cast()) } as libc::c_long)
-            .map(drop)
+        cvt(unsafe {
+            libc::mount(own.source.as_ptr(), point.as_ptr(), fstype.as_ptr(), own.flags, own.data.as_ptr().cast())
+        } as libc::c_long)
+        .map(drop)
     })
     .context("mount(2)")
 }
@@ -787,7 +859,13 @@ fn top_mount_type(proc: &OwnedFd, point: &Path) -> Result<String> {
 /// namespace. A pid namespace applies to children only, hence the second fork.
 fn in_container_namespaces(init: Pid, proc: &OwnedFd, work: impl FnOnce() -> std::io::Result<()>) -> Result<()> {
     let mut enter = 0;
-    for (name, flag) in [("net", libc::CLONE_NEWNET), ("ipc", libc::CLONE_NEWIPC), ("cgroup", libc::CLONE_NEWCGROUP), ("pid", libc::CLONE_NEWPID), ("user", libc::CLONE_NEWUSER)] {
+    for (name, flag) in [
+        ("net", libc::CLONE_NEWNET),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("cgroup", libc::CLONE_NEWCGROUP),
+        ("pid", libc::CLONE_NEWPID),
+        ("user", libc::CLONE_NEWUSER),
+    ] {
         let stat = |path: String| nix::sys::stat::fstatat(Some(proc.as_raw_fd()), path.as_str(), AtFlags::empty());
         let (own, theirs) = (stat(format!("self/ns/{name}"))?, stat(format!("{init}/ns/{name}"))?);
         if (own.st_dev, own.st_ino) != (theirs.st_dev, theirs.st_ino) {
@@ -795,7 +873,8 @@ fn in_container_namespaces(init: Pid, proc: &OwnedFd, work: impl FnOnce() -> std
         }
     }
     // SAFETY: a pid with no flags.
-    let pidfd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, init.as_raw(), 0) }).context("cannot open the container's init")?;
+    let pidfd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, init.as_raw(), 0) })
+        .context("cannot open the container's init")?;
     // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
     let run = || -> std::io::Result<()> {
@@ -806,7 +885,8 @@ fn in_container_namespaces(init: Pid, proc: &OwnedFd, work: impl FnOnce() -> std
         if enter & libc::CLONE_NEWUSER != 0 {
             // As the container's root, as runc mounts: a new tmpfs's root is its creator's.
             let root = (Gid::from_raw(0), Uid::from_raw(0));
-            nix::unistd::setresgid(root.0, root.0, root.0).and_then(|()| nix::unistd::setresuid(root.1, root.1, root.1))?;
+            nix::unistd::setresgid(root.0, root.0, root.0)
+                .and_then(|()| nix::unistd::setresuid(root.1, root.1, root.1))?;
         }
         // SAFETY: the child only makes the syscalls in `work`, then _exits.
         match unsafe { fork() }? {
@@ -863,9 +943,18 @@ fn open_in_root(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
         mode: u64,
         resolve: u64,
     }
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+    let how =
+        OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
     // SAFETY: a valid path string and an open_how of the size given.
-    let fd = cvt(unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, name.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) })?;
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -874,7 +963,8 @@ fn open_in_root(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
 fn mount_flags(fd: &OwnedFd) -> Result<i64> {
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: fstatvfs fills the struct on success.
-    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long).context("cannot statvfs a mount")?;
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long)
+        .context("cannot statvfs a mount")?;
     // SAFETY: initialised by the successful call.
     Ok(unsafe { stat.assume_init() }.f_flag as i64)
 }
@@ -882,7 +972,8 @@ fn mount_flags(fd: &OwnedFd) -> Result<i64> {
 fn statfs(fd: &OwnedFd) -> Result<libc::statfs> {
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs fills the struct on success.
-    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long).context("cannot statfs a mount")?;
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long)
+        .context("cannot statfs a mount")?;
     // SAFETY: initialised by the successful call.
     Ok(unsafe { stat.assume_init() })
 }
@@ -899,7 +990,14 @@ fn mount_setattr(fd: &OwnedFd, set: u64, clear: u64, recursive: bool) -> std::io
     let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: an empty path on a valid descriptor and a mount_attr of the size given.
     cvt(unsafe {
-        libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
     })
     .map(drop)
 }
@@ -909,7 +1007,8 @@ fn mount_setattr(fd: &OwnedFd, set: u64, clear: u64, recursive: bool) -> std::io
 fn has_acls(fd: &OwnedFd) -> Result<bool> {
     let root = open_dir(fd.as_raw_fd(), OsStr::new("."))?;
     // SAFETY: a size query (no buffer) on a valid descriptor with a NUL-terminated name.
-    let result = unsafe { libc::fgetxattr(root.as_raw_fd(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    let result =
+        unsafe { libc::fgetxattr(root.as_raw_fd(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
     if result >= 0 {
         return Ok(true);
     }
@@ -929,8 +1028,10 @@ fn reconfigure(fd: &OwnedFd, options: &[String]) -> Result<()> {
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
     // SAFETY: an empty path on a valid descriptor.
-    let context = cvt(unsafe { libc::syscall(libc::SYS_fspick, fd.as_raw_fd(), c"".as_ptr(), FSPICK_CLOEXEC | FSPICK_EMPTY_PATH) })
-        .context("fspick")?;
+    let context = cvt(unsafe {
+        libc::syscall(libc::SYS_fspick, fd.as_raw_fd(), c"".as_ptr(), FSPICK_CLOEXEC | FSPICK_EMPTY_PATH)
+    })
+    .context("fspick")?;
     // SAFETY: fspick returned a new descriptor that nothing else owns.
     let context = unsafe { OwnedFd::from_raw_fd(context as RawFd) };
     for option in options {
@@ -948,8 +1049,17 @@ fn reconfigure(fd: &OwnedFd, options: &[String]) -> Result<()> {
             .with_context(|| format!("the filesystem refuses {option:?}"))?;
     }
     // SAFETY: a command on a filesystem context descriptor.
-    cvt(unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_CMD_RECONFIGURE, std::ptr::null::<libc::c_char>(), std::ptr::null::<libc::c_char>(), 0) })
-        .context("reconfigure")?;
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            FSCONFIG_CMD_RECONFIGURE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })
+    .context("reconfigure")?;
     Ok(())
 }
 
@@ -957,13 +1067,20 @@ fn reconfigure(fd: &OwnedFd, options: &[String]) -> Result<()> {
 fn clone_mount(fd: RawFd, name: &CString, flags: libc::c_int) -> std::io::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_int = 1;
     // SAFETY: a valid path string relative to a valid descriptor.
-    let tree = cvt(unsafe { libc::syscall(libc::SYS_open_tree, fd, name.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC | flags) })?;
+    let tree = cvt(unsafe {
+        libc::syscall(libc::SYS_open_tree, fd, name.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC | flags)
+    })?;
     // SAFETY: open_tree returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
 }
 
 fn open_dir(dir: RawFd, name: &OsStr) -> nix::Result<OwnedFd> {
-    let fd = nix::fcntl::openat(Some(dir), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fd = nix::fcntl::openat(
+        Some(dir),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -984,14 +1101,17 @@ fn copy_up(tmpfs: &OwnedFd, fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
     }
     let parent = destination.parent().context("the destination is the root")?;
     let name = destination.file_name().context("the destination has no name")?;
-    let parent = open_in_root(parent, libc::O_PATH | libc::O_DIRECTORY).context("cannot open the destination's parent")?;
-    let lower = clone_mount(parent.as_raw_fd(), &c_path(OsStr::new(""))?, libc::AT_EMPTY_PATH).context("cannot clone the parent mount")?;
+    let parent =
+        open_in_root(parent, libc::O_PATH | libc::O_DIRECTORY).context("cannot open the destination's parent")?;
+    let lower = clone_mount(parent.as_raw_fd(), &c_path(OsStr::new(""))?, libc::AT_EMPTY_PATH)
+        .context("cannot clone the parent mount")?;
     let source = match open_dir(lower.as_raw_fd(), name) {
         Ok(source) => source,
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         Err(error) => return Err(error).context("the image's destination is not a directory"),
     };
-    let upper = clone_mount(tmpfs.as_raw_fd(), &c_path(OsStr::new(""))?, libc::AT_EMPTY_PATH).context("cannot clone the tmpfs")?;
+    let upper = clone_mount(tmpfs.as_raw_fd(), &c_path(OsStr::new(""))?, libc::AT_EMPTY_PATH)
+        .context("cannot clone the tmpfs")?;
     mount_setattr(&upper, 0, MOUNT_ATTR_RDONLY, false).context("cannot make the tmpfs copy writable")?;
     let target = open_dir(upper.as_raw_fd(), OsStr::new(".")).context("cannot open the tmpfs")?;
     copy_tree(&source, &target)?;
@@ -1008,7 +1128,12 @@ fn copy_up(tmpfs: &OwnedFd, fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
 }
 
 fn copy_tree(source: &OwnedFd, target: &OwnedFd) -> Result<()> {
-    let listing = nix::dir::Dir::openat(Some(source.as_raw_fd()), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let listing = nix::dir::Dir::openat(
+        Some(source.as_raw_fd()),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
     let names: Vec<CString> = listing
         .into_iter()
         .filter_map(|entry| entry.ok())
@@ -1017,7 +1142,8 @@ fn copy_tree(source: &OwnedFd, target: &OwnedFd) -> Result<()> {
         .collect();
     for name in names {
         let shown = String::from_utf8_lossy(name.as_bytes()).into_owned();
-        copy_entry(source, target, OsStr::from_bytes(name.as_bytes())).with_context(|| format!("cannot copy {shown}"))?;
+        copy_entry(source, target, OsStr::from_bytes(name.as_bytes()))
+            .with_context(|| format!("cannot copy {shown}"))?;
     }
     Ok(())
 }
@@ -1039,7 +1165,12 @@ fn copy_entry(source: &OwnedFd, target: &OwnedFd, name: &OsStr) -> Result<()> {
             copy_tree(&from, &to)?;
         }
         SFlag::S_IFREG => {
-            let from = nix::fcntl::openat(Some(src), name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())?;
+            let from = nix::fcntl::openat(
+                Some(src),
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
             // SAFETY: a new descriptor that nothing else owns.
             let mut from = unsafe { File::from_raw_fd(from) };
             let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -1067,7 +1198,13 @@ fn copy_entry(source: &OwnedFd, target: &OwnedFd, name: &OsStr) -> Result<()> {
         }
         _ => bail!("unknown file type {:o}", stat.st_mode),
     }
-    nix::unistd::fchownat(Some(dst), name, Some(Uid::from_raw(stat.st_uid)), Some(Gid::from_raw(stat.st_gid)), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    nix::unistd::fchownat(
+        Some(dst),
+        name,
+        Some(Uid::from_raw(stat.st_uid)),
+        Some(Gid::from_raw(stat.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
     if kind != SFlag::S_IFLNK {
         // Made just now by this process and not a symlink (the nofollow form needs /proc).
         nix::sys::stat::fchmodat(Some(dst), name, mode, nix::sys::stat::FchmodatFlags::FollowSymlink)?;
@@ -1100,7 +1237,8 @@ mod tests {
 
     #[test]
     fn tmpcopyup_and_symfollow_are_kept_from_libcontainer() {
-        let (kept, fixup) = plan_mount(&mount("tmpfs", &["rw", "nosuid", "tmpcopyup", "nosymfollow", "size=1m"])).unwrap();
+        let (kept, fixup) =
+            plan_mount(&mount("tmpfs", &["rw", "nosuid", "tmpcopyup", "nosymfollow", "size=1m"])).unwrap();
         assert_eq!(kept.unwrap().options().clone().unwrap(), vec!["rw", "nosuid", "size=1m"]);
         let fixup = fixup.unwrap();
         assert!(fixup.copy_up);
@@ -1135,10 +1273,25 @@ mod tests {
 
     #[test]
     fn silent_and_iversion_make_a_mount_berth_makes_with_runc_flags_and_data() {
-        let options = ["ro", "nosuid", "silent", "size=1m", "mode=750", "sync", "noiversion", "iversion", "rnoexec", "tmpcopyup", "private"];
+        let options = [
+            "ro",
+            "nosuid",
+            "silent",
+            "size=1m",
+            "mode=750",
+            "sync",
+            "noiversion",
+            "iversion",
+            "rnoexec",
+            "tmpcopyup",
+            "private",
+        ];
         let (kept, fixup) = plan_mount(&mount("tmpfs", &options)).unwrap();
         // libcontainer makes it first, without the words fsconfig refuses.
-        assert_eq!(kept.unwrap().options().clone().unwrap(), vec!["ro", "nosuid", "size=1m", "mode=750", "sync=", "private"]);
+        assert_eq!(
+            kept.unwrap().options().clone().unwrap(),
+            vec!["ro", "nosuid", "size=1m", "mode=750", "sync=", "private"]
+        );
         let fixup = fixup.unwrap();
         let own = fixup.own.unwrap();
         assert_eq!(own.option, "silent");
@@ -1148,8 +1301,12 @@ mod tests {
         assert_eq!((own.source.to_str().unwrap(), own.fstype.as_str()), ("tmpfs", "tmpfs"));
         assert_eq!(fixup.recursive, Some((MOUNT_ATTR_NOEXEC, 0)));
         assert!(fixup.copy_up);
-        let own = plan_mount(&mount("proc", &["noexec", "iversion", "silent", "loud"])).unwrap().1.unwrap().own.unwrap();
-        assert_eq!((own.option, own.flags, own.read_only_after), ("iversion", libc::MS_NOEXEC | libc::MS_I_VERSION, false));
+        let own =
+            plan_mount(&mount("proc", &["noexec", "iversion", "silent", "loud"])).unwrap().1.unwrap().own.unwrap();
+        assert_eq!(
+            (own.option, own.flags, own.read_only_after),
+            ("iversion", libc::MS_NOEXEC | libc::MS_I_VERSION, false)
+        );
     }
 
     #[test]
@@ -1161,7 +1318,10 @@ mod tests {
         ] {
             let (kept, fixup) = plan_mount(&mount(typ, options)).unwrap();
             let kept = kept.map(|m| m.options().clone().unwrap());
-            assert!(kept.as_deref().unwrap_or_default().iter().all(|o| !MOUNT2_ONLY.contains(&o.as_str())), "{options:?}: {kept:?}");
+            assert!(
+                kept.as_deref().unwrap_or_default().iter().all(|o| !MOUNT2_ONLY.contains(&o.as_str())),
+                "{options:?}: {kept:?}"
+            );
             assert!(fixup.is_none(), "{options:?}");
         }
     }
@@ -1178,21 +1338,30 @@ mod tests {
             mount.set_destination(PathBuf::from(destination));
             mount
         };
-        let error = with(vec![at("/data", "tmpfs", &["silent"]), at("/data/./x", "bind", &["bind"])]).unwrap_err().to_string();
+        let error =
+            with(vec![at("/data", "tmpfs", &["silent"]), at("/data/./x", "bind", &["bind"])]).unwrap_err().to_string();
         assert!(error.contains("\"silent\"") && error.contains("mount /data:") && error.contains("/data/x"), "{error}");
         let error = with(vec![at("/proc", "proc", &["iversion"])]).unwrap_err().to_string();
         assert!(error.contains("masked path /proc/"), "{error}");
         let error = with(vec![at("/dev", "tmpfs", &["silent"])]).unwrap_err().to_string();
         assert!(error.contains("devices libcontainer creates in /dev"), "{error}");
         // Mounts listed before it are hidden in runc too, and a later remount changes it.
-        let planned = with(vec![at("/data/x", "tmpfs", &[]), at("/data", "tmpfs", &["silent"]), at("/data", "tmpfs", &["remount", "ro"])]);
+        let planned = with(vec![
+            at("/data/x", "tmpfs", &[]),
+            at("/data", "tmpfs", &["silent"]),
+            at("/data", "tmpfs", &["remount", "ro"]),
+        ]);
         assert_eq!(planned.unwrap().fixups.len(), 2);
     }
 
     #[test]
     fn superblock_flags_reach_fsconfig_and_recursive_options_collapse() {
-        let (kept, fixup) = plan_mount(&mount("tmpfs", &["sync", "dirsync", "lazytime", "rnoatime", "rstrictatime", "rro"])).unwrap();
-        assert_eq!(kept.unwrap().options().clone().unwrap(), vec!["sync=", "dirsync=", "lazytime", "rstrictatime", "rro"]);
+        let (kept, fixup) =
+            plan_mount(&mount("tmpfs", &["sync", "dirsync", "lazytime", "rnoatime", "rstrictatime", "rro"])).unwrap();
+        assert_eq!(
+            kept.unwrap().options().clone().unwrap(),
+            vec!["sync=", "dirsync=", "lazytime", "rstrictatime", "rro"]
+        );
         assert!(fixup.is_none());
     }
 

@@ -65,7 +65,13 @@ pub fn apply(init: Pid, spec: &Spec, id: &str) -> Result<()> {
                     failed = [-2, *libc::__errno_location()];
                 } else {
                     for (index, (target, (_, flags))) in targets.iter().zip(&changes).enumerate() {
-                        let ok = libc::mount(std::ptr::null(), target.as_ptr(), std::ptr::null(), flags.bits(), std::ptr::null());
+                        let ok = libc::mount(
+                            std::ptr::null(),
+                            target.as_ptr(),
+                            std::ptr::null(),
+                            flags.bits(),
+                            std::ptr::null(),
+                        );
                         if ok != 0 {
                             failed = [index as i32, *libc::__errno_location()];
                             break;

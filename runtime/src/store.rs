@@ -71,8 +71,8 @@ impl Store {
         if !dir.join("state.json").exists() {
             bail!("container does not exist: no container {id:?} under {}", self.root.display());
         }
-        let mut container =
-            Container::load(dir.clone()).with_context(|| format!("cannot read the state of container {id:?} in {}", dir.display()))?;
+        let mut container = Container::load(dir.clone())
+            .with_context(|| format!("cannot read the state of container {id:?} in {}", dir.display()))?;
         let record: Option<Record> =
             fs::read(dir.join(RECORD_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
         if container.status() != ContainerStatus::Stopped && !init_is_ours(&container, record.as_ref()) {

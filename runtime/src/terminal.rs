@@ -84,7 +84,8 @@ impl Proxy {
             Ok(saved) => {
                 let mut raw = saved.clone();
                 termios::cfmakeraw(&mut raw);
-                termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).context("cannot put the terminal in raw mode")?;
+                termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
+                    .context("cannot put the terminal in raw mode")?;
                 Some(saved)
             }
             Err(_) => None, // stdin is not a terminal: copy bytes as they come

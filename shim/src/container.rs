@@ -36,11 +36,19 @@ pub struct Container {
 
 impl Container {
     pub fn process(&self, exec_id: &str) -> Option<&Process> {
-        if exec_id.is_empty() { Some(&self.init) } else { self.execs.get(exec_id) }
+        if exec_id.is_empty() {
+            Some(&self.init)
+        } else {
+            self.execs.get(exec_id)
+        }
     }
 
     pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
-        if exec_id.is_empty() { Some(&mut self.init) } else { self.execs.get_mut(exec_id) }
+        if exec_id.is_empty() {
+            Some(&mut self.init)
+        } else {
+            self.execs.get_mut(exec_id)
+        }
     }
 
     /// OOM kills in the container's memory cgroup (v1 memory.oom_control, v2 memory.events).
@@ -50,7 +58,9 @@ impl Container {
         ["/sys/fs/cgroup/memory/{}/memory.oom_control", "/sys/fs/cgroup/{}/memory.events"]
             .iter()
             .filter_map(|pattern| std::fs::read_to_string(pattern.replace("{}", relative)).ok())
-            .flat_map(|text| text.lines().filter_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok()).collect::<Vec<_>>())
+            .flat_map(|text| {
+                text.lines().filter_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok()).collect::<Vec<_>>()
+            })
             .max()
             .unwrap_or(0)
     }

@@ -44,7 +44,10 @@ impl ShimError {
     /// The ttrpc code containerd sees (it treats NOT_FOUND on Kill as "already gone", say).
     pub fn code(&self) -> Code {
         match self {
-            ShimError::NoContainer { .. } | ShimError::NoExec { .. } | ShimError::ExecNotRunning { .. } | ShimError::Signal { .. } => Code::NOT_FOUND,
+            ShimError::NoContainer { .. }
+            | ShimError::NoExec { .. }
+            | ShimError::ExecNotRunning { .. }
+            | ShimError::Signal { .. } => Code::NOT_FOUND,
             ShimError::ExecExists { .. } => Code::ALREADY_EXISTS,
             ShimError::ExecStillRunning { .. } | ShimError::Terminal(_) => Code::FAILED_PRECONDITION,
             ShimError::BadRequest(_) => Code::INVALID_ARGUMENT,
@@ -74,7 +77,10 @@ impl fmt::Display for ShimError {
             ShimError::ExecExists { exec_id } => write!(f, "exec {exec_id} already exists"),
             ShimError::ExecStillRunning { exec_id } => write!(f, "exec {exec_id} is still running"),
             ShimError::ExecNotRunning { exec_id } => write!(f, "exec {exec_id} is not running"),
-            ShimError::BadRequest(message) | ShimError::Stdio(message) | ShimError::Mount(message) | ShimError::Terminal(message) => f.write_str(message),
+            ShimError::BadRequest(message)
+            | ShimError::Stdio(message)
+            | ShimError::Mount(message)
+            | ShimError::Terminal(message) => f.write_str(message),
             ShimError::Runtime { message, .. } => f.write_str(message),
             ShimError::File { path, source } => write!(f, "cannot write {}: {source}", path.display()),
             ShimError::Signal { pid, source } => write!(f, "cannot signal pid {pid}: {source}"),
@@ -102,7 +108,11 @@ mod tests {
         assert_eq!(runtime(Command::Resume).code(), Code::FAILED_PRECONDITION);
         assert_eq!(runtime(Command::Create).code(), Code::INTERNAL);
         let status = runtime(Command::Create).status();
-        assert_eq!((status.code(), status.message.as_str()), (Code::INTERNAL, "berth said no"), "berth's own message reaches the user");
+        assert_eq!(
+            (status.code(), status.message.as_str()),
+            (Code::INTERNAL, "berth said no"),
+            "berth's own message reaches the user"
+        );
     }
 
     #[test]

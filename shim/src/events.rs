@@ -8,13 +8,14 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
+    TaskStart,
 };
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim::event::Envelope;
+use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::topics::*;
 use containerd_shim::protos::ttrpc::{Code, Response};
 use log::warn;
@@ -36,7 +37,12 @@ pub struct Events {
 impl Events {
     /// `address` is containerd's ttrpc socket (`TTRPC_ADDRESS`).
     pub fn new(address: &str, namespace: &str) -> Events {
-        Events { address: address.to_string(), namespace: namespace.to_string(), connection: RefCell::new(None), next_stream: RefCell::new(1) }
+        Events {
+            address: address.to_string(),
+            namespace: namespace.to_string(),
+            connection: RefCell::new(None),
+            next_stream: RefCell::new(1),
+        }
     }
 
     fn publish<M: Message>(&self, topic: &str, event: &M) {
@@ -46,17 +52,22 @@ impl Events {
         envelope.timestamp = containerd_shim::util::timestamp().ok().into();
         // The type URL by name: asking the message for its descriptor would build
         // rust-protobuf's reflection tables, a few hundred KB per shim.
-        let any = Any { type_url: format!("containerd.events.{}", M::NAME), value: event.write_to_bytes().unwrap_or_default(), ..Default::default() };
+        let any = Any {
+            type_url: format!("containerd.events.{}", M::NAME),
+            value: event.write_to_bytes().unwrap_or_default(),
+            ..Default::default()
+        };
         envelope.event = Some(any).into();
         let mut forward = ForwardRequest::new();
         forward.envelope = Some(envelope).into();
-        let sent = wire::request("containerd.services.events.ttrpc.v1.Events", "Forward", &forward).and_then(|request| {
-            self.forward(&request).or_else(|first| {
-                // containerd may have restarted since the last event: one fresh connection.
-                self.connection.borrow_mut().take();
-                self.forward(&request).map_err(|again| format!("{first}; after reconnecting: {again}"))
-            })
-        });
+        let sent =
+            wire::request("containerd.services.events.ttrpc.v1.Events", "Forward", &forward).and_then(|request| {
+                self.forward(&request).or_else(|first| {
+                    // containerd may have restarted since the last event: one fresh connection.
+                    self.connection.borrow_mut().take();
+                    self.forward(&request).map_err(|again| format!("{first}; after reconnecting: {again}"))
+                })
+            });
         if let Err(e) = sent {
             warn!("cannot publish {topic} to containerd at {}: {e}", self.address);
         }
@@ -66,7 +77,8 @@ impl Events {
     fn forward(&self, request: &[u8]) -> Result<(), String> {
         let mut connection = self.connection.borrow_mut();
         if connection.is_none() {
-            let fd = containerd_shim::util::connect(self.address.trim_start_matches("unix://")).map_err(|e| format!("cannot connect: {e}"))?;
+            let fd = containerd_shim::util::connect(self.address.trim_start_matches("unix://"))
+                .map_err(|e| format!("cannot connect: {e}"))?;
             // SAFETY: connect returned a new socket descriptor this process owns.
             let stream = unsafe { UnixStream::from_raw_fd(fd) };
             stream.set_read_timeout(Some(FORWARD_TIMEOUT)).map_err(|e| e.to_string())?;

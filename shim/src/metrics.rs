@@ -18,7 +18,12 @@ pub fn metrics_from_stats(data: &serde_json::Value) -> Metrics {
     };
     let usage = &data["cpu"]["usage"];
     Metrics {
-        pids: Some(PidsStat { current: number(&data["pids"]["current"]), limit: number(&data["pids"]["limit"]), ..Default::default() }).into(),
+        pids: Some(PidsStat {
+            current: number(&data["pids"]["current"]),
+            limit: number(&data["pids"]["limit"]),
+            ..Default::default()
+        })
+        .into(),
         cpu: Some(CPUStat {
             usage: Some(CPUUsage {
                 total: number(&usage["total"]),
@@ -60,7 +65,15 @@ mod tests {
         assert_eq!((metrics.cpu.usage.total, metrics.cpu.usage.kernel, metrics.cpu.usage.user), (900, 200, 700));
         assert_eq!(metrics.cpu.usage.per_cpu, vec![400, 500]);
         assert_eq!(metrics.memory.cache, 4096);
-        assert_eq!((metrics.memory.usage.limit, metrics.memory.usage.usage, metrics.memory.usage.max, metrics.memory.usage.failcnt), (1048576, 65536, 70000, 1));
+        assert_eq!(
+            (
+                metrics.memory.usage.limit,
+                metrics.memory.usage.usage,
+                metrics.memory.usage.max,
+                metrics.memory.usage.failcnt
+            ),
+            (1048576, 65536, 70000, 1)
+        );
         assert_eq!(metrics.memory.kernel_tcp.usage, 12);
         assert_eq!(metrics.memory.swap.usage, 0, "a section berth left out reads 0");
     }

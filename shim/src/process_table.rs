@@ -27,10 +27,24 @@ pub struct Exit {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// TaskStart for the init, TaskExecStarted for an exec.
-    Started { id: String, exec_id: String, pid: i32 },
-    ExecAdded { id: String, exec_id: String },
-    Oom { id: String },
-    Exit { id: String, exec_id: String, pid: i32, exit: Exit },
+    Started {
+        id: String,
+        exec_id: String,
+        pid: i32,
+    },
+    ExecAdded {
+        id: String,
+        exec_id: String,
+    },
+    Oom {
+        id: String,
+    },
+    Exit {
+        id: String,
+        exec_id: String,
+        pid: i32,
+        exit: Exit,
+    },
 }
 
 /// One process: the container's init or an exec.
@@ -172,7 +186,12 @@ impl ProcessTable {
             if exec.exit_pending && exec.start_published {
                 exec.exit_pending = false;
                 if let Some(exit) = &exec.exit {
-                    events.push(Event::Exit { id: id.to_string(), exec_id: exec_id.clone(), pid: exec.pid, exit: exit.clone() });
+                    events.push(Event::Exit {
+                        id: id.to_string(),
+                        exec_id: exec_id.clone(),
+                        pid: exec.pid,
+                        exit: exit.clone(),
+                    });
                 }
             }
         }
@@ -185,7 +204,12 @@ impl ProcessTable {
             }
             init.exit_pending = false;
             if let Some(exit) = &init.exit {
-                events.push(Event::Exit { id: id.to_string(), exec_id: String::new(), pid: init.pid, exit: exit.clone() });
+                events.push(Event::Exit {
+                    id: id.to_string(),
+                    exec_id: String::new(),
+                    pid: init.pid,
+                    exit: exit.clone(),
+                });
             }
         }
         events

@@ -11,7 +11,8 @@ use nix::mount::{mount, MsFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
 
 /// The propagation flags, applied by a mount call of their own after the mount itself.
-const PROPAGATION: MsFlags = MsFlags::MS_SHARED.union(MsFlags::MS_PRIVATE).union(MsFlags::MS_SLAVE).union(MsFlags::MS_UNBINDABLE);
+const PROPAGATION: MsFlags =
+    MsFlags::MS_SHARED.union(MsFlags::MS_PRIVATE).union(MsFlags::MS_SLAVE).union(MsFlags::MS_UNBINDABLE);
 
 /// The flags a bind mount takes only through a remount of the new bind.
 const BIND_REMOUNT: MsFlags = MsFlags::MS_RDONLY
@@ -88,7 +89,8 @@ fn parse_options(options: &[String]) -> Options {
     }
     // As containerd does: MS_REC applies to the propagation call too, and to the mount
     // itself only when that is a bind.
-    let propagation = if flags.intersects(PROPAGATION) { flags & (PROPAGATION | MsFlags::MS_REC) } else { MsFlags::empty() };
+    let propagation =
+        if flags.intersects(PROPAGATION) { flags & (PROPAGATION | MsFlags::MS_REC) } else { MsFlags::empty() };
     let mut mount_flags = flags & !PROPAGATION;
     if !mount_flags.contains(MsFlags::MS_BIND) {
         mount_flags &= !MsFlags::MS_REC;
@@ -167,7 +169,8 @@ fn bind(source: &str, target: &Path, options: &Options) -> Result<(), String> {
     let remount = options.flags & BIND_REMOUNT;
     if !remount.is_empty() {
         let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | remount;
-        mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(|e| format!("bound, but cannot apply {remount:?}: {}", e.desc()))?;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("bound, but cannot apply {remount:?}: {}", e.desc()))?;
     }
     Ok(())
 }
@@ -176,7 +179,8 @@ fn set_propagation(target: &Path, propagation: MsFlags) -> Result<(), String> {
     if propagation.is_empty() {
         return Ok(());
     }
-    mount(None::<&str>, target, None::<&str>, propagation, None::<&str>).map_err(|e| format!("cannot set propagation {propagation:?}: {}", e.desc()))
+    mount(None::<&str>, target, None::<&str>, propagation, None::<&str>)
+        .map_err(|e| format!("cannot set propagation {propagation:?}: {}", e.desc()))
 }
 
 /// The mount attributes fsmount takes for mount(2) flags, or the flag it has none for.
@@ -212,21 +216,27 @@ fn overlay_by_parts(source: &str, target: &Path, options: &Options) -> Result<()
     let attributes = mount_attributes(options.flags)?;
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| format!("fsopen: {e}"))?;
     let with_log = |what: String, e: rustix::io::Errno| format!("{what}: {e}{}", kernel_log(&fs));
-    rustix::mount::fsconfig_set_string(fs.as_fd(), "source", source).map_err(|e| with_log(format!("source {source}"), e))?;
+    rustix::mount::fsconfig_set_string(fs.as_fd(), "source", source)
+        .map_err(|e| with_log(format!("source {source}"), e))?;
     for option in &options.data {
         match option.split_once('=') {
             Some(("lowerdir", dirs)) => {
                 for dir in split_lowerdirs(dirs) {
-                    rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", dir.as_str()).map_err(|e| with_log(format!("layer {dir} (lowerdir+; needs Linux 6.8 or later)"), e))?;
+                    rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", dir.as_str())
+                        .map_err(|e| with_log(format!("layer {dir} (lowerdir+; needs Linux 6.8 or later)"), e))?;
                 }
             }
-            Some((key, value)) => rustix::mount::fsconfig_set_string(fs.as_fd(), key, value).map_err(|e| with_log(format!("option {option}"), e))?,
-            None => rustix::mount::fsconfig_set_flag(fs.as_fd(), option.as_str()).map_err(|e| with_log(format!("option {option}"), e))?,
+            Some((key, value)) => rustix::mount::fsconfig_set_string(fs.as_fd(), key, value)
+                .map_err(|e| with_log(format!("option {option}"), e))?,
+            None => rustix::mount::fsconfig_set_flag(fs.as_fd(), option.as_str())
+                .map_err(|e| with_log(format!("option {option}"), e))?,
         }
     }
     rustix::mount::fsconfig_create(fs.as_fd()).map_err(|e| with_log("creating the overlay".to_string(), e))?;
-    let mounted = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attributes).map_err(|e| with_log("fsmount".to_string(), e))?;
-    rustix::mount::move_mount(mounted.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH).map_err(|e| format!("move_mount: {e}"))
+    let mounted = rustix::mount::fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attributes)
+        .map_err(|e| with_log("fsmount".to_string(), e))?;
+    rustix::mount::move_mount(mounted.as_fd(), "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| format!("move_mount: {e}"))
 }
 
 /// The messages the kernel left on a filesystem context (why fsconfig refused), if any.
@@ -319,7 +329,10 @@ mod tests {
 
     #[test]
     fn flags_map_onto_mount_attributes_or_are_refused() {
-        assert_eq!(mount_attributes(MsFlags::MS_RDONLY | MsFlags::MS_NODEV), Ok(MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV));
+        assert_eq!(
+            mount_attributes(MsFlags::MS_RDONLY | MsFlags::MS_NODEV),
+            Ok(MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV)
+        );
         assert!(mount_attributes(MsFlags::MS_SYNCHRONOUS).unwrap_err().contains("MS_SYNCHRONOUS"));
     }
 }

@@ -36,7 +36,11 @@ pub const CALL_TIMEOUT_ENV: &str = "BERTH_SHIM_CALL_TIMEOUT";
 const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 
 fn call_timeout() -> Duration {
-    std::env::var(CALL_TIMEOUT_ENV).ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_CALL_TIMEOUT)
+    std::env::var(CALL_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_CALL_TIMEOUT)
 }
 
 /// The runtime operations, named as on runc's command line; errors say which one failed.
@@ -204,7 +208,11 @@ impl BerthCli {
         }
         Err(failed(last_error(&self.log).unwrap_or_else(|| {
             let said = String::from_utf8_lossy(&stderr).trim().to_string();
-            if said.is_empty() { format!("berth {} failed with exit code {code}", command.name()) } else { said }
+            if said.is_empty() {
+                format!("berth {} failed with exit code {code}", command.name())
+            } else {
+                said
+            }
         })))
     }
 }
@@ -250,7 +258,10 @@ impl Runtime for BerthCli {
 
     fn ps(&self, id: &str) -> Result<Vec<u32>, ShimError> {
         let out = self.call(Command::Ps, &["--format", "json", id], None)?;
-        serde_json::from_str(&out).map_err(|e| ShimError::Runtime { command: Command::Ps, message: format!("berth ps printed no pid list: {e}") })
+        serde_json::from_str(&out).map_err(|e| ShimError::Runtime {
+            command: Command::Ps,
+            message: format!("berth ps printed no pid list: {e}"),
+        })
     }
 
     fn pause(&self, id: &str) -> Result<(), ShimError> {
@@ -267,8 +278,10 @@ impl Runtime for BerthCli {
 
     fn stats(&self, id: &str) -> Result<serde_json::Value, ShimError> {
         let out = self.call(Command::Events, &["--stats", id], None)?;
-        let mut event: serde_json::Value =
-            serde_json::from_str(out.trim()).map_err(|e| ShimError::Runtime { command: Command::Events, message: format!("berth events printed no stats: {e}") })?;
+        let mut event: serde_json::Value = serde_json::from_str(out.trim()).map_err(|e| ShimError::Runtime {
+            command: Command::Events,
+            message: format!("berth events printed no stats: {e}"),
+        })?;
         Ok(event["data"].take())
     }
 }
@@ -283,7 +296,8 @@ fn read_pid(command: Command, pid_file: &Path) -> Result<i32, ShimError> {
 
 /// Reads both pipes to EOF, or gives up (false) at the deadline.
 fn drain(pipes: [Option<OwnedFd>; 2], into: [&mut Vec<u8>; 2], deadline: Instant) -> bool {
-    let mut open: Vec<(File, &mut Vec<u8>)> = pipes.into_iter().zip(into).filter_map(|(p, buf)| p.map(|fd| (File::from(fd), buf))).collect();
+    let mut open: Vec<(File, &mut Vec<u8>)> =
+        pipes.into_iter().zip(into).filter_map(|(p, buf)| p.map(|fd| (File::from(fd), buf))).collect();
     while !open.is_empty() {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
         let mut fds: Vec<PollFd> = open.iter().map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN)).collect();
@@ -328,7 +342,8 @@ pub fn wait_exit(pid: i32, deadline: Instant) -> Option<i32> {
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
             let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+            let timeout =
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, timeout) {
                 Ok(0) => return None,
                 Ok(_) => break,
@@ -362,7 +377,12 @@ mod tests {
     use super::*;
 
     fn options(type_url: &str) -> MessageField<Any> {
-        let runc = Options { binary_name: "/opt/runc-like".into(), root: "/run/custom".into(), systemd_cgroup: true, ..Default::default() };
+        let runc = Options {
+            binary_name: "/opt/runc-like".into(),
+            root: "/run/custom".into(),
+            systemd_cgroup: true,
+            ..Default::default()
+        };
         Some(Any { type_url: type_url.into(), value: runc.write_to_bytes().unwrap(), ..Default::default() }).into()
     }
 
@@ -370,7 +390,10 @@ mod tests {
     fn runc_options_are_honoured_only_under_runcs_type() {
         let bundle = Path::new("/run/bundle");
         let honoured = BerthCli::from_options(&options("containerd.runc.v1.Options"), "ns", bundle);
-        assert_eq!((honoured.binary.to_str(), honoured.root.to_str(), honoured.systemd_cgroup), (Some("/opt/runc-like"), Some("/run/custom"), true));
+        assert_eq!(
+            (honoured.binary.to_str(), honoured.root.to_str(), honoured.systemd_cgroup),
+            (Some("/opt/runc-like"), Some("/run/custom"), true)
+        );
         let ignored = BerthCli::from_options(&options("io.containerd.other.v1.Options"), "ns", bundle);
         assert_eq!((ignored.root.to_str(), ignored.systemd_cgroup), (Some("/run/containerd/berth/ns"), false));
         assert_ne!(ignored.binary.to_str(), Some("/opt/runc-like"));

@@ -49,7 +49,8 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
     }
     // Blocked here so they arrive on the signalfd; children get a clean mask from std.
     signals.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
-    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| format!("cannot create a signalfd: {e}"))?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("cannot create a signalfd: {e}"))?;
     listener.set_nonblocking(true).map_err(|e| format!("cannot configure the shim socket: {e}"))?;
     let mut connections: HashMap<u64, Connection> = HashMap::new();
     let mut held: Vec<HeldWait> = Vec::new();
@@ -60,11 +61,16 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
         let ids: Vec<u64> = connections.keys().copied().collect();
         let stdins = service.stdin_interests();
         let (signal_ready, listener_ready, readable, stdin_ready) = {
-            let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN), PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            let mut fds = vec![
+                PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            ];
             fds.extend(ids.iter().map(|id| PollFd::new(connections[id].stream.as_fd(), PollFlags::POLLIN)));
             // SAFETY: the stdin descriptors belong to processes the service holds; nothing
             // closes them before the poll returns.
-            fds.extend(stdins.iter().map(|(_, fd, events)| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::from_bits_truncate(*events))));
+            fds.extend(stdins.iter().map(|(_, fd, events)| {
+                PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::from_bits_truncate(*events))
+            }));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -119,7 +125,9 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
                 }
                 match handle(service, &frame.payload) {
                     Outcome::Answer(result) => answer(&mut connection.stream, frame.header.stream_id, result),
-                    Outcome::Hold(request) => held.push(HeldWait { connection: id, stream_id: frame.header.stream_id, request }),
+                    Outcome::Hold(request) => {
+                        held.push(HeldWait { connection: id, stream_id: frame.header.stream_id, request })
+                    }
                 }
             }
         }
@@ -187,7 +195,9 @@ fn encode<M: Message>(result: Result<M, ShimError>) -> Result<Vec<u8>, Status> {
 fn handle(service: &TaskService, bytes: &[u8]) -> Outcome {
     let request = match Request::parse_from_bytes(bytes) {
         Ok(request) => request,
-        Err(e) => return Outcome::Answer(Err(ShimError::BadRequest(format!("unreadable ttrpc request: {e}")).status())),
+        Err(e) => {
+            return Outcome::Answer(Err(ShimError::BadRequest(format!("unreadable ttrpc request: {e}")).status()))
+        }
     };
     if request.service != TASK_SERVICE {
         return Outcome::Answer(Err(ShimError::Unimplemented(format!("service {}", request.service)).status()));
@@ -196,7 +206,11 @@ fn handle(service: &TaskService, bytes: &[u8]) -> Outcome {
         ($method:ident, $type:ty) => {
             match <$type>::parse_from_bytes(&request.payload) {
                 Ok(req) => Outcome::Answer(encode(service.$method(req))),
-                Err(e) => Outcome::Answer(Err(ShimError::BadRequest(format!("unreadable {} request: {e}", request.method)).status())),
+                Err(e) => {
+                    Outcome::Answer(Err(
+                        ShimError::BadRequest(format!("unreadable {} request: {e}", request.method)).status()
+                    ))
+                }
             }
         };
     }

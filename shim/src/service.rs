@@ -61,8 +61,16 @@ fn fail(message: &str) -> i32 {
 /// Starts the serving shim (or finds the pod's) and prints only its address.
 fn start(flags: Flags, ttrpc_address: String) -> Result<(), String> {
     let grouping = grouping(&flags.id);
-    let opts = StartOpts { id: flags.id, publish_binary: flags.publish_binary, address: flags.address, ttrpc_address, namespace: flags.namespace, debug: flags.debug };
-    let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new()).map_err(|e| format!("cannot start the serving shim: {e}"))?;
+    let opts = StartOpts {
+        id: flags.id,
+        publish_binary: flags.publish_binary,
+        address: flags.address,
+        ttrpc_address,
+        namespace: flags.namespace,
+        debug: flags.debug,
+    };
+    let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())
+        .map_err(|e| format!("cannot start the serving shim: {e}"))?;
     // The serving shim reads this at shutdown to remove its socket.
     containerd_shim::util::write_address(&address).map_err(|e| format!("cannot write the address file: {e}"))?;
     print!("{address}");
@@ -98,7 +106,8 @@ fn serve(flags: &Flags, ttrpc_address: &str) -> Result<(), String> {
     if flags.socket.is_empty() {
         return Err("the serving shim needs -socket".into());
     }
-    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id).map_err(|e| format!("cannot open the shim log: {e}"))?;
+    containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
+        .map_err(|e| format!("cannot open the shim log: {e}"))?;
     let path = flags.socket.trim_start_matches("unix://");
     let Some(listener) = listen(path)? else {
         // The pod's shim already serves this socket.

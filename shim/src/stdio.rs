@@ -83,7 +83,11 @@ pub fn open(spec: &StdioSpec, id: &str, namespace: &str) -> Result<(CallIo, Proc
         return Ok((CallIo { stdin, stdout: Stdio::from(stdout), stderr: Stdio::from(stderr) }, kept));
     }
     let stdout = open_output(&spec.stdout)?;
-    let stderr = if spec.stderr == spec.stdout { stdout.as_ref().map(|f| f.try_clone()).transpose().map_err(|e| e.to_string())? } else { open_output(&spec.stderr)? };
+    let stderr = if spec.stderr == spec.stdout {
+        stdout.as_ref().map(|f| f.try_clone()).transpose().map_err(|e| e.to_string())?
+    } else {
+        open_output(&spec.stderr)?
+    };
     let to_stdio = |f: Option<File>| f.map(Stdio::from).unwrap_or_else(Stdio::null);
     Ok((CallIo { stdin, stdout: to_stdio(stdout), stderr: to_stdio(stderr) }, kept))
 }
@@ -102,7 +106,11 @@ impl StdinForward {
     /// Opens the fifo (no writer needed yet). `nonblocking_to` for a pipe of the shim's own;
     /// a pty master is shared with the terminal copy and stays blocking.
     pub fn open(fifo: &str, to: File, nonblocking_to: bool) -> Result<StdinForward, String> {
-        let fifo = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(fifo).map_err(|e| format!("cannot open stdin fifo {fifo}: {e}"))?;
+        let fifo = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+            .map_err(|e| format!("cannot open stdin fifo {fifo}: {e}"))?;
         if nonblocking_to {
             set_nonblocking(to.as_raw_fd(), true)?;
         }
@@ -111,7 +119,11 @@ impl StdinForward {
 
     /// The descriptor the loop waits on and for what: the fifo's data, or room in the pipe.
     pub fn interest(&self) -> (RawFd, libc::c_short) {
-        if self.pending.is_empty() { (self.fifo.as_raw_fd(), libc::POLLIN) } else { (self.to.as_raw_fd(), libc::POLLOUT) }
+        if self.pending.is_empty() {
+            (self.fifo.as_raw_fd(), libc::POLLIN)
+        } else {
+            (self.to.as_raw_fd(), libc::POLLOUT)
+        }
     }
 
     /// Moves what is ready; false once stdin is finished (the fifo's writers left, or the
@@ -172,7 +184,11 @@ fn open_output(target: &str) -> Result<Option<File>, String> {
         if let Some(dir) = Path::new(path).parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("cannot open log file {path}: {e}"))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open log file {path}: {e}"))?;
         return Ok(Some(file));
     }
     let path = target.strip_prefix("fifo://").unwrap_or(target);
@@ -192,7 +208,12 @@ fn start_logger(uri: &str, id: &str, namespace: &str) -> Result<(File, File, Chi
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         command.arg(format!("--{}", decode(key))).arg(decode(value));
     }
-    command.env("CONTAINER_ID", id).env("CONTAINER_NAMESPACE", namespace).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    command
+        .env("CONTAINER_ID", id)
+        .env("CONTAINER_NAMESPACE", namespace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let fds = [out_read.as_raw_fd(), err_read.as_raw_fd(), ready_write.as_raw_fd()];
     // SAFETY: only dup2 between fork and exec.
     unsafe {
@@ -245,8 +266,15 @@ impl ConsoleSocket {
     pub fn listen() -> Result<ConsoleSocket, String> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("berth-pty-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = std::env::temp_dir().join(format!(
+            "berth-pty-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
         Ok(ConsoleSocket { path, dir, listener })
@@ -261,7 +289,8 @@ impl ConsoleSocket {
         let mut buf = [0u8; 4096];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).map_err(|e| e.to_string())?;
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| e.to_string())?;
         for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 if let Some(&fd) = fds.first() {

@@ -159,7 +159,11 @@ impl TaskService {
 /// Tells the table of an OOM kill in the container's cgroup, which containerd wants before
 /// the init's Exit.
 fn oom_check(table: &mut ProcessTable, container: &Container) -> Vec<Event> {
-    if container.oom_kills() > 0 { table.oom_seen(&container.id) } else { Vec::new() }
+    if container.oom_kills() > 0 {
+        table.oom_seen(&container.id)
+    } else {
+        Vec::new()
+    }
 }
 
 /// The task API's methods, one per request containerd sends.
@@ -167,7 +171,12 @@ impl TaskService {
     pub fn create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse, ShimError> {
         let bundle = PathBuf::from(&req.bundle);
         let runtime = BerthCli::from_options(&req.options, &self.namespace, &bundle);
-        let stdio = StdioSpec { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
+        let stdio = StdioSpec {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
         let mounted = rootfs::mount_bundle_rootfs(&bundle, &req.rootfs).map_err(ShimError::Mount)?;
         let mut container = Container {
             id: req.id.clone(),
@@ -179,7 +188,8 @@ impl TaskService {
             cgroup_path: cgroup_path_of(&bundle),
         };
         let pid_file = bundle.join("init.pid");
-        let created = self.launch_process(&mut container, "", |runtime, stdio| runtime.create(&req.id, &bundle, &pid_file, stdio));
+        let created = self
+            .launch_process(&mut container, "", |runtime, stdio| runtime.create(&req.id, &bundle, &pid_file, stdio));
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
@@ -208,9 +218,15 @@ impl TaskService {
         if req.exec_id.is_empty() {
             container.runtime.start(&req.id)?;
         } else {
-            let spec_file = container.execs.get(&req.exec_id).and_then(|e| e.spec_file.clone()).ok_or_else(|| no_exec(&req.exec_id))?;
+            let spec_file = container
+                .execs
+                .get(&req.exec_id)
+                .and_then(|e| e.spec_file.clone())
+                .ok_or_else(|| no_exec(&req.exec_id))?;
             let pid_file = container.bundle.join(format!("{}.pid", req.exec_id));
-            let pid = self.launch_process(container, &req.exec_id, |runtime, stdio| runtime.exec(&req.id, &spec_file, &pid_file, stdio))?;
+            let pid = self.launch_process(container, &req.exec_id, |runtime, stdio| {
+                runtime.exec(&req.id, &spec_file, &pid_file, stdio)
+            })?;
             table.exec_pid_known(&req.id, &req.exec_id, pid)?;
         }
         let pid = table.process(&req.id, &req.exec_id)?.pid;
@@ -230,7 +246,12 @@ impl TaskService {
                 let _ = std::fs::remove_file(file);
             }
             let (exit_status, exited_at) = exec.exit.map(|e| (e.code, Some(e.at))).unwrap_or((0, None));
-            return Ok(DeleteResponse { pid: exec.pid as u32, exit_status, exited_at: exited_at.into(), ..Default::default() });
+            return Ok(DeleteResponse {
+                pid: exec.pid as u32,
+                exit_status,
+                exited_at: exited_at.into(),
+                ..Default::default()
+            });
         }
         container.runtime.delete(&req.id)?;
         if container.mounted_rootfs {
@@ -249,11 +270,20 @@ impl TaskService {
         if container.execs.contains_key(&req.exec_id) {
             return Err(ShimError::ExecExists { exec_id: req.exec_id.clone() });
         }
-        let spec = req.spec.as_ref().ok_or_else(|| ShimError::BadRequest(format!("exec {} without a process spec", req.exec_id)))?;
+        let spec = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| ShimError::BadRequest(format!("exec {} without a process spec", req.exec_id)))?;
         let spec_file = container.bundle.join(format!("exec-{}.json", req.exec_id));
-        std::fs::write(&spec_file, &spec.value).map_err(|source| ShimError::File { path: spec_file.clone(), source })?;
+        std::fs::write(&spec_file, &spec.value)
+            .map_err(|source| ShimError::File { path: spec_file.clone(), source })?;
         let events = self.table.borrow_mut().exec_added(&req.id, &req.exec_id)?;
-        let stdio = StdioSpec { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
+        let stdio = StdioSpec {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
         container.execs.insert(req.exec_id.clone(), Process::new(stdio, Some(spec_file)));
         self.publish(&mut containers, events);
         Ok(Empty::new())
@@ -288,8 +318,10 @@ impl TaskService {
             container.runtime.kill(&req.id, req.signal, req.all)?;
         } else {
             let pid = self.table.borrow().exec_to_signal(&req.id, &req.exec_id)?;
-            let signal = nix::sys::signal::Signal::try_from(req.signal as i32).map_err(|e| ShimError::BadRequest(format!("signal {}: {e}", req.signal)))?;
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|source| ShimError::Signal { pid, source })?;
+            let signal = nix::sys::signal::Signal::try_from(req.signal as i32)
+                .map_err(|e| ShimError::BadRequest(format!("signal {}: {e}", req.signal)))?;
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+                .map_err(|source| ShimError::Signal { pid, source })?;
         }
         Ok(Empty::new())
     }
@@ -297,7 +329,8 @@ impl TaskService {
     pub fn pids(&self, req: PidsRequest) -> Result<PidsResponse, ShimError> {
         let mut containers = self.containers.borrow_mut();
         let container = container_mut(&mut containers, &req.id)?;
-        let processes = container.runtime.ps(&req.id)?.into_iter().map(|pid| ProcessInfo { pid, ..Default::default() }).collect();
+        let processes =
+            container.runtime.ps(&req.id)?.into_iter().map(|pid| ProcessInfo { pid, ..Default::default() }).collect();
         Ok(PidsResponse { processes, ..Default::default() })
     }
 
@@ -340,7 +373,10 @@ impl TaskService {
     pub fn update(&self, req: UpdateTaskRequest) -> Result<Empty, ShimError> {
         let mut containers = self.containers.borrow_mut();
         let container = container_mut(&mut containers, &req.id)?;
-        let resources = req.resources.as_ref().ok_or_else(|| ShimError::BadRequest(format!("update of {} without resources", req.id)))?;
+        let resources = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| ShimError::BadRequest(format!("update of {} without resources", req.id)))?;
         let file = container.bundle.join("update-resources.json");
         std::fs::write(&file, &resources.value).map_err(|source| ShimError::File { path: file.clone(), source })?;
         let result = container.runtime.update(&req.id, &file);
@@ -353,7 +389,11 @@ impl TaskService {
     /// request and asks again after each exit).
     pub fn wait(&self, req: &WaitRequest) -> Result<Option<WaitResponse>, ShimError> {
         let exit = self.table.borrow().wait(&req.id, &req.exec_id)?;
-        Ok(exit.map(|exit| WaitResponse { exit_status: exit.code, exited_at: Some(exit.at).into(), ..Default::default() }))
+        Ok(exit.map(|exit| WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(exit.at).into(),
+            ..Default::default()
+        }))
     }
 
     pub fn stats(&self, req: StatsRequest) -> Result<StatsResponse, ShimError> {
@@ -367,7 +407,12 @@ impl TaskService {
 
     pub fn connect(&self, req: ConnectRequest) -> Result<ConnectResponse, ShimError> {
         let task_pid = self.table.borrow().process(&req.id, "").map_or(0, |init| init.pid as u32);
-        Ok(ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
     }
 
     pub fn shutdown(&self, _req: ShutdownRequest) -> Result<Empty, ShimError> {

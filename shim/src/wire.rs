@@ -104,9 +104,15 @@ mod tests {
         buffer.extend_from_slice(&frame[12..]);
         buffer.extend_from_slice(&response_frame(8, b"x"));
         let first = take_frame(&mut buffer).unwrap().unwrap();
-        assert_eq!((first.header.stream_id, first.header.type_, first.payload.as_slice()), (7, MESSAGE_TYPE_REQUEST, &b"hello"[..]));
+        assert_eq!(
+            (first.header.stream_id, first.header.type_, first.payload.as_slice()),
+            (7, MESSAGE_TYPE_REQUEST, &b"hello"[..])
+        );
         let second = read_frame(&mut buffer.as_slice()).unwrap();
-        assert_eq!((second.header.stream_id, second.header.type_, second.payload.as_slice()), (8, MESSAGE_TYPE_RESPONSE, &b"x"[..]));
+        assert_eq!(
+            (second.header.stream_id, second.header.type_, second.payload.as_slice()),
+            (8, MESSAGE_TYPE_RESPONSE, &b"x"[..])
+        );
     }
 
     #[test]

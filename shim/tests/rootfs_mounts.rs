@@ -54,12 +54,25 @@ fn an_overlay_of_more_layers_than_a_page_of_options_holds_is_mounted() {
     let scratch = Scratch(TempDir::new("berth-rootfs-overlay"));
     let base = scratch.0.path();
     // Long layer names, as containerd's snapshot paths are: 70 of them take over 6 KiB.
-    let lowers: Vec<String> = (0..70).map(|n| dir_with_file(&base.join(format!("layer-with-a-long-name-like-a-snapshot-path-{n:03}/fs")), &format!("from-{n}"), &n.to_string())).collect();
+    let lowers: Vec<String> = (0..70)
+        .map(|n| {
+            dir_with_file(
+                &base.join(format!("layer-with-a-long-name-like-a-snapshot-path-{n:03}/fs")),
+                &format!("from-{n}"),
+                &n.to_string(),
+            )
+        })
+        .collect();
     // The topmost layer comes first and wins.
     std::fs::write(base.join("layer-with-a-long-name-like-a-snapshot-path-000/fs/from-69"), "top").unwrap();
     let upper = dir_with_file(&base.join("upper"), "in-upper", "upper");
     std::fs::create_dir(base.join("work")).unwrap();
-    let options = vec!["index=off".to_string(), format!("workdir={}/work", base.display()), format!("upperdir={upper}"), format!("lowerdir={}", lowers.join(":"))];
+    let options = vec![
+        "index=off".to_string(),
+        format!("workdir={}/work", base.display()),
+        format!("upperdir={upper}"),
+        format!("lowerdir={}", lowers.join(":")),
+    ];
     assert!(options.join(",").len() > 4096);
     let target = base.join("rootfs");
     std::fs::create_dir(&target).unwrap();
@@ -86,9 +99,17 @@ fn a_failed_mount_names_itself_and_leaves_nothing_mounted() {
     let missing = scratch.0.path().join("no-such-layer").display().to_string();
     // Both ways of mounting an overlay: mount(2), and fsconfig for a long lowerdir.
     for lowerdir in [missing.clone(), vec![missing.clone(); 100].join(":")] {
-        let mounts = [mount_of("bind", &source, &["rbind".into()]), mount_of("overlay", "overlay", &[format!("lowerdir={lowerdir}")])];
+        let mounts = [
+            mount_of("bind", &source, &["rbind".into()]),
+            mount_of("overlay", "overlay", &[format!("lowerdir={lowerdir}")]),
+        ];
         let error = mount_all(&mounts, &target).unwrap_err();
-        assert!(error.contains("overlay mount 2 of 2") && error.contains(&target.display().to_string()) && error.contains("No such file"), "{error}");
+        assert!(
+            error.contains("overlay mount 2 of 2")
+                && error.contains(&target.display().to_string())
+                && error.contains("No such file"),
+            "{error}"
+        );
         assert_eq!(mounts_below(&target), vec![], "{error}");
     }
 }

@@ -59,7 +59,14 @@ impl Set {
         if let Some(prev) = prev {
             conf["prevResult"] = prev.clone();
         }
-        let args = Args { command: command.into(), container_id: id.into(), netns: format!("/run/netns/{id}"), ifname: "eth0".into(), args: Vec::new(), path: vec![self.bin.display().to_string()] };
+        let args = Args {
+            command: command.into(),
+            container_id: id.into(),
+            netns: format!("/run/netns/{id}"),
+            ifname: "eth0".into(),
+            args: Vec::new(),
+            path: vec![self.bin.display().to_string()],
+        };
         // The kernel finishes some of an operation after it returns (a deleted link's
         // release, timers of new ones): each call starts on a quiet system.
         std::thread::sleep(QUIET);
@@ -93,11 +100,20 @@ fn veth_floor(host: &mut RouteClient, bridge: &str, peer_ns: &std::fs::File, nam
 
 pub fn run() {
     if std::env::var_os(INSIDE).is_none() {
-        let status = Command::new("unshare").args(["-n", "-m", "--"]).arg(std::env::current_exe().unwrap()).arg("cni").env(INSIDE, "1").status().expect("cannot run unshare");
+        let status = Command::new("unshare")
+            .args(["-n", "-m", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .arg("cni")
+            .env(INSIDE, "1")
+            .status()
+            .expect("cannot run unshare");
         assert!(status.success(), "the cni bench failed");
         return;
     }
-    assert!(Path::new(REFERENCE_DIR).join("bridge").exists(), "the reference plugins are missing; `make deps` installs containernetworking-plugins");
+    assert!(
+        Path::new(REFERENCE_DIR).join("bridge").exists(),
+        "the reference plugins are missing; `make deps` installs containernetworking-plugins"
+    );
     sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && mount -t sysfs sysfs /sys && ip link set lo up");
     // "berth-one" is a berth network that keeps one attachment: timed in the same rounds
     // as the others, it gives "at 500 vs at 1" from the same moments, which a machine whose
@@ -116,7 +132,9 @@ pub fn run() {
     }
     let mut host = RouteClient::open().expect("cannot open netlink");
     let mut table = Table::new(
-        &format!("cni: bridge+host-local with ipMasq, berth vs the reference plugins 1.1.1 (median of {ROUNDS}, alternated)"),
+        &format!(
+            "cni: bridge+host-local with ipMasq, berth vs the reference plugins 1.1.1 (median of {ROUNDS}, alternated)"
+        ),
         &["operation", "berth", "reference", "berth/reference"],
     );
     let mut existing = 0;
@@ -170,21 +188,42 @@ pub fn run() {
         let del: Vec<Duration> = dels.iter_mut().map(|s| median(s)).collect();
         table.row(vec![format!("ADD at {level} attachments"), ms(add[0]), ms(add[1]), ratio(add[0], add[1])]);
         table.row(vec![format!("DEL at {level} attachments"), ms(del[0]), ms(del[1]), ratio(del[0], del[1])]);
-        table.row(vec![format!("berth ADD at {level} vs at 1 on another bridge, same rounds"), ms(add[0]), ms(add[2]), ratio(add[0], add[2])]);
-        for (what, took) in [("start and wait for a program (/bin/true)", &mut starts), ("veth create+attach+up on berth's bridge (netlink)", &mut creates), ("the same on the bridge with one attachment", &mut creates_one), ("veth delete (netlink)", &mut deletes)] {
+        table.row(vec![
+            format!("berth ADD at {level} vs at 1 on another bridge, same rounds"),
+            ms(add[0]),
+            ms(add[2]),
+            ratio(add[0], add[2]),
+        ]);
+        for (what, took) in [
+            ("start and wait for a program (/bin/true)", &mut starts),
+            ("veth create+attach+up on berth's bridge (netlink)", &mut creates),
+            ("the same on the bridge with one attachment", &mut creates_one),
+            ("veth delete (netlink)", &mut deletes),
+        ] {
             table.row(vec![format!("floor at {level}: {what}"), ms(median(took)), "".into(), "".into()]);
         }
         adds_at.push(add[0]);
     }
-    table.row(vec!["berth ADD at 500 vs at 1, levels one after another".into(), ms(adds_at[2]), ms(adds_at[0]), ratio(adds_at[2], adds_at[0])]);
+    table.row(vec![
+        "berth ADD at 500 vs at 1, levels one after another".into(),
+        ms(adds_at[2]),
+        ms(adds_at[0]),
+        ratio(adds_at[2], adds_at[0]),
+    ]);
     let floors = nftables_floors();
     for (what, took) in &floors {
         table.row(vec![format!("floor: {what}"), ms(*took), "".into(), "".into()]);
     }
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let reference_total: u64 = ["bridge", "host-local", "loopback", "portmap"].iter().map(|k| size(&Path::new(REFERENCE_DIR).join(k))).sum();
+    let reference_total: u64 =
+        ["bridge", "host-local", "loopback", "portmap"].iter().map(|k| size(&Path::new(REFERENCE_DIR).join(k))).sum();
     let berth_size = size(&crate::bins::bin("berth-cni"));
-    table.row(vec!["binary size (berth-cni vs bridge+host-local+loopback+portmap)".into(), format!("{:.1} MB", berth_size as f64 / 1e6), format!("{:.1} MB", reference_total as f64 / 1e6), format!("{:.2}x", berth_size as f64 / reference_total as f64)]);
+    table.row(vec![
+        "binary size (berth-cni vs bridge+host-local+loopback+portmap)".into(),
+        format!("{:.1} MB", berth_size as f64 / 1e6),
+        format!("{:.1} MB", reference_total as f64 / 1e6),
+        format!("{:.2}x", berth_size as f64 / reference_total as f64),
+    ]);
     table.publish("cni");
 }
 

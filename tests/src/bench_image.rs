@@ -63,7 +63,8 @@ pub fn run() {
     let scratch = work.path().join("scratch");
 
     let berth = |store: &Path, args: &[&str]| {
-        let out = Command::new(&berth_image).arg("--store").arg(store).args(args).output().expect("cannot run berth-image");
+        let out =
+            Command::new(&berth_image).arg("--store").arg(store).args(args).output().expect("cannot run berth-image");
         assert!(out.status.success(), "berth-image {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let reset = || {
@@ -99,7 +100,13 @@ pub fn run() {
                 let script: String = blobs
                     .iter()
                     .enumerate()
-                    .map(|(n, b)| format!("mkdir {s}/l{n}; (pigz -dc {b} | tar -C {s}/l{n} -xf -) & ", s = scratch.display(), b = b.display()))
+                    .map(|(n, b)| {
+                        format!(
+                            "mkdir {s}/l{n}; (pigz -dc {b} | tar -C {s}/l{n} -xf -) & ",
+                            s = scratch.display(),
+                            b = b.display()
+                        )
+                    })
                     .collect();
                 time(|| sh(&format!("{script} wait")))
             }),
@@ -107,7 +114,9 @@ pub fn run() {
     ];
     let medians = alternate(&mut contestants, ROUNDS);
     let mut table = Table::new(
-        &format!("image: cold import+unpack of Debian bookworm minbase, 3 gzip layers (median of {ROUNDS}, alternated)"),
+        &format!(
+            "image: cold import+unpack of Debian bookworm minbase, 3 gzip layers (median of {ROUNDS}, alternated)"
+        ),
         &["operation", "time", "vs floor"],
     );
     for (contestant, median) in contestants.iter().zip(&medians) {
@@ -127,12 +136,18 @@ pub fn run() {
         let started = Instant::now();
         berth(&store, &["unpack", "debian", bundle.to_str().unwrap()]);
         seconds.push(started.elapsed());
-        disk = disk.max(bytes_used(&store) - before + bytes_used(&bundle.join("upper")) + bytes_used(&bundle.join("config.json")));
+        disk = disk.max(
+            bytes_used(&store) - before + bytes_used(&bundle.join("upper")) + bytes_used(&bundle.join("config.json")),
+        );
         berth(&store, &["release", bundle.to_str().unwrap()]);
     }
     berth(&store, &["release", scratch.join("first").to_str().unwrap()]);
     let second: Duration = crate::bench::median(&mut seconds);
-    table.row(vec!["berth-image: second bundle of a stored image".into(), ms(second), format!("{:.1} KB new disk", disk as f64 / 1024.0)]);
+    table.row(vec![
+        "berth-image: second bundle of a stored image".into(),
+        ms(second),
+        format!("{:.1} KB new disk", disk as f64 / 1024.0),
+    ]);
     reset();
     table.publish("image");
 }

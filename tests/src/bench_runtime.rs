@@ -38,10 +38,8 @@ pub fn run() {
         Runtime { name: "runc", bin: "runc".into(), root: TempDir::new("bench-runc") },
     ];
     let true_bundle = Bundle::busybox("bench-true", &["/bin/true"]);
-    let mut table = Table::new(
-        "runtime: berth vs runc (median of 30, alternated)",
-        &["operation", "berth", "runc", "berth/runc"],
-    );
+    let mut table =
+        Table::new("runtime: berth vs runc (median of 30, alternated)", &["operation", "berth", "runc", "berth/runc"]);
 
     let bundle = true_bundle.path().to_str().unwrap().to_string();
     let run_true = measure(&runtimes, |rt, n| {
@@ -61,7 +59,8 @@ pub fn run() {
     table.row(row("create+start+delete", lifecycle));
 
     // One long-running container per runtime, each with its own bundle and cgroup.
-    let sleepers: Vec<Bundle> = runtimes.iter().map(|rt| Bundle::busybox(&format!("bench-state-{}", rt.name), &["sleep", "600"])).collect();
+    let sleepers: Vec<Bundle> =
+        runtimes.iter().map(|rt| Bundle::busybox(&format!("bench-state-{}", rt.name), &["sleep", "600"])).collect();
     for (rt, b) in runtimes.iter().zip(&sleepers) {
         rt.call(&["run", "--detach", "--bundle", b.path().to_str().unwrap(), "bench-state"]);
     }

@@ -34,7 +34,11 @@ pub fn run() {
     assert!(Path::new(GO_SHIM).exists(), "{GO_SHIM} is missing; `make deps` installs containerd");
     let berth_shim = crate::bins::bin("containerd-shim-berth-v2");
     let shims = [
-        Shim { label: "berth shim", runtime: berth_shim.display().to_string(), exe: berth_shim.canonicalize().unwrap() },
+        Shim {
+            label: "berth shim",
+            runtime: berth_shim.display().to_string(),
+            exe: berth_shim.canonicalize().unwrap(),
+        },
         Shim { label: "Go runc-v2 shim", runtime: "io.containerd.runc.v2".into(), exe: PathBuf::from(GO_SHIM) },
     ];
     let ctd = Containerd::start();
@@ -81,12 +85,16 @@ pub fn run() {
     );
     let mut footprints = Vec::new();
     for shim in &shims {
-        let ids: Vec<String> = (0..DETACHED).map(|n| format!("mem-{}-{n}", shim.label.split(' ').next().unwrap())).collect();
+        let ids: Vec<String> =
+            (0..DETACHED).map(|n| format!("mem-{}-{n}", shim.label.split(' ').next().unwrap())).collect();
         for id in &ids {
             ctr_ok(&run_args(shim, None, id, &["-d"], &["sleep", "600"]));
         }
         std::thread::sleep(Duration::from_millis(500)); // let both settle after their last call
-        let each: Vec<Footprint> = ids.iter().map(|id| footprint(shim_pid(&shim.exe, id).unwrap_or_else(|| panic!("no {} serves {id}", shim.label)))).collect();
+        let each: Vec<Footprint> = ids
+            .iter()
+            .map(|id| footprint(shim_pid(&shim.exe, id).unwrap_or_else(|| panic!("no {} serves {id}", shim.label))))
+            .collect();
         footprints.push(median_footprint(&each));
         for id in &ids {
             ctd.kill_task(id);

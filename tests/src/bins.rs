@@ -20,10 +20,6 @@ pub fn bin_dir() -> PathBuf {
 /// Path of one workspace binary; panics with the command to run when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run `cargo build --workspace` (make test does) first",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built; run `cargo build --workspace` (make test does) first", path.display());
     path
 }

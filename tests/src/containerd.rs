@@ -45,7 +45,8 @@ impl Containerd {
         let daemon = spawn_daemon(d, shim_dir.as_deref(), &env);
         // Short: containerd's identifiers are at most 76 characters.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let namespace = format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let namespace =
+            format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let containerd = Containerd { dir, namespace, daemon, shim_dir, env };
         containerd.wait_ready();
         containerd
@@ -54,7 +55,11 @@ impl Containerd {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not come up; see {}", self.dir.path().join("containerd.log").display());
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up; see {}",
+                self.dir.path().join("containerd.log").display()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -77,7 +82,11 @@ impl Containerd {
     /// The status `ctr task ls` shows for `id` ("" when there is no task).
     pub fn task_status(&self, id: &str) -> String {
         let out = String::from_utf8_lossy(&self.ctr(&["task", "ls"]).stdout).into_owned();
-        out.lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2)).unwrap_or("").to_string()
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Kills task `id` with SIGKILL and waits (at most 10 s) until it has stopped.
@@ -95,7 +104,12 @@ impl Containerd {
     /// default (overlayfs) snapshotter.
     pub fn import(&self, archive: &crate::oci_image::OciArchive) {
         let out = self.ctr(&["images", "import", archive.path().to_str().unwrap()]);
-        assert!(out.status.success(), "ctr images import of {} failed: {}", archive.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ctr images import of {} failed: {}",
+            archive.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The bundle directory containerd makes for task `id` (the shim mounts its rootfs there).

@@ -55,10 +55,7 @@ pub fn container_id(test: &str) -> String {
 /// Writes a busybox root filesystem into `rootfs`: the static binary, a link per applet,
 /// the usual top-level directories, and passwd/group files with root, `app` (1000) and nobody.
 pub fn write_busybox_rootfs(rootfs: &Path) {
-    assert!(
-        Path::new(BUSYBOX).exists(),
-        "{BUSYBOX} is missing; install Debian's busybox-static (make deps does)"
-    );
+    assert!(Path::new(BUSYBOX).exists(), "{BUSYBOX} is missing; install Debian's busybox-static (make deps does)");
     for dir in ["bin", "dev", "etc", "proc", "sys", "tmp", "root", "home/app", "run", "var", "mnt"] {
         fs::create_dir_all(rootfs.join(dir)).unwrap();
     }

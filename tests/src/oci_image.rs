@@ -56,7 +56,12 @@ impl LayerDir {
             .args(["--numeric-owner", "--owner=0", "--group=0", "-cf", "-", "."])
             .output()
             .expect("cannot run tar");
-        assert!(out.status.success(), "tar of layer {} failed: {}", self.dir.path().display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tar of layer {} failed: {}",
+            self.dir.path().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 }
@@ -92,27 +97,38 @@ impl OciArchive {
         fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
         fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         let tars: Vec<Vec<u8>> = layers.iter().map(LayerDir::tar).collect();
-        let layer_descriptors: Vec<serde_json::Value> = tars.iter().map(|t| put_blob(&layout, "application/vnd.oci.image.layer.v1.tar", t)).collect();
+        let layer_descriptors: Vec<serde_json::Value> =
+            tars.iter().map(|t| put_blob(&layout, "application/vnd.oci.image.layer.v1.tar", t)).collect();
         let config = json!({
             "architecture": "amd64",
             "os": "linux",
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
             "rootfs": {"type": "layers", "diff_ids": tars.iter().map(|t| digest(t)).collect::<Vec<_>>()}
         });
-        let config = put_blob(&layout, "application/vnd.oci.image.config.v1+json", &serde_json::to_vec(&config).unwrap());
+        let config =
+            put_blob(&layout, "application/vnd.oci.image.config.v1+json", &serde_json::to_vec(&config).unwrap());
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config,
             "layers": layer_descriptors
         });
-        let mut manifest = put_blob(&layout, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).unwrap());
+        let mut manifest =
+            put_blob(&layout, "application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).unwrap());
         // containerd names an imported image after io.containerd.image.name.
-        manifest["annotations"] = json!({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"});
+        manifest["annotations"] =
+            json!({"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"});
         let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [manifest]});
         fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
         let archive = dir.path().join("image.tar");
-        let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status().expect("cannot run tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&archive)
+            .arg(".")
+            .status()
+            .expect("cannot run tar");
         assert!(status.success(), "cannot write the oci-archive {}", archive.display());
         OciArchive { dir, name: name.to_string() }
     }

@@ -50,7 +50,8 @@ impl Berth {
             .stderr(std::fs::File::create(&err_path).unwrap())
             .status()
             .expect("cannot run berth");
-        let output = Output { status, stdout: std::fs::read(&out_path).unwrap(), stderr: std::fs::read(&err_path).unwrap() };
+        let output =
+            Output { status, stdout: std::fs::read(&out_path).unwrap(), stderr: std::fs::read(&err_path).unwrap() };
         let _ = std::fs::remove_file(out_path);
         let _ = std::fs::remove_file(err_path);
         output
@@ -71,7 +72,12 @@ impl Berth {
     /// Runs berth expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.output(args);
-        assert_eq!(out.status.code(), Some(1), "berth {args:?} should exit 1, stdout: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "berth {args:?} should exit 1, stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).expect("berth printed non-UTF-8")
     }
 

@@ -45,7 +45,10 @@ fn podman_containers_reach_each_other_through_berths_bridge() {
         let _ = std::fs::remove_dir(parent);
     }
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "the podman test failed in its private namespace:\n{text}");
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "the podman test failed in its private namespace:\n{text}"
+    );
 }
 
 /// The part that runs in the private namespaces; `dir` is the test's private directory.
@@ -94,5 +97,15 @@ fn run_inside(dir: &Path) {
     assert!(lines[0].starts_with("server=10.77.0."), "{text}");
     // The running server's rule is counted where the default backend puts it, so the
     // zeros after removal are a count that can fail.
-    assert_eq!(&lines[1..], ["masquerade-rules-running=nftables:1 iptables:0", "client=hello-from-berth", "addresses-left=0", "masquerade-rules-left=nftables:0 iptables:0", "veths-left=0"], "{text}");
+    assert_eq!(
+        &lines[1..],
+        [
+            "masquerade-rules-running=nftables:1 iptables:0",
+            "client=hello-from-berth",
+            "addresses-left=0",
+            "masquerade-rules-left=nftables:0 iptables:0",
+            "veths-left=0"
+        ],
+        "{text}"
+    );
 }

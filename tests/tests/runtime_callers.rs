@@ -31,14 +31,33 @@ fn containerd_shim_argument_lists() {
     call(with(&["start", &id]));
     let process = TempDir::new("berth-shim-exec");
     let process_file = process.path().join("process.json");
-    std::fs::write(&process_file, serde_json::to_vec(&json!({"args": ["sleep", "100"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}})).unwrap()).unwrap();
+    std::fs::write(
+        &process_file,
+        serde_json::to_vec(
+            &json!({"args": ["sleep", "100"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let exec_pid = process.path().join("exec.pid");
-    call(with(&["exec", "--process", process_file.to_str().unwrap(), "--detach", "--pid-file", exec_pid.to_str().unwrap(), &id]));
+    call(with(&[
+        "exec",
+        "--process",
+        process_file.to_str().unwrap(),
+        "--detach",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id,
+    ]));
     let pids: Vec<i64> = serde_json::from_str(&call(with(&["ps", "--format", "json", &id]))).unwrap();
     assert!(pids.contains(&init) && pids.len() == 2, "{pids:?}");
     call(with(&["pause", &id]));
     call(with(&["resume", &id]));
-    let mut update = berth.command(&with(&["update", "--resources", "-", &id]).iter().map(String::as_str).collect::<Vec<_>>()).stdin(Stdio::piped()).spawn().unwrap();
+    let mut update = berth
+        .command(&with(&["update", "--resources", "-", &id]).iter().map(String::as_str).collect::<Vec<_>>())
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     update.stdin.take().unwrap().write_all(br#"{"pids": {"limit": 50}}"#).unwrap();
     assert!(update.wait().unwrap().success());
     call(with(&["kill", "--all", &id, "9"]));
@@ -78,7 +97,8 @@ fn receive_fd(listener: &UnixListener) -> OwnedFd {
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(std::os::fd::AsRawFd::as_raw_fd(&stream), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+    let msg =
+        recvmsg::<()>(std::os::fd::AsRawFd::as_raw_fd(&stream), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
     for cmsg in msg.cmsgs().unwrap() {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             return unsafe { OwnedFd::from_raw_fd(fds[0]) };
@@ -101,7 +121,14 @@ fn terminal_containers_send_the_pty_master_to_the_console_socket() {
     let berth = Berth::new("console");
     let id = container_id("console");
     let receiver = std::thread::spawn(move || receive_fd(&listener));
-    berth.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), "--console-socket", socket.to_str().unwrap(), &id]);
+    berth.ok(&[
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        "--console-socket",
+        socket.to_str().unwrap(),
+        &id,
+    ]);
     let master = receiver.join().unwrap();
     berth.ok(&["start", &id]);
     let mut output = String::new();
@@ -155,7 +182,8 @@ fn foreground_terminals_are_proxied_with_the_window_size() {
     bundle.spec["process"]["terminal"] = json!(true);
     bundle.write_spec();
     let berth = Berth::new("ttyrun");
-    let (output, code) = on_a_pty(&berth, &["run", "-b", bundle.path().to_str().unwrap(), &container_id("ttyrun")], 33, 101);
+    let (output, code) =
+        on_a_pty(&berth, &["run", "-b", bundle.path().to_str().unwrap(), &container_id("ttyrun")], 33, 101);
     assert_eq!(code, Some(3), "{output:?}");
     assert!(output.contains("33 101"), "{output:?}");
     assert!(output.contains("/dev/pts/0") && output.contains("tty-yes"), "{output:?}");

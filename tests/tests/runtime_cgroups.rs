@@ -59,7 +59,10 @@ fn limits_appear_in_the_containers_cgroup_files() {
         }
     }
     berth.ok(&["delete", "-f", &id]);
-    assert!(!cgroup_file("memory", &path, "").exists() || cgroup_layout().starts_with("v2"), "delete left the memory cgroup");
+    assert!(
+        !cgroup_file("memory", &path, "").exists() || cgroup_layout().starts_with("v2"),
+        "delete left the memory cgroup"
+    );
     assert!(!cgroup_file("pids", &path, "").exists(), "delete left the pids cgroup");
 }
 
@@ -70,7 +73,8 @@ fn allocation_past_the_memory_limit_is_oom_killed_with_137() {
     }
     eprintln!("cgroup layout: {}", cgroup_layout());
     // The shell keeps the whole command substitution in memory: 64 MB against a 16 MB limit.
-    let mut bundle = Bundle::busybox("oom", &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived"]);
+    let mut bundle =
+        Bundle::busybox("oom", &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived"]);
     bundle.spec["linux"]["resources"]["memory"] = json!({"limit": 16777216, "swap": 16777216});
     bundle.write_spec();
     let berth = Berth::new("oom");
@@ -126,7 +130,11 @@ fn disable_oom_killer_is_applied_and_survives_updates() {
     berth.ok(&["update", "--memory", "128m", &id]);
     assert!(oom_control().contains("oom_kill_disable 1"), "an update re-enabled the OOM killer: {}", oom_control());
     let mut update = berth.command(&["update", "-r", "-", &id]).stdin(std::process::Stdio::piped()).spawn().unwrap();
-    std::io::Write::write_all(&mut update.stdin.take().unwrap(), br#"{"memory": {"limit": 134217728, "disableOOMKiller": false}}"#).unwrap();
+    std::io::Write::write_all(
+        &mut update.stdin.take().unwrap(),
+        br#"{"memory": {"limit": 134217728, "disableOOMKiller": false}}"#,
+    )
+    .unwrap();
     assert!(update.wait().unwrap().success());
     assert!(oom_control().contains("oom_kill_disable 0"), "{}", oom_control());
     berth.ok(&["delete", "-f", &id]);

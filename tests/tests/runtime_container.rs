@@ -43,12 +43,21 @@ fn the_namespaces_of_runtime_spec_are_new() {
     let berth = Berth::new("ns");
     let out = run_ok(&berth, &bundle, "ns");
     assert!(out.contains("self=1\n"), "the process is pid 1 of a new pid namespace: {out}");
-    for (ns, name) in [("pid", "pid"), ("net", "net"), ("ipc", "ipc"), ("uts", "uts"), ("mnt", "mnt"), ("cgroup", "cgroup"), ("time", "time")] {
+    for (ns, name) in [
+        ("pid", "pid"),
+        ("net", "net"),
+        ("ipc", "ipc"),
+        ("uts", "uts"),
+        ("mnt", "mnt"),
+        ("cgroup", "cgroup"),
+        ("time", "time"),
+    ] {
         let line = out.lines().find(|l| l.starts_with(&format!("{name}="))).unwrap();
         assert!(line.contains(&format!("{ns}:[")), "{line}");
         assert_ne!(line.split_once('=').unwrap().1, host_link(ns), "{ns} namespace is the host's");
     }
-    let interfaces: Vec<&str> = out.lines().filter(|l| !l.contains('=') && !l.contains(':')).map(|l| l.trim()).collect();
+    let interfaces: Vec<&str> =
+        out.lines().filter(|l| !l.contains('=') && !l.contains(':')).map(|l| l.trim()).collect();
     assert_eq!(interfaces, ["lo"], "a new network namespace has only lo: {out}");
     assert!(out.contains("memory:/\n"), "the cgroup namespace is rooted at the container's cgroup: {out}");
 }
@@ -64,7 +73,8 @@ fn time_namespace_offsets_shift_the_monotonic_clock() {
     bundle.write_spec();
     let berth = Berth::new("timens");
     let inside: f64 = run_ok(&berth, &bundle, "timens").split_whitespace().next().unwrap().parse().unwrap();
-    let host: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let host: f64 =
+        std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(inside - host > 863000.0, "uptime inside {inside} is not ten days past the host's {host}");
 }
 
@@ -78,7 +88,10 @@ fn joining_another_containers_namespaces_by_path() {
     let a = container_id("join-a");
     berth.ok(&["run", "-d", "-b", first.path().to_str().unwrap(), &a]);
     let pid = berth.state(&a)["pid"].as_i64().unwrap();
-    let mut second = Bundle::busybox("join-b", &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"]);
+    let mut second = Bundle::busybox(
+        "join-b",
+        &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"],
+    );
     second.spec["linux"]["namespaces"] = json!([
         {"type": "pid"}, {"type": "mount"},
         {"type": "network", "path": format!("/proc/{pid}/ns/net")},
@@ -128,7 +141,8 @@ impl Drop for HeldNetns {
 
 /// The flags `ip link show lo` prints between angle brackets, e.g. `LOOPBACK,UP,LOWER_UP`.
 fn link_flags(ip_link_output: &str) -> Vec<String> {
-    let flags = ip_link_output.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(flags, _)| flags).unwrap_or("");
+    let flags =
+        ip_link_output.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(flags, _)| flags).unwrap_or("");
     flags.split(',').map(String::from).collect()
 }
 
@@ -138,14 +152,18 @@ fn loopback_is_up_in_a_new_network_namespace_and_untouched_in_a_joined_one() {
         return;
     }
     // busybox ping needs a raw socket: CAP_NET_RAW, which runc's default spec also grants.
-    let mut bundle = Bundle::busybox("lo", &["sh", "-c", "ip link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping=ok"]);
+    let mut bundle =
+        Bundle::busybox("lo", &["sh", "-c", "ip link show lo; ping -c1 -W2 127.0.0.1 >/dev/null && echo ping=ok"]);
     for set in ["bounding", "effective", "permitted"] {
         bundle.spec["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_NET_RAW"));
     }
     bundle.write_spec();
     let berth = Berth::new("lo");
     let out = run_ok(&berth, &bundle, "lo");
-    assert!(link_flags(&out).contains(&"UP".to_string()), "lo is not up in the container's new network namespace: {out}");
+    assert!(
+        link_flags(&out).contains(&"UP".to_string()),
+        "lo is not up in the container's new network namespace: {out}"
+    );
     assert!(out.contains("ping=ok"), "127.0.0.1 does not answer inside the container: {out}");
 
     // Joined by path, the namespace belongs to someone else: its lo stays as it was (down).
@@ -157,9 +175,16 @@ fn loopback_is_up_in_a_new_network_namespace_and_untouched_in_a_joined_one() {
     let out = run_ok(&berth, &bundle, "lo-joined");
     assert!(out.contains("LOOPBACK"), "{out}");
     assert!(!link_flags(&out).contains(&"UP".to_string()), "berth brought up lo in a namespace it joined: {out}");
-    let from_outside = Command::new("nsenter").arg(format!("--net={}", held.path())).args(["ip", "-o", "link", "show", "lo"]).output().unwrap();
+    let from_outside = Command::new("nsenter")
+        .arg(format!("--net={}", held.path()))
+        .args(["ip", "-o", "link", "show", "lo"])
+        .output()
+        .unwrap();
     let from_outside = String::from_utf8_lossy(&from_outside.stdout);
-    assert!(!link_flags(&from_outside).contains(&"UP".to_string()), "the joined namespace's lo changed: {from_outside}");
+    assert!(
+        !link_flags(&from_outside).contains(&"UP".to_string()),
+        "the joined namespace's lo changed: {from_outside}"
+    );
 }
 
 #[test]
@@ -167,7 +192,10 @@ fn user_namespace_maps_ids() {
     if !require_root("user_namespace_maps_ids") {
         return;
     }
-    let mut bundle = Bundle::busybox("userns", &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; readlink /proc/self/ns/user"]);
+    let mut bundle = Bundle::busybox(
+        "userns",
+        &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; readlink /proc/self/ns/user"],
+    );
     // The rootfs must be usable by the mapped root.
     chown_tree(&bundle.rootfs(), 100000, 100000);
     bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
@@ -262,7 +290,9 @@ fn mounts_bind_tmpfs_readonly_masked_and_proc_sys_dev() {
     let mounts = bundle.spec["mounts"].as_array_mut().unwrap();
     mounts.push(json!({"destination": "/rw", "type": "bind", "source": shared.path(), "options": ["rbind", "rw"]}));
     mounts.push(json!({"destination": "/ro", "type": "bind", "source": readonly.path(), "options": ["rbind", "ro"]}));
-    mounts.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=2m", "mode=1777"]}));
+    mounts.push(
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=2m", "mode=1777"]}),
+    );
     bundle.spec["root"]["readonly"] = json!(true);
     bundle.write_spec();
     let berth = Berth::new("mounts");
@@ -297,11 +327,18 @@ fn slave_propagation_shows_host_mounts_made_later() {
         &["sh", "-c", "echo ready > /prop/ready; i=0; while [ $i -lt 200 ]; do grep -q ' /prop/sub ' /proc/mounts && echo seen && exit 0; sleep 0.05; i=$((i+1)); done; exit 1"],
     );
     std::fs::create_dir(bundle.rootfs().join("prop")).unwrap();
-    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/prop", "type": "bind", "source": source.path(), "options": ["rbind", "rslave"]}));
+    bundle.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/prop", "type": "bind", "source": source.path(), "options": ["rbind", "rslave"]}));
     bundle.write_spec();
     let berth = Berth::new("prop");
     let id = container_id("prop");
-    let child = berth.command(&["run", "-b", bundle.path().to_str().unwrap(), &id]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child = berth
+        .command(&["run", "-b", bundle.path().to_str().unwrap(), &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let ready = source.path().join("ready");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !ready.exists() {
@@ -381,12 +418,21 @@ fn advertised_mount_options_take_effect() {
     let mut bundle = Bundle::busybox("mountopts", &["cat", "/proc/self/mountinfo"]);
     for (n, (options, _)) in cases.iter().enumerate() {
         std::fs::create_dir_all(bundle.rootfs().join(format!("m/{n}"))).unwrap();
-        bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": format!("/m/{n}"), "type": "tmpfs", "source": "tmpfs", "options": options}));
+        bundle.spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": format!("/m/{n}"), "type": "tmpfs", "source": "tmpfs", "options": options}));
     }
     // Propagation, on bind mounts of a shared source: (option, optional field shown).
     let propagation: &[(&str, &str)] = &[
-        ("shared", "shared:"), ("rshared", "shared:"), ("slave", "master:"), ("rslave", "master:"),
-        ("unbindable", "unbindable"), ("runbindable", "unbindable"), ("private", ""), ("rprivate", ""),
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("slave", "master:"),
+        ("rslave", "master:"),
+        ("unbindable", "unbindable"),
+        ("runbindable", "unbindable"),
+        ("private", ""),
+        ("rprivate", ""),
     ];
     let source = TempDir::new("berth-mountopts-src");
     let shared_source = MountGuard::bind_shared(source.path());
@@ -399,7 +445,10 @@ fn advertised_mount_options_take_effect() {
     let info = run_ok(&berth, &bundle, "mountopts");
     drop(shared_source);
     let line_for = |point: &str| -> String {
-        info.lines().find(|l| l.split_whitespace().nth(4) == Some(point)).unwrap_or_else(|| panic!("{point} not mounted:\n{info}")).to_string()
+        info.lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("{point} not mounted:\n{info}"))
+            .to_string()
     };
     for (n, (options, shown)) in cases.iter().enumerate() {
         let line = line_for(&format!("/m/{n}"));

@@ -36,7 +36,11 @@ fn unknown_ids_are_reported_as_runc_does() {
     // Without --root, root uses /run/berth as runc uses /run/runc.
     let out = std::process::Command::new(&berth.bin).args(["state", "ghost-without-root"]).output().unwrap();
     if nix::unistd::geteuid().is_root() {
-        assert!(String::from_utf8_lossy(&out.stderr).contains("under /run/berth"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("under /run/berth"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -81,12 +85,22 @@ fn a_program_that_cannot_run_and_an_impossible_mount_leave_nothing() {
     fails_with(&berth, &["create", "-b", bundle.path().to_str().unwrap(), &id], "not-executable");
 
     bundle.set_args(&["true"]);
-    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": "/nonexistent/source", "options": ["rbind"]}));
+    bundle.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": "/nonexistent/source", "options": ["rbind"]}));
     bundle.write_spec();
-    fails_with(&berth, &["create", "-b", bundle.path().to_str().unwrap(), &id], "bind source /nonexistent/source does not exist");
+    fails_with(
+        &berth,
+        &["create", "-b", bundle.path().to_str().unwrap(), &id],
+        "bind source /nonexistent/source does not exist",
+    );
     // A mount the kernel refuses inside the new namespaces (tmpfs with a bad option).
     bundle.spec["mounts"].as_array_mut().unwrap().pop();
-    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["size=not-a-size"]}));
+    bundle.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["size=not-a-size"]}));
     bundle.write_spec();
     fails_with(&berth, &["create", "-b", bundle.path().to_str().unwrap(), &id], "cannot create container");
 
@@ -123,9 +137,20 @@ fn debug_adds_detail_to_the_log() {
     let log_file = log.path().join("log.json");
     let bundle = Bundle::busybox("debuglog", &["/no/such/program"]);
     let id = container_id("debuglog");
-    berth.fails(&["--debug", "--log", log_file.to_str().unwrap(), "--log-format", "json", "create", "-b", bundle.path().to_str().unwrap(), &id]);
+    berth.fails(&[
+        "--debug",
+        "--log",
+        log_file.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "-b",
+        bundle.path().to_str().unwrap(),
+        &id,
+    ]);
     let text = std::fs::read_to_string(&log_file).unwrap();
-    let entries: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    let entries: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
     assert!(entries.len() > 1, "--debug should log more than the error: {text}");
     assert!(entries.iter().any(|e| e["level"] == "DEBUG" || e["level"] == "debug"), "{text}");
     assert_eq!(entries.last().unwrap()["level"], "error");
@@ -170,7 +195,10 @@ fn selinux_labels_are_refused_where_selinux_runs_and_berth_cannot_apply_them() {
     }
     let berth = Berth::new("selinux");
     let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
-    assert_eq!(features["linux"]["selinux"]["enabled"], false, "berth applies no SELinux labels, whatever the host has");
+    assert_eq!(
+        features["linux"]["selinux"]["enabled"], false,
+        "berth applies no SELinux labels, whatever the host has"
+    );
 
     let label = "system_u:system_r:container_t:s0:c1,c2";
     let mount_label = "system_u:object_r:container_file_t:s0:c1,c2";
@@ -183,7 +211,12 @@ fn selinux_labels_are_refused_where_selinux_runs_and_berth_cannot_apply_them() {
     for command in ["create", "run"] {
         let (code, stderr) = on_an_selinux_host(&berth, &[command, "-b", &bundle_path, &id]);
         assert_eq!(code, Some(1), "{command} with a process label: {stderr}");
-        assert!(stderr.contains("process.selinuxLabel is set and this host runs SELinux, but berth cannot apply SELinux labels"), "{stderr}");
+        assert!(
+            stderr.contains(
+                "process.selinuxLabel is set and this host runs SELinux, but berth cannot apply SELinux labels"
+            ),
+            "{stderr}"
+        );
     }
     bundle.spec["process"]["selinuxLabel"] = Value::Null;
     bundle.spec["linux"]["mountLabel"] = json!(mount_label);
@@ -191,7 +224,10 @@ fn selinux_labels_are_refused_where_selinux_runs_and_berth_cannot_apply_them() {
     let (code, stderr) = on_an_selinux_host(&berth, &["run", "-d", "-b", &bundle_path, &id]);
     assert_eq!(code, Some(1), "run with a mount label: {stderr}");
     assert!(stderr.contains("linux.mountLabel is set and this host runs SELinux"), "{stderr}");
-    assert!(std::fs::read_dir(berth.root()).map(|d| d.count() == 0).unwrap_or(true), "a refused create left state behind");
+    assert!(
+        std::fs::read_dir(berth.root()).map(|d| d.count() == 0).unwrap_or(true),
+        "a refused create left state behind"
+    );
 
     // Where SELinux is off (this host), a label cannot change what a process may do: the
     // container runs with both, as under runc, and exec takes a label too.

@@ -26,7 +26,10 @@ fn failing_hook() -> Value {
 fn hooked_bundle(name: &str, shared: &Path) -> Bundle {
     let mut bundle = Bundle::busybox(name, &["sh", "-c", "echo process >> /hooklog/log"]);
     std::fs::create_dir(bundle.rootfs().join("hooklog")).unwrap();
-    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooklog", "type": "bind", "source": shared, "options": ["rbind", "rw"]}));
+    bundle.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/hooklog", "type": "bind", "source": shared, "options": ["rbind", "rw"]}));
     let host_log = shared.join("log");
     let host_log = host_log.to_str().unwrap();
     bundle.spec["hooks"] = json!({
@@ -162,7 +165,8 @@ fn a_failing_poststop_hook_warns_and_delete_completes() {
     let shared = TempDir::new("berth-poststop");
     let mut bundle = hooked_bundle("poststop", shared.path());
     let host_log = shared.path().join("log");
-    bundle.spec["hooks"]["poststop"] = json!([failing_hook(), logging_hook("poststop-after-failure", host_log.to_str().unwrap())]);
+    bundle.spec["hooks"]["poststop"] =
+        json!([failing_hook(), logging_hook("poststop-after-failure", host_log.to_str().unwrap())]);
     bundle.write_spec();
     let berth = Berth::new("poststop");
     let id = container_id("poststop");

@@ -61,7 +61,8 @@ fn run_returns_the_exit_code_and_128_plus_signal() {
     let id = container_id("killed");
     let mut run = berth.command(&["run", "-b", bundle.path().to_str().unwrap(), &id]).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !matches!(berth.output(&["state", &id]), out if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("running")) {
+    while !matches!(berth.output(&["state", &id]), out if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("running"))
+    {
         assert!(std::time::Instant::now() < deadline, "container never ran");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -76,7 +77,10 @@ fn run_forwards_signals_to_the_container() {
     if !require_root("run_forwards_signals_to_the_container") {
         return;
     }
-    let bundle = Bundle::busybox("forward", &["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done"]);
+    let bundle = Bundle::busybox(
+        "forward",
+        &["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done"],
+    );
     let berth = Berth::new("forward");
     let id = container_id("forward");
     let mut child = berth
@@ -152,7 +156,10 @@ fn delete_rules_follow_runc() {
     berth.ok(&["create", "-b", bundle_path, &created]);
     let pid = berth.state(&created)["pid"].as_i64().unwrap();
     berth.ok(&["delete", &created]);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "init of deleted container survives");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+        "init of deleted container survives"
+    );
 
     // A running one needs --force.
     let running = container_id("del-running");
@@ -226,11 +233,13 @@ fn spec_writes_a_runnable_default_once() {
     let dir = TempDir::new("berth-spec");
     let berth = Berth::new("spec");
     berth.ok(&["spec", "--bundle", dir.path().to_str().unwrap()]);
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(spec["process"]["args"], serde_json::json!(["sh"]));
     assert_eq!(spec["process"]["terminal"], true);
     assert_eq!(spec["root"]["path"], "rootfs");
-    let types: Vec<&str> = spec["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        spec["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
     for ns in ["pid", "network", "ipc", "uts", "mount"] {
         assert!(types.contains(&ns), "default spec lacks the {ns} namespace: {types:?}");
     }
@@ -239,7 +248,8 @@ fn spec_writes_a_runnable_default_once() {
 
     let rootless = TempDir::new("berth-spec-rootless");
     berth.ok(&["--rootless", "spec", "-b", rootless.path().to_str().unwrap()]);
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(rootless.path().join("config.json")).unwrap()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rootless.path().join("config.json")).unwrap()).unwrap();
     assert!(spec["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "user"));
     assert_eq!(spec["linux"]["uidMappings"][0]["containerID"], 0);
 }
@@ -266,13 +276,15 @@ fn systemd_cgroup_flag_on_this_hosts_layout() {
     let mut bundle = Bundle::busybox("systemd", &["true"]);
     let berth = Berth::new("systemd");
     // A plain cgroupsPath works with the flag: cgroupfs manages it on v1 hosts.
-    let out = berth.output(&["--systemd-cgroup", "run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-plain")]);
+    let out =
+        berth.output(&["--systemd-cgroup", "run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-plain")]);
     let systemd_as_init = std::path::Path::new("/run/systemd/system").exists();
     if layout.starts_with("v1") || !systemd_as_init {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         bundle.spec["linux"]["cgroupsPath"] = serde_json::json!("system.slice:berth:sdtest");
         bundle.write_spec();
-        let err = berth.fails(&["--systemd-cgroup", "run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-slice")]);
+        let err =
+            berth.fails(&["--systemd-cgroup", "run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-slice")]);
         assert!(err.contains("needs systemd as init on a cgroup v2 host"), "{err}");
         let err = berth.fails(&["run", "-b", bundle.path().to_str().unwrap(), &container_id("sd-noflag")]);
         assert!(err.contains("pass --systemd-cgroup"), "{err}");

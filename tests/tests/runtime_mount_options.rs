@@ -25,7 +25,8 @@ impl HostTmpfs {
         mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::empty(), Some("size=16m")).unwrap();
         let guard = HostTmpfs(path.to_path_buf());
         if !flags.is_empty() {
-            mount(None::<&str>, path, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags, None::<&str>).unwrap();
+            mount(None::<&str>, path, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags, None::<&str>)
+                .unwrap();
         }
         guard
     }
@@ -40,7 +41,10 @@ impl Drop for HostTmpfs {
 /// Adds a mount to the bundle's spec (the destination made in the rootfs).
 fn add_mount(bundle: &mut Bundle, destination: &str, typ: &str, source: &str, options: &[&str]) {
     let _ = std::fs::create_dir_all(bundle.rootfs().join(destination.trim_start_matches('/')));
-    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": destination, "type": typ, "source": source, "options": options}));
+    bundle.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": destination, "type": typ, "source": source, "options": options}));
 }
 
 /// Runs the bundle and returns its stdout, asserting exit code 0.
@@ -111,7 +115,9 @@ fn tmpcopyup_fills_the_tmpfs_with_the_image_content() {
     nix::unistd::mkfifo(&data.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o620)).unwrap();
     symlink("/etc/shadow", data.join("link")).unwrap();
     symlink("../../../../../../etc", data.join("escape")).unwrap();
-    for (path, mode, owner) in [("", 0o777, 7), ("a", 0o644, 1234), ("sub", 0o711, 42), ("sub/b", 0o604, 43), ("fifo", 0o620, 44)] {
+    for (path, mode, owner) in
+        [("", 0o777, 7), ("a", 0o644, 1234), ("sub", 0o711, 42), ("sub/b", 0o604, 43), ("fifo", 0o620, 44)]
+    {
         let path = data.join(path);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         std::os::unix::fs::chown(&path, Some(owner), Some(owner + 1)).unwrap();
@@ -124,7 +130,10 @@ fn tmpcopyup_fills_the_tmpfs_with_the_image_content() {
     std::fs::write(bundle.rootfs().join("real/r"), "image-r\n").unwrap();
     symlink("/real", bundle.rootfs().join("sym")).unwrap();
     add_mount(&mut bundle, "/data", "tmpfs", "tmpfs", &["rw", "nosuid", "nodev", "tmpcopyup"]);
-    bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/sym", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]}));
+    bundle.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/sym", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup"]}));
     add_mount(&mut bundle, "/data/nested", "bind", host.path().to_str().unwrap(), &["bind"]);
     let out = run_ok(&bundle, "copyup");
     for expected in [
@@ -139,7 +148,10 @@ fn tmpcopyup_fills_the_tmpfs_with_the_image_content() {
         assert!(out.contains(expected), "{expected:?} missing from the container's view:\n{out}");
     }
     for point in ["/data", "/real"] {
-        let line = out.lines().find(|l| l.split_whitespace().nth(4) == Some(point)).unwrap_or_else(|| panic!("{point}:\n{out}"));
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("{point}:\n{out}"));
         assert!(line.contains(" - tmpfs "), "{point} is not a tmpfs: {line}");
     }
     // Writes went to the tmpfs, never to the image; the symlinks were copied, not followed.
@@ -159,15 +171,33 @@ fn recursive_options_reach_submounts_of_a_bind_mount() {
     // A second source whose submount has every flag the clearing forms remove.
     let locked = TempDir::new("berth-recursive-set");
     let locked_top = HostTmpfs::mount(&locked.path().join("top"), MsFlags::empty());
-    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME | MsFlags::MS_NODIRATIME | MS_NOSYMFOLLOW;
+    let flags = MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC
+        | MsFlags::MS_NOATIME
+        | MsFlags::MS_NODIRATIME
+        | MS_NOSYMFOLLOW;
     let locked_sub = HostTmpfs::mount(&locked.path().join("top/sub"), flags);
     let mut bundle = Bundle::busybox("recursive", &["cat", "/proc/self/mountinfo"]);
     let src = |dir: &TempDir| dir.path().join("top").to_string_lossy().into_owned();
-    add_mount(&mut bundle, "/r", "bind", &src(&source), &["rbind", "rro", "rnosuid", "rnodev", "rnoexec", "rnoatime", "rnodiratime", "rnosymfollow"]);
+    add_mount(
+        &mut bundle,
+        "/r",
+        "bind",
+        &src(&source),
+        &["rbind", "rro", "rnosuid", "rnodev", "rnoexec", "rnoatime", "rnodiratime", "rnosymfollow"],
+    );
     add_mount(&mut bundle, "/strict", "bind", &src(&source), &["rbind", "rstrictatime"]);
     add_mount(&mut bundle, "/norel", "bind", &src(&source), &["rbind", "rnorelatime"]);
     add_mount(&mut bundle, "/rel", "bind", &src(&locked), &["rbind", "rrelatime"]);
-    add_mount(&mut bundle, "/cleared", "bind", &src(&locked), &["rbind", "rrw", "rsuid", "rdev", "rexec", "ratime", "rdiratime", "rsymfollow"]);
+    add_mount(
+        &mut bundle,
+        "/cleared",
+        "bind",
+        &src(&locked),
+        &["rbind", "rrw", "rsuid", "rdev", "rexec", "ratime", "rdiratime", "rsymfollow"],
+    );
     add_mount(&mut bundle, "/nostrict", "bind", &src(&source), &["rbind", "rstrictatime", "rnostrictatime"]);
     let info = run_ok(&bundle, "recursive");
     drop((sub, top, locked_sub, locked_top));
@@ -290,7 +320,10 @@ fn filesystem_options_and_remount_change_the_filesystem() {
     if !require_root("filesystem_options_and_remount_change_the_filesystem") {
         return;
     }
-    let mut bundle = Bundle::busybox("superblock", &["sh", "-c", "if touch /rm/f 2>/dev/null; then echo /rm writable; fi; cat /proc/self/mountinfo"]);
+    let mut bundle = Bundle::busybox(
+        "superblock",
+        &["sh", "-c", "if touch /rm/f 2>/dev/null; then echo /rm writable; fi; cat /proc/self/mountinfo"],
+    );
     add_mount(&mut bundle, "/sync", "tmpfs", "tmpfs", &["sync"]);
     add_mount(&mut bundle, "/async", "tmpfs", "tmpfs", &["sync", "async"]);
     add_mount(&mut bundle, "/dirsync", "tmpfs", "tmpfs", &["dirsync", "lazytime"]);
@@ -319,7 +352,10 @@ fn filesystem_options_and_remount_change_the_filesystem() {
     }
     assert!(remounted.superblock.contains("size=2048k"), "{}", remounted.line);
     assert!(!info.contains("/rm writable"));
-    assert!(shown(&info, "/acl").line.contains(" - tmpfs ") && shown(&info, "/noacl").line.contains(" - mqueue "), "{info}");
+    assert!(
+        shown(&info, "/acl").line.contains(" - tmpfs ") && shown(&info, "/noacl").line.contains(" - mqueue "),
+        "{info}"
+    );
 }
 
 #[test]
@@ -376,7 +412,11 @@ fn filesystem_options_on_a_bind_mount_are_ignored_as_mount2_ignores_them() {
     assert!(out.starts_with("from the host\n"), "the bind's content is missing: {out}");
     let shown = shown(&out, "/b");
     assert!(shown.has("ro"), "ro was not applied to the bind: {}", shown.line);
-    assert!(!shown.superblock.contains("sync") && !shown.superblock.contains("dirsync"), "a bind changed its source's filesystem: {}", shown.line);
+    assert!(
+        !shown.superblock.contains("sync") && !shown.superblock.contains("dirsync"),
+        "a bind changed its source's filesystem: {}",
+        shown.line
+    );
     assert!(std::fs::write(source.path().join("still-writable"), "x").is_ok(), "the source became read-only");
 }
 
@@ -392,13 +432,19 @@ fn a_mount_berth_makes_itself_never_hides_a_later_one() {
         let mut bundle = Bundle::busybox("hidden", &["true"]);
         add_mount(&mut bundle, "/silent", "tmpfs", "tmpfs", &["silent", "size=1m"]);
         symlink("/silent", bundle.rootfs().join("link")).unwrap();
-        bundle.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": below, "type": "tmpfs", "source": "tmpfs"}));
+        bundle.spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": below, "type": "tmpfs", "source": "tmpfs"}));
         bundle.write_spec();
         let berth = Berth::new("hidden");
         let id = format!("{}-{n}", container_id("hidden"));
         let (code, _, stderr) = berth.run_bundle(bundle.path(), &id);
         assert_ne!(code, 0, "a mount below the silent one ({below}) was accepted");
-        assert!(stderr.contains("\"silent\"") && stderr.contains("/silent") && stderr.contains("would hide"), "{below}: {stderr}");
+        assert!(
+            stderr.contains("\"silent\"") && stderr.contains("/silent") && stderr.contains("would hide"),
+            "{below}: {stderr}"
+        );
         assert!(!berth.root().join(&id).exists(), "a refused container left state");
     }
 }
@@ -415,8 +461,20 @@ fn silent_and_iversion_mounts_are_made_with_their_flags_and_data() {
     let host = TempDir::new("berth-silent-src");
     std::fs::write(host.path().join("f"), "host-f\n").unwrap();
     // berth makes these two itself (MS_SILENT, MS_I_VERSION), in one mount(2) call each.
-    add_mount(&mut bundle, "/silent", "tmpfs", "tmpfs", &["silent", "size=2m", "mode=750", "nosuid", "sync", "noatime"]);
-    add_mount(&mut bundle, "/iv", "tmpfs", "tmpfs", &["noiversion", "iversion", "ro", "size=1m", "tmpcopyup", "noexec"]);
+    add_mount(
+        &mut bundle,
+        "/silent",
+        "tmpfs",
+        "tmpfs",
+        &["silent", "size=2m", "mode=750", "nosuid", "sync", "noatime"],
+    );
+    add_mount(
+        &mut bundle,
+        "/iv",
+        "tmpfs",
+        "tmpfs",
+        &["noiversion", "iversion", "ro", "size=1m", "tmpcopyup", "noexec"],
+    );
     // Made read-only by the mount(2) call itself, filesystem and all, as runc makes it (an
     // fsopen mount without the flags would leave the filesystem writable).
     add_mount(&mut bundle, "/ramfs-silent", "ramfs", "ramfs", &["silent", "ro", "mode=711"]);
@@ -426,7 +484,13 @@ fn silent_and_iversion_mounts_are_made_with_their_flags_and_data() {
     // The flags left out (an fsopen mount has neither), and a bind mount, which ignores them.
     add_mount(&mut bundle, "/loud", "tmpfs", "tmpfs", &["silent", "loud", "size=3m"]);
     add_mount(&mut bundle, "/noiv", "tmpfs", "tmpfs", &["iversion", "noiversion", "size=4m"]);
-    add_mount(&mut bundle, "/bound", "bind", host.path().to_str().unwrap(), &["bind", "silent", "iversion", "noiversion", "loud"]);
+    add_mount(
+        &mut bundle,
+        "/bound",
+        "bind",
+        host.path().to_str().unwrap(),
+        &["bind", "silent", "iversion", "noiversion", "loud"],
+    );
     let out = run_ok(&bundle, "silent");
     for point in ["/silent", "/iv", "/ramfs-silent", "/ramfs-iv", "/sysfs", "/loud", "/noiv", "/bound"] {
         // libcontainer's mount without the flags is gone: one mount at each place.
@@ -441,17 +505,30 @@ fn silent_and_iversion_mounts_are_made_with_their_flags_and_data() {
     // Copied up while writable, then a read-only mount of a writable tmpfs, as runc leaves it.
     let iv = shown(&out, "/iv");
     assert!(out.contains("image-f\n") && !out.contains("/iv writable"), "{out}");
-    assert!(iv.has("ro") && iv.has("noexec") && iv.superblock.contains("rw") && iv.superblock.contains("size=1024k"), "{}", iv.line);
+    assert!(
+        iv.has("ro") && iv.has("noexec") && iv.superblock.contains("rw") && iv.superblock.contains("size=1024k"),
+        "{}",
+        iv.line
+    );
     for point in ["/ramfs-silent", "/ramfs-iv"] {
         let ramfs = shown(&out, point);
-        assert!(ramfs.line.contains(" - ramfs ") && ramfs.has("ro") && ramfs.superblock.contains("ro"), "{}", ramfs.line);
+        assert!(
+            ramfs.line.contains(" - ramfs ") && ramfs.has("ro") && ramfs.superblock.contains("ro"),
+            "{}",
+            ramfs.line
+        );
     }
     assert!(shown(&out, "/ramfs-silent").superblock.contains("mode=711"), "{out}");
     let sysfs = shown(&out, "/sysfs");
     assert!(sysfs.line.contains(" - sysfs ") && sysfs.has("ro") && sysfs.has("nosuid"), "{}", sysfs.line);
-    let interfaces: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("image-f")).skip(1).take_while(|l| *l != "host-f").collect();
+    let interfaces: Vec<&str> =
+        out.lines().skip_while(|l| !l.starts_with("image-f")).skip(1).take_while(|l| *l != "host-f").collect();
     assert_eq!(interfaces, ["lo"], "the sysfs shows another network namespace:\n{out}");
-    assert!(shown(&out, "/loud").superblock.contains("size=3072k") && shown(&out, "/noiv").superblock.contains("size=4096k"), "{out}");
+    assert!(
+        shown(&out, "/loud").superblock.contains("size=3072k")
+            && shown(&out, "/noiv").superblock.contains("size=4096k"),
+        "{out}"
+    );
     assert!(out.contains("host-f\n"), "{out}");
 }
 
@@ -466,7 +543,8 @@ fn a_silent_mount_in_a_user_namespace_belongs_to_the_container_root() {
     let mut bundle = Bundle::busybox("silent-userns", &["sh", "-c", script]);
     add_mount(&mut bundle, "/silent", "tmpfs", "tmpfs", &["silent", "mode=750", "size=1m"]);
     // The rootfs must be usable by the mapped root.
-    let status = std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(bundle.rootfs()).status().unwrap();
+    let status =
+        std::process::Command::new("chown").args(["-R", "-h", "100000:100000"]).arg(bundle.rootfs()).status().unwrap();
     assert!(status.success());
     bundle.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
     bundle.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
@@ -491,7 +569,13 @@ fn features_lists_the_mount_options_of_runc() {
     let runc = list(std::process::Command::new("runc").arg("features").output().unwrap());
     let berth = list(Berth::new("features").output(&["features"]));
     assert_eq!(runc.len(), 62, "runc 1.1 lists 62 mount options: {runc:?}");
-    assert_eq!(berth, runc, "berth lacks {:?}, adds {:?}", runc.difference(&berth).collect::<Vec<_>>(), berth.difference(&runc).collect::<Vec<_>>());
+    assert_eq!(
+        berth,
+        runc,
+        "berth lacks {:?}, adds {:?}",
+        runc.difference(&berth).collect::<Vec<_>>(),
+        berth.difference(&runc).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -523,7 +607,10 @@ fn options_berth_applies_leave_the_bundle_as_given() {
     berth.ok(&["create", "--bundle", bundle_path, &id]);
     assert_eq!(berth.state(&id)["bundle"], bundle_path);
     assert_eq!(std::fs::read_to_string(&seen).unwrap(), "bundle-file\nf\n");
-    let entries: Vec<String> = std::fs::read_dir(berth.root()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let entries: Vec<String> = std::fs::read_dir(berth.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(entries, std::slice::from_ref(&id), "berth's state root holds more than the container");
     assert_eq!(std::fs::read(bundle.path().join("config.json")).unwrap(), config, "the bundle's config.json changed");
     berth.ok(&["start", &id]);

@@ -28,7 +28,19 @@ fn exec_runs_processes_from_flags_and_process_files() {
         return;
     }
     let (bundle, berth, id) = running("exec");
-    let out = berth.output(&["exec", "-e", "GREETING=hi", "--cwd", "/tmp", "-u", "1000:1000", &id, "sh", "-c", "echo $GREETING $(pwd) $(id -u) $$; exit 5"]);
+    let out = berth.output(&[
+        "exec",
+        "-e",
+        "GREETING=hi",
+        "--cwd",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        &id,
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd) $(id -u) $$; exit 5",
+    ]);
     assert_eq!(out.status.code(), Some(5));
     let text = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = text.split_whitespace().collect();
@@ -37,10 +49,15 @@ fn exec_runs_processes_from_flags_and_process_files() {
 
     let process = TempDir::new("berth-process");
     let file = process.path().join("process.json");
-    std::fs::write(&file, serde_json::to_vec(&json!({
-        "terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh", "-c", "echo from-file $VIA"],
-        "env": ["PATH=/bin", "VIA=process-json"]
-    })).unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({
+            "terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh", "-c", "echo from-file $VIA"],
+            "env": ["PATH=/bin", "VIA=process-json"]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(berth.ok(&["exec", "--process", file.to_str().unwrap(), &id]), "from-file process-json\n");
 
     let pid_file = process.path().join("exec.pid");
@@ -102,7 +119,22 @@ fn update_changes_limits_from_flags_and_stdin() {
         eprintln!("update checks v1 files; this host is {}", cgroup_layout());
     }
     let (bundle, berth, id) = running("update");
-    berth.ok(&["update", "--memory", "64m", "--memory-swap", "64m", "--pids-limit", "42", "--cpu-share", "300", "--cpu-quota", "20000", "--cpu-period", "100000", &id]);
+    berth.ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "64m",
+        "--pids-limit",
+        "42",
+        "--cpu-share",
+        "300",
+        "--cpu-quota",
+        "20000",
+        "--cpu-period",
+        "100000",
+        &id,
+    ]);
     if !cgroup_layout().starts_with("v2") {
         assert_eq!(v1_file("memory", &bundle, "memory.limit_in_bytes"), (64u64 << 20).to_string());
         assert_eq!(v1_file("pids", &bundle, "pids.max"), "42");
@@ -110,7 +142,12 @@ fn update_changes_limits_from_flags_and_stdin() {
         assert_eq!(v1_file("cpu", &bundle, "cpu.cfs_quota_us"), "20000");
     }
     let mut child = berth.command(&["update", "--resources", "-", &id]).stdin(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(br#"{"pids": {"limit": 17}, "memory": {"limit": 100663296, "swap": 100663296}}"#).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"pids": {"limit": 17}, "memory": {"limit": 100663296, "swap": 100663296}}"#)
+        .unwrap();
     assert!(child.wait().unwrap().success());
     if !cgroup_layout().starts_with("v2") {
         assert_eq!(v1_file("pids", &bundle, "pids.max"), "17");
@@ -120,18 +157,37 @@ fn update_changes_limits_from_flags_and_stdin() {
     assert!(err.contains("invalid size"), "{err}");
 
     // The remaining single-value flags: each takes effect, or is refused saying why.
-    berth.ok(&["update", "--cpuset-cpus", "0", "--cpuset-mems", "0", "--memory-reservation", "32m", "--cpu-rt-period", "1000000", "--cpu-rt-runtime", "1000", &id]);
+    berth.ok(&[
+        "update",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+        "--memory-reservation",
+        "32m",
+        "--cpu-rt-period",
+        "1000000",
+        "--cpu-rt-runtime",
+        "1000",
+        &id,
+    ]);
     if !cgroup_layout().starts_with("v2") {
         assert_eq!(v1_file("cpuset", &bundle, "cpuset.cpus"), "0");
         assert_eq!(v1_file("cpuset", &bundle, "cpuset.mems"), "0");
         assert_eq!(v1_file("memory", &bundle, "memory.soft_limit_in_bytes"), (32u64 << 20).to_string());
         assert_eq!(v1_file("cpu", &bundle, "cpu.rt_runtime_us"), "1000");
-        let weight_file = ["blkio.weight", "blkio.bfq.weight"].iter().any(|f| std::path::Path::new("/sys/fs/cgroup/blkio").join(f).exists());
+        let weight_file = ["blkio.weight", "blkio.bfq.weight"]
+            .iter()
+            .any(|f| std::path::Path::new("/sys/fs/cgroup/blkio").join(f).exists());
         let out = berth.output(&["update", "--blkio-weight", "500", &id]);
         if weight_file {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         } else {
-            assert!(String::from_utf8_lossy(&out.stderr).contains("has no weight file"), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("has no weight file"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     let out = berth.output(&["update", "--kernel-memory", "64m", "--kernel-memory-tcp", "64m", &id]);
@@ -172,7 +228,8 @@ fn features_document_matches_what_berth_does() {
     let doc: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
     assert_eq!(doc["ociVersionMax"], "1.1.0");
     assert_eq!(doc["hooks"].as_array().unwrap().len(), 6);
-    let namespaces: Vec<&str> = doc["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let namespaces: Vec<&str> =
+        doc["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
     assert_eq!(namespaces, ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"]);
     assert!(doc["linux"]["capabilities"].as_array().unwrap().iter().any(|c| c == "CAP_SYS_ADMIN"));
     assert_eq!(doc["linux"]["seccomp"]["enabled"], true);
@@ -186,7 +243,10 @@ fn seccomp_profiles_are_enforced() {
     if !require_root("seccomp_profiles_are_enforced") {
         return;
     }
-    let mut bundle = Bundle::busybox("seccomp", &["sh", "-c", "mkdir /tmp/blocked 2>&1; echo mkdir=$?; touch /tmp/allowed && echo touch=ok"]);
+    let mut bundle = Bundle::busybox(
+        "seccomp",
+        &["sh", "-c", "mkdir /tmp/blocked 2>&1; echo mkdir=$?; touch /tmp/allowed && echo touch=ok"],
+    );
     bundle.spec["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
@@ -249,12 +309,17 @@ fn every_advertised_seccomp_action_and_operator_works() {
     };
     let mkdir = json!(["mkdir", "mkdirat"]);
     for action in names("actions") {
-        let (code, stdout) = under_seccomp(&berth, "seccomp-action", json!([{"names": mkdir, "action": action, "errnoRet": 13}]));
+        let (code, stdout) =
+            under_seccomp(&berth, "seccomp-action", json!([{"names": mkdir, "action": action, "errnoRet": 13}]));
         match action.as_str() {
             "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" => assert_eq!((code, stdout.as_str()), (0, "mkdir=0\n"), "{action}"),
-            "SCMP_ACT_ERRNO" => assert!(stdout.contains("Permission denied") && stdout.contains("mkdir=1"), "{action}: {stdout}"),
+            "SCMP_ACT_ERRNO" => {
+                assert!(stdout.contains("Permission denied") && stdout.contains("mkdir=1"), "{action}: {stdout}")
+            }
             // No tracer is attached, so a traced syscall fails with ENOSYS.
-            "SCMP_ACT_TRACE" => assert!(stdout.contains("not implemented") && stdout.contains("mkdir=1"), "{action}: {stdout}"),
+            "SCMP_ACT_TRACE" => {
+                assert!(stdout.contains("not implemented") && stdout.contains("mkdir=1"), "{action}: {stdout}")
+            }
             // mkdir runs in a child of the shell: SIGSYS kills it (128+31) and the shell goes on.
             "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" | "SCMP_ACT_KILL_PROCESS" | "SCMP_ACT_TRAP" => {
                 assert!(code == 0 && stdout.ends_with("mkdir=159\n"), "{action}: {code} {stdout}")
@@ -296,7 +361,14 @@ fn preserved_fds_no_pivot_and_ps_arguments() {
     let dir = TempDir::new("berth-preserve");
     std::fs::write(dir.path().join("given"), "through fd 3\n").unwrap();
     let given = std::fs::File::open(dir.path().join("given")).unwrap();
-    let mut command = berth.command(&["run", "--preserve-fds", "1", "-b", bundle.path().to_str().unwrap(), &container_id("preserve")]);
+    let mut command = berth.command(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "-b",
+        bundle.path().to_str().unwrap(),
+        &container_id("preserve"),
+    ]);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&given);
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
@@ -314,7 +386,12 @@ fn preserved_fds_no_pivot_and_ps_arguments() {
     // --no-pivot enters the rootfs without pivot_root and still runs the bundle.
     let no_pivot = Bundle::busybox("nopivot", &["sh", "-c", "cat /etc/passwd | head -1"]);
     let out = berth.output(&["run", "--no-pivot", "-b", no_pivot.path().to_str().unwrap(), &container_id("nopivot")]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "root:x:0:0:root:/root:/bin/sh\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "root:x:0:0:root:/root:/bin/sh\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // ps passes its arguments to ps(1) and keeps only the container's rows.
     let (_sleeper, berth, id) = running("psargs");
@@ -332,7 +409,8 @@ fn every_advertised_capability_can_be_granted() {
     }
     let berth = Berth::new("allcaps");
     let features: Value = serde_json::from_str(&berth.ok(&["features"])).unwrap();
-    let caps: Vec<String> = features["linux"]["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let caps: Vec<String> =
+        features["linux"]["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     assert!(caps.len() > 30, "{caps:?}");
     let mut bundle = Bundle::busybox("allcaps", &["grep", "-E", "^Cap(Eff|Bnd)", "/proc/self/status"]);
     for set in ["bounding", "effective", "permitted"] {
@@ -350,11 +428,49 @@ fn every_advertised_capability_can_be_granted() {
 }
 
 fn cap_number(name: &str) -> u32 {
-    const NAMES: [&str; 41] = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-        "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE"];
+    const NAMES: [&str; 41] = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
     let short = name.strip_prefix("CAP_").unwrap_or(name);
     NAMES.iter().position(|n| *n == short).unwrap_or_else(|| panic!("unknown capability {name}")) as u32
 }
@@ -379,7 +495,13 @@ fn exec_additional_gids_and_added_capabilities_reach_the_process() {
     }
     let (_bundle, berth, id) = running("execflags");
     // -g adds supplementary groups to the exec'd process; without it there are none.
-    assert_eq!(berth.ok(&["exec", "-u", "1000:1000", "-g", "2000", "-g", "3000", &id, "id", "-G"]).split_whitespace().collect::<Vec<_>>(), ["1000", "2000", "3000"]);
+    assert_eq!(
+        berth
+            .ok(&["exec", "-u", "1000:1000", "-g", "2000", "-g", "3000", &id, "id", "-G"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1000", "2000", "3000"]
+    );
     assert_eq!(berth.ok(&["exec", "-u", "1000:1000", &id, "id", "-G"]).trim(), "1000");
 
     // --cap adds a capability the container's process does not have (CAP_NET_ADMIN, bit 12).
@@ -392,7 +514,10 @@ fn exec_additional_gids_and_added_capabilities_reach_the_process() {
     assert_eq!(with_cap, without | CAP_NET_ADMIN);
     assert_ne!(without & (1 << 5), 0);
     // And the capability works: only with it may the process change an interface.
-    assert_eq!(berth.output(&["exec", "--cap", "CAP_NET_ADMIN", &id, "ip", "link", "set", "lo", "mtu", "1500"]).status.code(), Some(0));
+    assert_eq!(
+        berth.output(&["exec", "--cap", "CAP_NET_ADMIN", &id, "ip", "link", "set", "lo", "mtu", "1500"]).status.code(),
+        Some(0)
+    );
     assert_ne!(berth.output(&["exec", &id, "ip", "link", "set", "lo", "mtu", "1500"]).status.code(), Some(0));
 }
 

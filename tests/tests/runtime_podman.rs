@@ -32,9 +32,12 @@ impl Podman {
         let mut command = Command::new("podman");
         command
             .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .arg("--root").arg(d.join("root"))
-            .arg("--runroot").arg(d.join("runroot"))
-            .arg("--tmpdir").arg(d.join("tmp"))
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
             .args(["--storage-driver", "overlay", "--runtime"])
             .arg(berth_tests::bins::bin("berth"))
             .args(args);
@@ -47,7 +50,12 @@ impl Podman {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.output(args);
-        assert!(out.status.success(), "podman {args:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -66,8 +74,12 @@ impl Drop for Podman {
         // Unmount whatever podman's storage left mounted under the private directory.
         let prefix = self.dir.path().to_string_lossy().into_owned();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<PathBuf> =
-            mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(PathBuf::from).collect();
+        let mut points: Vec<PathBuf> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(PathBuf::from)
+            .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for point in points {
             let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
@@ -125,7 +137,11 @@ fn podman_runs_a_debian_image_through_berth() {
 
     // update, then the limit as the container's cgroup shows it.
     podman.ok(&["update", "--memory", "64m", "web"]);
-    let limit_file = if berth_tests::runtime::cgroup_layout().starts_with("v2") { "/sys/fs/cgroup/memory.max" } else { "/sys/fs/cgroup/memory/memory.limit_in_bytes" };
+    let limit_file = if berth_tests::runtime::cgroup_layout().starts_with("v2") {
+        "/sys/fs/cgroup/memory.max"
+    } else {
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+    };
     let limit = podman.ok(&["exec", "web", "cat", limit_file]);
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
 
@@ -164,13 +180,26 @@ fn podman_tmpfs_mounts_copy_up_the_image_content() {
     let script = "ls /etc/apt /etc/default; echo written > /etc/apt/berth-written; cat /etc/apt/berth-written; \
                   ls -d /x; grep -E ' /(etc/apt|etc/default|x) ' /proc/self/mountinfo";
     let out = podman.ok(&podman.run_args(&[
-        "--rm", "--tmpfs", "/etc/apt", "--mount", "type=tmpfs,destination=/etc/default", "--tmpfs", "/x", IMAGE, "sh", "-c", script,
+        "--rm",
+        "--tmpfs",
+        "/etc/apt",
+        "--mount",
+        "type=tmpfs,destination=/etc/default",
+        "--tmpfs",
+        "/x",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
     ]));
     for expected in ["sources.list", "apt.conf.d", "useradd", "written\n", "/x\n"] {
         assert!(out.contains(expected), "{expected:?} missing:\n{out}");
     }
     for point in ["/etc/apt", "/etc/default", "/x"] {
-        let line = out.lines().find(|l| l.split_whitespace().nth(4) == Some(point)).unwrap_or_else(|| panic!("{point} not mounted:\n{out}"));
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("{point} not mounted:\n{out}"));
         assert!(line.contains(" - tmpfs "), "{point} is not a tmpfs: {line}");
     }
     // The image itself is unchanged: a new container sees no trace of the write.

@@ -86,7 +86,8 @@ struct EventStream {
 impl EventStream {
     fn start(berth: &Berth, id: &str) -> EventStream {
         use std::io::BufRead;
-        let mut child = berth.command(&["events", "--interval", "10ms", id]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child =
+            berth.command(&["events", "--interval", "10ms", id]).stdout(std::process::Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = lines.clone();
@@ -157,13 +158,22 @@ fn two_hundred_containers_leave_no_trace() {
 
     // Hundreds of statistics reads later, the stream holds the descriptors it held at the start.
     events.wait_for(events.lines().max(200));
-    assert_eq!(resting_fds(events.child.id()), events_fds, "berth events' descriptors grew over {} reads", events.lines());
+    assert_eq!(
+        resting_fds(events.child.id()),
+        events_fds,
+        "berth events' descriptors grew over {} reads",
+        events.lines()
+    );
     drop(events);
     berth.ok(&["delete", "-f", &watched]);
 
     assert_eq!(std::fs::read_dir(berth.root()).unwrap().count(), 0, "state left under the root");
     assert_eq!(mountinfo().symmetric_difference(&mounts).collect::<Vec<_>>(), Vec::<&String>::new(), "mounts changed");
-    assert_eq!(cgroup_tree().symmetric_difference(&cgroups).collect::<Vec<_>>(), Vec::<&String>::new(), "cgroups changed");
+    assert_eq!(
+        cgroup_tree().symmetric_difference(&cgroups).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "cgroups changed"
+    );
     assert_eq!(container_processes(&bin, &rootfs), Vec::<String>::new(), "processes left running");
     assert_eq!(container_fds[0], container_fds[1], "descriptors in the container grew");
     assert!(container_fds[0] <= 3, "the runtime leaked {} descriptors into the container", container_fds[0]);

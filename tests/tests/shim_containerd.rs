@@ -67,7 +67,16 @@ fn ctr_run_image(ctd: &Containerd, extra: &[&str], image: &str, id: &str, args: 
     let (root, fifos) = (private.join("berth"), private.join("fifo"));
     let mut all = vec!["run"];
     all.extend(extra);
-    all.extend(["--runtime", shim_path(), "--runc-root", root.to_str().unwrap(), "--fifo-dir", fifos.to_str().unwrap(), image, id]);
+    all.extend([
+        "--runtime",
+        shim_path(),
+        "--runc-root",
+        root.to_str().unwrap(),
+        "--fifo-dir",
+        fifos.to_str().unwrap(),
+        image,
+        id,
+    ]);
     all.extend(args);
     ctd.ctr(&all)
 }
@@ -82,7 +91,14 @@ fn shim_path() -> &'static str {
 /// and a delete, through containerd's default (overlayfs) snapshotter. While the detached
 /// task runs, its rootfs is one overlay mount, and `while_running` gets its id; after each
 /// run nothing stays mounted in the task's bundle.
-fn run_image_both_ways(ctd: &Containerd, image: &OciArchive, id: &str, script: &str, expected: &str, while_running: impl Fn(&str)) {
+fn run_image_both_ways(
+    ctd: &Containerd,
+    image: &OciArchive,
+    id: &str,
+    script: &str,
+    expected: &str,
+    while_running: impl Fn(&str),
+) {
     let fg = format!("{id}-fg");
     let out = ctr_run_image(ctd, &["--rm"], &image.name, &fg, &["sh", "-c", &format!("{script}; exit 3")]);
     assert_eq!(out.status.code(), Some(3), "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
@@ -96,8 +112,24 @@ fn run_image_both_ways(ctd: &Containerd, image: &OciArchive, id: &str, script: &
     assert_eq!(mounts_below(&bundle), vec![(bundle.join("rootfs"), "overlay".to_string())]);
     while_running(&bg);
     let fifos = ctd.dir.path().join("fifo").display().to_string();
-    let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e1", &bg, "sh", "-c", &format!("{script}; exit 5")]);
-    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(5), expected), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctd.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifos,
+        "--exec-id",
+        "e1",
+        &bg,
+        "sh",
+        "-c",
+        &format!("{script}; exit 5"),
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(5), expected),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ctd.kill_task(&bg);
     assert!(ctd.ctr(&["task", "delete", &bg]).status.success());
     assert!(ctd.ctr(&["containers", "delete", &bg]).status.success());
@@ -107,13 +139,35 @@ fn run_image_both_ways(ctd: &Containerd, image: &OciArchive, id: &str, script: &
 #[test]
 fn ctr_runs_an_image_from_its_store_through_the_shim() {
     let Some(ctd) = containerd_ready("ctr_runs_an_image_from_its_store_through_the_shim") else { return };
-    let image = OciArchive::build("berth.test/one-layer:latest", &[LayerDir::busybox().file("etc/motd", "from the image")], &["sh"]);
+    let image = OciArchive::build(
+        "berth.test/one-layer:latest",
+        &[LayerDir::busybox().file("etc/motd", "from the image")],
+        &["sh"],
+    );
     ctd.import(&image);
     // The overlayfs snapshotter (containerd's default) sends an overlay.
-    run_image_both_ways(&ctd, &image, "one", "cat /etc/motd; echo; echo written > /tmp/f; cat /tmp/f", "from the image\nwritten\n", |_| {});
+    run_image_both_ways(
+        &ctd,
+        &image,
+        "one",
+        "cat /etc/motd; echo; echo written > /tmp/f; cat /tmp/f",
+        "from the image\nwritten\n",
+        |_| {},
+    );
     // The native snapshotter sends a bind mount of a copy.
-    let out = ctr_run_image(&ctd, &["--rm", "--snapshotter", "native"], &image.name, "native", &["sh", "-c", "cat /etc/motd; exit 4"]);
-    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(4), "from the image"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctr_run_image(
+        &ctd,
+        &["--rm", "--snapshotter", "native"],
+        &image.name,
+        "native",
+        &["sh", "-c", "cat /etc/motd; exit 4"],
+    );
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(4), "from the image"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(mounts_below(&ctd.bundle("native")), vec![]);
 }
 
@@ -145,7 +199,12 @@ fn an_image_whose_overlay_options_exceed_a_page_runs() {
     let check_options = |id: &str| {
         let out = ctd.ctr(&["snapshots", "mounts", "/mnt", id]);
         let text = stdout(&out);
-        let options = text.lines().find(|l| l.starts_with("mount -t overlay")).and_then(|l| l.split_once(" -o ")).map(|(_, o)| o.trim()).unwrap_or_else(|| panic!("no overlay in {text:?}"));
+        let options = text
+            .lines()
+            .find(|l| l.starts_with("mount -t overlay"))
+            .and_then(|l| l.split_once(" -o "))
+            .map(|(_, o)| o.trim())
+            .unwrap_or_else(|| panic!("no overlay in {text:?}"));
         assert_eq!(options.split_once("lowerdir=").map(|(_, dirs)| dirs.split(':').count()), Some(LAYERS), "{options}");
         assert!(options.len() > 4096, "the overlay options are only {} bytes", options.len());
     };
@@ -175,7 +234,8 @@ fn ctr_runs_containers_through_the_shim() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(task_status(&ctd, "bg"), "RUNNING");
     let fifos = ctd.dir.path().join("fifo").display().to_string();
-    let out = ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e1", "bg", "sh", "-c", "echo in-exec; exit 5"]);
+    let out =
+        ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e1", "bg", "sh", "-c", "echo in-exec; exit 5"]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(5), "in-exec\n"));
     let ps = stdout(&ctd.ctr(&["task", "ps", "bg"]));
     assert_eq!(ps.lines().count(), 2, "{ps}");
@@ -187,7 +247,11 @@ fn ctr_runs_containers_through_the_shim() {
     assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
     // Checkpointing is not offered through the shim: a clear refusal, the task runs on.
     let out = ctd.ctr(&["task", "checkpoint", "bg"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not implemented"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not implemented"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(task_status(&ctd, "bg"), "RUNNING");
     ctd.kill_task("bg");
     assert_eq!(task_status(&ctd, "bg"), "STOPPED");
@@ -223,11 +287,10 @@ fn events_come_in_containerds_order() {
     let mut text = String::new();
     events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
     let _ = events.wait();
-    let topics: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
-        .collect();
-    let position = |topic: &str| topics.iter().position(|t| *t == topic).unwrap_or_else(|| panic!("no {topic} in {topics:?}"));
+    let topics: Vec<&str> =
+        text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/"))).collect();
+    let position =
+        |topic: &str| topics.iter().position(|t| *t == topic).unwrap_or_else(|| panic!("no {topic} in {topics:?}"));
     assert!(position("/tasks/create") < position("/tasks/start"), "{topics:?}");
     assert!(position("/tasks/exec-added") < position("/tasks/exec-started"), "{topics:?}");
     // The exec's exit comes before the init's, and delete comes last.
@@ -252,7 +315,11 @@ fn terminals_through_the_shim() {
 
     assert!(ctr_run(&ctd, &rootfs, &["-d"], "ttyexec", &["sleep", "300"]).status.success());
     let fifos = ctd.dir.path().join("fifo").display().to_string();
-    let exec: Vec<String> = ["task", "exec", "-t", "--fifo-dir", &fifos, "--exec-id", "t1", "ttyexec", "sh", "-c", script].iter().map(|s| s.to_string()).collect();
+    let exec: Vec<String> =
+        ["task", "exec", "-t", "--fifo-dir", &fifos, "--exec-id", "t1", "ttyexec", "sh", "-c", script]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let (output, code) = ctr_on_a_pty(&ctd, &exec, 22, 66);
     assert_eq!(code, Some(4), "{output:?}");
     assert!(output.contains("22 66") && output.contains("/dev/pts/"), "{output:?}");
@@ -264,7 +331,13 @@ fn log_uris_and_stdin_eof() {
     // file://: stdout and stderr appended to a file.
     let log = ctd.dir.path().join("logs/out.log");
     let uri = format!("file://{}", log.display());
-    let out = ctr_run(&ctd, &rootfs, &["--rm", "--log-uri", &uri], "filelog", &["sh", "-c", "echo to-stdout; echo to-stderr >&2"]);
+    let out = ctr_run(
+        &ctd,
+        &rootfs,
+        &["--rm", "--log-uri", &uri],
+        "filelog",
+        &["sh", "-c", "echo to-stdout; echo to-stderr >&2"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("to-stdout") && text.contains("to-stderr"), "{text:?}");
@@ -272,11 +345,21 @@ fn log_uris_and_stdin_eof() {
     // binary://: containerd's logger protocol (fds 3 and 4, readiness on fd 5).
     let logger = ctd.dir.path().join("logger.sh");
     let captured = ctd.dir.path().join("captured");
-    std::fs::write(&logger, format!("#!/bin/sh\nexec 5>&-\ncat <&3 > {0}.out &\ncat <&4 > {0}.err\nwait\n", captured.display())).unwrap();
+    std::fs::write(
+        &logger,
+        format!("#!/bin/sh\nexec 5>&-\ncat <&3 > {0}.out &\ncat <&4 > {0}.err\nwait\n", captured.display()),
+    )
+    .unwrap();
     std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&logger).unwrap().permissions(), 0o755);
     std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let uri = format!("binary://{}", logger.display());
-    let out = ctr_run(&ctd, &rootfs, &["--rm", "--log-uri", &uri], "binlog", &["sh", "-c", "echo via-logger; echo err-via-logger >&2"]);
+    let out = ctr_run(
+        &ctd,
+        &rootfs,
+        &["--rm", "--log-uri", &uri],
+        "binlog",
+        &["sh", "-c", "echo via-logger; echo err-via-logger >&2"],
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let read = |suffix: &str| std::fs::read_to_string(format!("{}.{suffix}", captured.display())).unwrap_or_default();
@@ -287,7 +370,12 @@ fn log_uris_and_stdin_eof() {
 
     // stdin: the process reads what ctr is given and sees EOF after it.
     let all = run_args(&ctd, &rootfs, &["--rm"], "stdin", &["sh", "-c", "cat; echo after-eof"]);
-    let mut child = ctd.command(&all.iter().map(String::as_str).collect::<Vec<_>>()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = ctd
+        .command(&all.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"piped-in\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped-in\nafter-eof\n");
@@ -301,14 +389,17 @@ fn shim_pid(id: &str) -> Option<i32> {
         let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
         let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let serving = args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes()) && args.iter().any(|a| *a == b"-socket");
+        let serving =
+            args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes()) && args.iter().any(|a| *a == b"-socket");
         (exe == shim && serving).then_some(pid)
     })
 }
 
 #[test]
 fn a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects() {
-    let Some((mut ctd, rootfs)) = ready("a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects") else { return };
+    let Some((mut ctd, rootfs)) = ready("a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects") else {
+        return;
+    };
     // containerd restarts: the running task is still there and answers.
     assert!(ctr_run(&ctd, &rootfs, &["-d"], "survivor", &["sleep", "300"]).status.success());
     ctd.restart();
@@ -328,13 +419,23 @@ fn a_killed_shim_is_cleaned_up_and_a_restarted_containerd_reconnects() {
     // A shim killed with SIGKILL: `task delete` runs the shim's delete subcommand, which
     // removes the container and its processes.
     assert!(ctr_run(&ctd, &rootfs, &["-d"], "orphan", &["sleep", "300"]).status.success());
-    let init: i32 = stdout(&ctd.ctr(&["task", "ls"])).lines().find(|l| l.starts_with("orphan")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let init: i32 = stdout(&ctd.ctr(&["task", "ls"]))
+        .lines()
+        .find(|l| l.starts_with("orphan"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let shim = shim_pid("orphan").expect("no shim serves the container");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = ctd.ctr(&["task", "delete", "--force", "orphan"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::path::Path::new(&format!("/proc/{init}")).exists() && !std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default().contains(") Z ") {
+    while std::path::Path::new(&format!("/proc/{init}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default().contains(") Z ")
+    {
         assert!(std::time::Instant::now() < deadline, "the orphaned container's process {init} survives");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -346,14 +447,21 @@ fn an_oom_killed_task_reports_oom_before_its_exit() {
     let Some((ctd, rootfs)) = ready("an_oom_killed_task_reports_oom_before_its_exit") else { return };
     let mut events = ctd.command(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = ctr_run(&ctd, &rootfs, &["--rm", "--memory-limit", "16777216"], "oom", &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a)"]);
+    let out = ctr_run(
+        &ctd,
+        &rootfs,
+        &["--rm", "--memory-limit", "16777216"],
+        "oom",
+        &["sh", "-c", "x=$(head -c 64000000 /dev/zero | tr '\\0' a)"],
+    );
     assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(std::time::Duration::from_millis(300));
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(events.id() as i32), nix::sys::signal::SIGTERM);
     let mut text = String::new();
     events.stdout.take().unwrap().read_to_string(&mut text).unwrap();
     let _ = events.wait();
-    let topics: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/"))).collect();
+    let topics: Vec<&str> =
+        text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/"))).collect();
     let oom = topics.iter().position(|t| *t == "/tasks/oom").unwrap_or_else(|| panic!("no OOM event: {topics:?}"));
     let exit = topics.iter().position(|t| *t == "/tasks/exit").unwrap();
     assert!(oom < exit, "{topics:?}");
@@ -376,9 +484,14 @@ fn an_exit_racing_start_is_published_after_start() {
     let _ = events.wait();
     for n in 0..5 {
         let id = format!("\"race{n}\"");
-        let topics: Vec<&str> = text.lines().filter(|l| l.contains(&id)).filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/"))).collect();
+        let topics: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(&id))
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+            .collect();
         let start = topics.iter().position(|t| *t == "/tasks/start").unwrap_or_else(|| panic!("race{n}: {topics:?}"));
-        let exit = topics.iter().position(|t| *t == "/tasks/exit").unwrap_or_else(|| panic!("race{n}: exit lost: {topics:?}"));
+        let exit =
+            topics.iter().position(|t| *t == "/tasks/exit").unwrap_or_else(|| panic!("race{n}: exit lost: {topics:?}"));
         assert!(start < exit, "race{n}: {topics:?}");
     }
 }
@@ -396,7 +509,10 @@ fn a_shim_serves_detached_containers_on_at_most_three_threads() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let fifos = ctd.dir.path().join("fifo").display().to_string();
-    assert_eq!(stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e", "lean0", "echo", "ok"])), "ok\n");
+    assert_eq!(
+        stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "e", "lean0", "echo", "ok"])),
+        "ok\n"
+    );
     for n in 0..3 {
         let pid = shim_pid(&format!("lean{n}")).expect("no shim serves the container");
         let threads = thread_count(pid);
@@ -412,7 +528,11 @@ fn runc_options_from_containerd_are_honoured() {
     // containerd resolves io.containerd.runc.v2 through its PATH: here to berth's shim, so
     // ctr sends runc's options (BinaryName, Root, SystemdCgroup) to it.
     let shims = TempDir::new("berth-shims");
-    std::os::unix::fs::symlink(berth_tests::bins::bin("containerd-shim-berth-v2"), shims.path().join("containerd-shim-runc-v2")).unwrap();
+    std::os::unix::fs::symlink(
+        berth_tests::bins::bin("containerd-shim-berth-v2"),
+        shims.path().join("containerd-shim-runc-v2"),
+    )
+    .unwrap();
     let calls = shims.path().join("calls.log");
     let wrapper = shims.path().join("berth-wrapper");
     let berth = berth_tests::bins::bin("berth");
@@ -420,14 +540,32 @@ fn runc_options_from_containerd_are_honoured() {
     // A runtime that hangs in create, to show the shim's call timeout.
     let hanging = shims.path().join("berth-hanging");
     let hung_pid = shims.path().join("hung.pid");
-    write_script(&hanging, &format!("case \"$*\" in *\" create \"*) echo $$ > {}; exec sleep 600;; esac\nexec {} \"$@\"", hung_pid.display(), berth.display()));
+    write_script(
+        &hanging,
+        &format!(
+            "case \"$*\" in *\" create \"*) echo $$ > {}; exec sleep 600;; esac\nexec {} \"$@\"",
+            hung_pid.display(),
+            berth.display()
+        ),
+    );
     let rootfs = TempDir::new("berth-shim-rootfs");
     write_busybox_rootfs(rootfs.path());
     let ctd = Containerd::start_with(Some(shims.path()), &[("BERTH_SHIM_CALL_TIMEOUT", "3")]);
     let root = ctd.dir.path().join("custom-root");
     let fifos = ctd.dir.path().join("fifo");
     let run_with = |binary: &std::path::Path, id: &str, extra: &[&str]| {
-        let mut args = vec!["run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", binary.to_str().unwrap(), "--runc-root", root.to_str().unwrap(), "--fifo-dir", fifos.to_str().unwrap()];
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            "io.containerd.runc.v2",
+            "--runc-binary",
+            binary.to_str().unwrap(),
+            "--runc-root",
+            root.to_str().unwrap(),
+            "--fifo-dir",
+            fifos.to_str().unwrap(),
+        ];
         args.extend(extra);
         args.extend(["--rootfs", rootfs.path().to_str().unwrap(), id, "sh", "-c", "echo via-options"]);
         ctd.ctr(&args)
@@ -436,17 +574,27 @@ fn runc_options_from_containerd_are_honoured() {
     let out = run("opts", &[]);
     assert_eq!(stdout(&out), "via-options\n", "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
     let logged = std::fs::read_to_string(&calls).unwrap();
-    assert!(logged.lines().any(|l| l.starts_with(&format!("--root {} ", root.display())) && l.contains("create")), "{logged}");
+    assert!(
+        logged.lines().any(|l| l.starts_with(&format!("--root {} ", root.display())) && l.contains("create")),
+        "{logged}"
+    );
     assert!(!logged.contains("--systemd-cgroup"), "{logged}");
 
     // SystemdCgroup reaches berth as --systemd-cgroup (on a v1 host berth refuses it, and
     // its own message reaches the ctr user).
     let out = run("opts-systemd", &["--runc-systemd-cgroup", "--cgroup", "system.slice:berth-test:opts-systemd"]);
     let logged = std::fs::read_to_string(&calls).unwrap();
-    assert!(logged.lines().any(|l| l.contains("--systemd-cgroup") && l.contains("create")), "{logged}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        logged.lines().any(|l| l.contains("--systemd-cgroup") && l.contains("create")),
+        "{logged}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("--systemd-cgroup with cgroupsPath \"system.slice:berth-test:opts-systemd\""), "{stderr}");
+        assert!(
+            stderr.contains("--systemd-cgroup with cgroupsPath \"system.slice:berth-test:opts-systemd\""),
+            "{stderr}"
+        );
     }
 
     // A hung runtime call is killed after the timeout and the request fails with that.
@@ -479,11 +627,16 @@ fn containers_of_one_pod_share_one_shim() {
     // Both pod containers answer through the one shim; it stays until the last is deleted.
     let fifos = ctd.dir.path().join("fifo").display().to_string();
     for id in ["pod-a", "pod-a-app"] {
-        assert_eq!(stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "x", id, "echo", id])), format!("{id}\n"));
+        assert_eq!(
+            stdout(&ctd.ctr(&["task", "exec", "--fifo-dir", &fifos, "--exec-id", "x", id, "echo", id])),
+            format!("{id}\n")
+        );
     }
     ctd.kill_task("pod-a-app");
     assert!(ctd.ctr(&["task", "delete", "pod-a-app"]).status.success());
-    assert!(std::path::Path::new(&format!("/proc/{pod_shim}")).exists(), "the pod's shim left with a container still in it");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pod_shim}")).exists(),
+        "the pod's shim left with a container still in it"
+    );
     assert_eq!(task_status(&ctd, "pod-a"), "RUNNING");
 }
-

@@ -88,7 +88,10 @@ fn vlan_trunk(entries: Option<&[VlanTrunkEntry]>) -> CniResult<Vec<u16>> {
             (Some(low), Some(high)) => {
                 let (low, high) = (vlan_id(low, "vlanTrunk minID")?, vlan_id(high, "vlanTrunk maxID")?);
                 if low > high {
-                    return Err(CniError::new(INVALID_CONFIG, format!("vlanTrunk range {low}-{high}: minID is above maxID")));
+                    return Err(CniError::new(
+                        INVALID_CONFIG,
+                        format!("vlanTrunk range {low}-{high}: minID is above maxID"),
+                    ));
                 }
                 vlans.extend(low..=high);
             }
@@ -99,7 +102,10 @@ fn vlan_trunk(entries: Option<&[VlanTrunkEntry]>) -> CniResult<Vec<u16>> {
         }
     }
     if vlans.is_empty() {
-        return Err(CniError::new(INVALID_CONFIG, "vlanTrunk names no VLAN: give {\"id\": N} or {\"minID\": A, \"maxID\": B}"));
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            "vlanTrunk names no VLAN: give {\"id\": N} or {\"minID\": A, \"maxID\": B}",
+        ));
     }
     vlans.sort_unstable();
     vlans.dedup();
@@ -185,26 +191,49 @@ mod tests {
 
     #[test]
     fn a_key_of_the_wrong_type_is_refused_by_name() {
-        assert_eq!(refusal(json!({ "mtu": "1500" })), "invalid network config: \"mtu\": invalid type: string \"1500\", expected u32");
-        assert_eq!(refusal(json!({ "ipMasq": "true" })), "invalid network config: \"ipMasq\": invalid type: string \"true\", expected a boolean");
-        assert_eq!(refusal(json!({ "isGateway": 1 })), "invalid network config: \"isGateway\": invalid type: integer `1`, expected a boolean");
-        assert!(refusal(json!({ "bridge": ["br0"] })).starts_with("invalid network config: \"bridge\": invalid type: sequence"));
-        assert!(refusal(json!({ "vlanTrunk": [{ "id": "7" }] })).starts_with("invalid network config: \"vlanTrunk[0].id\": invalid type: string"));
-        assert!(refusal(json!({ "ipam": { "type": 5 } })).starts_with("invalid network config: \"ipam.type\": invalid type: integer"));
-        assert!(refusal(json!({ "name": false })).starts_with("invalid network config: \"name\": invalid type: boolean"));
+        assert_eq!(
+            refusal(json!({ "mtu": "1500" })),
+            "invalid network config: \"mtu\": invalid type: string \"1500\", expected u32"
+        );
+        assert_eq!(
+            refusal(json!({ "ipMasq": "true" })),
+            "invalid network config: \"ipMasq\": invalid type: string \"true\", expected a boolean"
+        );
+        assert_eq!(
+            refusal(json!({ "isGateway": 1 })),
+            "invalid network config: \"isGateway\": invalid type: integer `1`, expected a boolean"
+        );
+        assert!(refusal(json!({ "bridge": ["br0"] }))
+            .starts_with("invalid network config: \"bridge\": invalid type: sequence"));
+        assert!(refusal(json!({ "vlanTrunk": [{ "id": "7" }] }))
+            .starts_with("invalid network config: \"vlanTrunk[0].id\": invalid type: string"));
+        assert!(refusal(json!({ "ipam": { "type": 5 } }))
+            .starts_with("invalid network config: \"ipam.type\": invalid type: integer"));
+        assert!(
+            refusal(json!({ "name": false })).starts_with("invalid network config: \"name\": invalid type: boolean")
+        );
     }
 
     #[test]
     fn unknown_and_null_keys_are_ignored() {
         let c = BridgeConf::parse(&conf(json!({ "bridge": "br-t", "mtu": 1400, "isDefaultGateway": true, "hairpinMode": null, "someday": { "a": 1 }, "args": { "cni": { "ips": ["10.88.0.9"] } } }))).unwrap();
-        assert_eq!((c.bridge.as_str(), c.mtu, c.is_gateway, c.hairpin, c.network(), c.ipam.plugin.as_str()), ("br-t", Some(1400), true, false, "net", "host-local"));
+        assert_eq!(
+            (c.bridge.as_str(), c.mtu, c.is_gateway, c.hairpin, c.network(), c.ipam.plugin.as_str()),
+            ("br-t", Some(1400), true, false, "net", "host-local")
+        );
         let defaults = BridgeConf::parse(&conf(json!({ "mtu": 0, "vlan": 0 }))).unwrap();
-        assert_eq!((defaults.bridge.as_str(), defaults.mtu, defaults.ip_masq, defaults.uses_vlans()), ("cni0", None, false, false));
+        assert_eq!(
+            (defaults.bridge.as_str(), defaults.mtu, defaults.ip_masq, defaults.uses_vlans()),
+            ("cni0", None, false, false)
+        );
     }
 
     #[test]
     fn vlans_are_checked_and_listed_once() {
-        let c = BridgeConf::parse(&conf(json!({ "vlan": 7, "vlanTrunk": [{ "minID": 10, "maxID": 12 }, { "id": 11 }, { "id": 3 }] }))).unwrap();
+        let c = BridgeConf::parse(&conf(
+            json!({ "vlan": 7, "vlanTrunk": [{ "minID": 10, "maxID": 12 }, { "id": 11 }, { "id": 3 }] }),
+        ))
+        .unwrap();
         assert_eq!(c.port_vlans(), [(3, false), (10, false), (11, false), (12, false), (7, true)]);
         assert!(refusal(json!({ "vlan": 5000 })).contains("invalid VLAN ID 5000 in vlan"));
         assert!(refusal(json!({ "vlanTrunk": [{ "minID": 20, "maxID": 10 }] })).contains("minID is above maxID"));

@@ -33,7 +33,13 @@ fn write_sysctl(path: &str, value: &str) -> CniResult<()> {
 
 /// Puts a bridge port on the configured VLANs, dropping the bridge's default one unless
 /// asked to keep it.
-fn join_vlans(host: &mut RouteClient, c: &BridgeConf, port: u32, bridge: &Link, vlans: &[(u16, bool)]) -> CniResult<()> {
+fn join_vlans(
+    host: &mut RouteClient,
+    c: &BridgeConf,
+    port: u32,
+    bridge: &Link,
+    vlans: &[(u16, bool)],
+) -> CniResult<()> {
     if vlans.is_empty() {
         return Ok(());
     }
@@ -68,7 +74,9 @@ fn ensure_bridge(host: &mut RouteClient, c: &BridgeConf) -> CniResult<Link> {
         }
         None => {
             filtering(host.create_bridge(&c.bridge, c.mtu, c.uses_vlans()))?;
-            host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("bridge {} vanished", c.bridge)))?
+            host.link(&c.bridge)
+                .map_err(nl)?
+                .ok_or_else(|| CniError::new(IO_FAILURE, format!("bridge {} vanished", c.bridge)))?
         }
     };
     if !is_bridge(&link) {
@@ -90,7 +98,10 @@ fn ensure_bridge(host: &mut RouteClient, c: &BridgeConf) -> CniResult<Link> {
 fn ensure_vlan_gateway(host: &mut RouteClient, c: &BridgeConf, bridge: &Link) -> CniResult<Link> {
     let name = format!("{}.{}", c.bridge, c.vlan);
     if name.len() > 15 {
-        return Err(CniError::new(INVALID_CONFIG, format!("the VLAN gateway's name {name} is longer than 15 characters; use a shorter bridge name")));
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!("the VLAN gateway's name {name} is longer than 15 characters; use a shorter bridge name"),
+        ));
     }
     if let Some(link) = host.link(&name).map_err(nl)? {
         return Ok(link);
@@ -98,15 +109,35 @@ fn ensure_vlan_gateway(host: &mut RouteClient, c: &BridgeConf, bridge: &Link) ->
     let port_name = format!("veth{}", &hex::encode(Sha256::digest(name.as_bytes()))[..8]);
     let host_ns = netns::open("/proc/thread-self/ns/net")?;
     // Its bridge end is the one made here, attached at once; the gateway end is the peer.
-    let port = VethPort { name: &port_name, peer: &name, peer_netns: host_ns.as_raw_fd(), mtu: c.mtu, mac: None, peer_mac: None, controller: Some(bridge.index), up: false };
+    let port = VethPort {
+        name: &port_name,
+        peer: &name,
+        peer_netns: host_ns.as_raw_fd(),
+        mtu: c.mtu,
+        mac: None,
+        peer_mac: None,
+        controller: Some(bridge.index),
+        up: false,
+    };
     match host.create_port(&port) {
-        Err(e) if e.errno == libc::EEXIST => return host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished"))),
+        Err(e) if e.errno == libc::EEXIST => {
+            return host
+                .link(&name)
+                .map_err(nl)?
+                .ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished")))
+        }
         other => other.map_err(nl)?,
     }
-    let port = host.link(&port_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway port {port_name} did not arrive")))?;
+    let port = host
+        .link(&port_name)
+        .map_err(nl)?
+        .ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway port {port_name} did not arrive")))?;
     join_vlans(host, c, port.index, bridge, &[(c.vlan, true)])?;
     host.set_up(port.index).map_err(nl)?;
-    let link = host.link(&name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished")))?;
+    let link = host
+        .link(&name)
+        .map_err(nl)?
+        .ok_or_else(|| CniError::new(IO_FAILURE, format!("VLAN gateway {name} vanished")))?;
     host.set_up(link.index).map_err(nl)?;
     Ok(link)
 }
@@ -118,20 +149,30 @@ fn ensure_vlan_gateway(host: &mut RouteClient, c: &BridgeConf, bridge: &Link) ->
 fn ensure_gateway(host: &mut RouteClient, c: &BridgeConf, gateway: &Link, result: &NetResult) -> CniResult<()> {
     for ip in &result.ips {
         let Some(gw) = ip.gateway else { continue };
-        let wanted = IpNet::new(gw, ip.address.prefix_len()).map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
+        let wanted =
+            IpNet::new(gw, ip.address.prefix_len()).map_err(|e| CniError::new(INVALID_CONFIG, e.to_string()))?;
         // The gateway is the host's own: usable at once, no IPv6 DAD wait.
         if !host.add_address(gateway.index, wanted, true).map_err(nl)? {
             continue;
         }
         let present = host.addresses(gateway.index).map_err(nl)?;
-        for other in present.iter().filter(|p| **p != wanted && p.addr().is_ipv4() == gw.is_ipv4() && p.contains(&gw) && !p.addr().is_unicast_link_local_v6()) {
+        for other in present.iter().filter(|p| {
+            **p != wanted
+                && p.addr().is_ipv4() == gw.is_ipv4()
+                && p.contains(&gw)
+                && !p.addr().is_unicast_link_local_v6()
+        }) {
             if !c.force_address {
                 let _ = host.delete_address(gateway.index, wanted);
-                return Err(CniError::new(INVALID_CONFIG, format!("{} already has {other}, not {wanted}; set forceAddress to replace it", gateway.name)));
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("{} already has {other}, not {wanted}; set forceAddress to replace it", gateway.name),
+                ));
             }
             host.delete_address(gateway.index, *other).map_err(nl)?;
         }
-        let forwarding = if gw.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
+        let forwarding =
+            if gw.is_ipv4() { "/proc/sys/net/ipv4/ip_forward" } else { "/proc/sys/net/ipv6/conf/all/forwarding" };
         write_sysctl(forwarding, "1")?;
     }
     Ok(())
@@ -160,7 +201,16 @@ pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<(
     // back in the usual case.
     let (host_mac, container_mac) = (random_mac(), random_mac());
     let early_up = !c.uses_vlans() && !c.macspoofchk;
-    let port = VethPort { name: &host_name, peer: &args.ifname, peer_netns: container_ns.as_raw_fd(), mtu: c.mtu, mac: Some(host_mac), peer_mac: Some(container_mac), controller: Some(bridge.index), up: early_up };
+    let port = VethPort {
+        name: &host_name,
+        peer: &args.ifname,
+        peer_netns: container_ns.as_raw_fd(),
+        mtu: c.mtu,
+        mac: Some(host_mac),
+        peer_mac: Some(container_mac),
+        controller: Some(bridge.index),
+        up: early_up,
+    };
     match host.create_port(&port) {
         Err(e) if e.errno == libc::EEXIST => {
             return Err(CniError::new(INVALID_CONFIG, format!("cannot make veth {host_name}/{}: {} already has an interface {} or the host one named {host_name} (left by an ADD without DEL?)", args.ifname, args.netns, args.ifname)));
@@ -168,7 +218,11 @@ pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<(
         other => other.map_err(nl)?,
     }
     if c.hairpin || c.port_isolation || !early_up {
-        let index = host.link(&host_name).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?.index;
+        let index = host
+            .link(&host_name)
+            .map_err(nl)?
+            .ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?
+            .index;
         if c.hairpin || c.port_isolation {
             host.set_bridge_port(index, c.hairpin, c.port_isolation).map_err(nl)?;
         }
@@ -182,7 +236,10 @@ pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<(
     }
     netns::within(&container_ns, || {
         let mut inside = RouteClient::open().map_err(nl)?;
-        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(IO_FAILURE, format!("the container's veth {} did not arrive", args.ifname)))?;
+        let link = inside
+            .link(&args.ifname)
+            .map_err(nl)?
+            .ok_or_else(|| CniError::new(IO_FAILURE, format!("the container's veth {} did not arrive", args.ifname)))?;
         let has_v6 = result.ips.iter().any(|ip| ip.address.addr().is_ipv6());
         if has_v6 && !c.enable_dad {
             write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_dad", args.ifname), "0")?;
@@ -193,7 +250,13 @@ pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<(
             }
             inside.set_up(link.index).map_err(nl)?;
             for route in &result.routes {
-                let gw = route.gw.or_else(|| result.ips.iter().find(|ip| ip.address.addr().is_ipv4() == route.dst.addr().is_ipv4()).and_then(|ip| ip.gateway));
+                let gw = route.gw.or_else(|| {
+                    result
+                        .ips
+                        .iter()
+                        .find(|ip| ip.address.addr().is_ipv4() == route.dst.addr().is_ipv4())
+                        .and_then(|ip| ip.gateway)
+                });
                 inside.add_route(route.dst, gw, link.index).map_err(nl)?;
             }
         }
@@ -252,7 +315,9 @@ pub fn verify(c: &BridgeConf, args: &Args, expected: &[IpNet]) -> CniResult<()> 
     let ns = netns::open(&args.netns)?;
     netns::within(&ns, || {
         let mut inside = RouteClient::open().map_err(nl)?;
-        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("interface {} is missing in {}", args.ifname, args.netns)))?;
+        let link = inside.link(&args.ifname).map_err(nl)?.ok_or_else(|| {
+            CniError::new(UNKNOWN_CONTAINER, format!("interface {} is missing in {}", args.ifname, args.netns))
+        })?;
         let present = inside.addresses(link.index).map_err(nl)?;
         if let Some(missing) = expected.iter().find(|a| !present.contains(a)) {
             return Err(CniError::new(UNKNOWN_CONTAINER, format!("{} lacks its address {missing}", args.ifname)));
@@ -260,10 +325,19 @@ pub fn verify(c: &BridgeConf, args: &Args, expected: &[IpNet]) -> CniResult<()> 
         Ok(())
     })?;
     let mut host = RouteClient::open().map_err(nl)?;
-    let bridge = host.link(&c.bridge).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("bridge {} is missing", c.bridge)))?;
-    let veth = host.link(&host_veth_name(c.network(), args)).map_err(nl)?.ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, "the host end of the veth is missing"))?;
+    let bridge = host
+        .link(&c.bridge)
+        .map_err(nl)?
+        .ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, format!("bridge {} is missing", c.bridge)))?;
+    let veth = host
+        .link(&host_veth_name(c.network(), args))
+        .map_err(nl)?
+        .ok_or_else(|| CniError::new(UNKNOWN_CONTAINER, "the host end of the veth is missing"))?;
     if veth.controller != Some(bridge.index) {
-        return Err(CniError::new(UNKNOWN_CONTAINER, format!("the host end of the veth is not on bridge {}", c.bridge)));
+        return Err(CniError::new(
+            UNKNOWN_CONTAINER,
+            format!("the host end of the veth is not on bridge {}", c.bridge),
+        ));
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ impl Plugin for Bridge {
         let outcome = std::thread::scope(|scope| {
             let masquerading = c.ip_masq.then(|| scope.spawn(|| masquerade::add(&c, args, &addresses)));
             let plumbed = link::plumb(&c, args, &mut result);
-            let masqueraded = masquerading.map_or(Ok(()), |m| m.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the masquerade thread failed"))));
+            let masqueraded = masquerading.map_or(Ok(()), |m| {
+                m.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the masquerade thread failed")))
+            });
             plumbed.and(masqueraded)
         });
         if let Err(e) = outcome {
@@ -74,9 +76,11 @@ impl Plugin for Bridge {
         std::thread::scope(|scope| {
             let removing = scope.spawn(|| link::remove_veth(&c, args));
             let released = ipam::delegate("DEL", args, c.ipam(conf)).map(|_| ());
-            let unmasked = if c.ip_masq { masquerade::del(&c, args, &known_addresses(&c).unwrap_or_default()) } else { Ok(()) };
+            let unmasked =
+                if c.ip_masq { masquerade::del(&c, args, &known_addresses(&c).unwrap_or_default()) } else { Ok(()) };
             let unchecked = if c.macspoofchk { spoofcheck::teardown(&args.container_id, &args.ifname) } else { Ok(()) };
-            let removed = removing.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the veth removal thread failed")));
+            let removed =
+                removing.join().unwrap_or_else(|_| Err(CniError::new(IO_FAILURE, "the veth removal thread failed")));
             released.and(unmasked).and(unchecked).and(removed)
         })
     }

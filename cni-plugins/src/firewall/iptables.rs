@@ -67,19 +67,58 @@ fn quote(text: &str) -> String {
 /// Applies `rules` (restore syntax for the nat table) in one transaction.
 fn restore(family: Family, rules: &str) -> CniResult<()> {
     let tool = family.tool("restore");
-    let mut child = Command::new(&tool).args(["--noflush", "-w"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
-    child.stdin.take().unwrap().write_all(format!("*nat\n{rules}COMMIT\n").as_bytes()).map_err(|e| CniError::io(format!("cannot feed {tool}"), e))?;
+    let mut child = Command::new(&tool)
+        .args(["--noflush", "-w"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("*nat\n{rules}COMMIT\n").as_bytes())
+        .map_err(|e| CniError::io(format!("cannot feed {tool}"), e))?;
     let out = child.wait_with_output().map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
     if !out.status.success() {
-        return Err(CniError::new(IO_FAILURE, format!("{tool} refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim())).with_details(rules.to_string()));
+        return Err(CniError::new(
+            IO_FAILURE,
+            format!("{tool} refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim()),
+        )
+        .with_details(rules.to_string()));
     }
     Ok(())
 }
 
 /// The nat tables of `families`, read at the same time.
 fn save_all(families: &[Family]) -> Vec<(Family, String)> {
-    let readers: Vec<(Family, Option<std::process::Child>)> = families.iter().map(|f| (*f, Command::new(f.tool("save")).args(["-t", "nat"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok())).collect();
-    readers.into_iter().map(|(f, child)| (f, child.and_then(|c| c.wait_with_output().ok()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default())).collect()
+    let readers: Vec<(Family, Option<std::process::Child>)> = families
+        .iter()
+        .map(|f| {
+            (
+                *f,
+                Command::new(f.tool("save"))
+                    .args(["-t", "nat"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok(),
+            )
+        })
+        .collect();
+    readers
+        .into_iter()
+        .map(|(f, child)| {
+            (
+                f,
+                child
+                    .and_then(|c| c.wait_with_output().ok())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Restore lines removing `chains` and every rule that jumps to them.
@@ -108,7 +147,10 @@ impl Firewall for Iptables {
         let chain = chain_name(network, container_id);
         let note = quote(&comment(network, container_id));
         for family in [Family::V4, Family::V6] {
-            let mine: Vec<&IpNet> = addresses.iter().filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))).collect();
+            let mine: Vec<&IpNet> = addresses
+                .iter()
+                .filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))))
+                .collect();
             if mine.is_empty() {
                 continue;
             }
@@ -116,7 +158,10 @@ impl Firewall for Iptables {
             for address in &mine {
                 rules.push_str(&format!("-A {chain} -d {} -m comment --comment {note} -j ACCEPT\n", address.trunc()));
             }
-            rules.push_str(&format!("-A {chain} ! -d {} -m comment --comment {note} -j MASQUERADE\n", family.multicast()));
+            rules.push_str(&format!(
+                "-A {chain} ! -d {} -m comment --comment {note} -j MASQUERADE\n",
+                family.multicast()
+            ));
             for address in &mine {
                 let host = IpNet::new(address.addr(), address.max_prefix_len()).unwrap();
                 rules.push_str(&format!("-A POSTROUTING -s {host} -m comment --comment {note} -j {chain}\n"));
@@ -135,7 +180,10 @@ impl Firewall for Iptables {
             // Straight to the rules the ADD wrote (it wrote none for a family without an
             // address); a family whose direct removal fails is read back below.
             families.retain(|family| {
-                let mine: Vec<&IpNet> = known.iter().filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_)))).collect();
+                let mine: Vec<&IpNet> = known
+                    .iter()
+                    .filter(|a| matches!((family, a), (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))))
+                    .collect();
                 if mine.is_empty() {
                     return false;
                 }

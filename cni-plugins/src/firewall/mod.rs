@@ -36,7 +36,10 @@ pub fn configured(ip_masq_backend: Option<&str>) -> CniResult<Box<dyn Firewall>>
     match ip_masq_backend {
         None | Some("nftables") => Ok(Box::new(nftables::Nftables)),
         Some("iptables") => Ok(Box::new(iptables::Iptables)),
-        Some(other) => Err(CniError::new(INVALID_CONFIG, format!("unknown ipMasqBackend {other:?}: use \"nftables\" or \"iptables\""))),
+        Some(other) => Err(CniError::new(
+            INVALID_CONFIG,
+            format!("unknown ipMasqBackend {other:?}: use \"nftables\" or \"iptables\""),
+        )),
     }
 }
 

@@ -10,7 +10,10 @@ use ipnet::IpNet;
 
 use super::{hash, Attachment, Firewall};
 use crate::error::{CniError, CniResult, IO_FAILURE};
-use crate::netlink::nftables::{with_shared, BaseChain, Batch, Expr, Family, NftClient, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4, NFPROTO_IPV6};
+use crate::netlink::nftables::{
+    with_shared, BaseChain, Batch, Expr, Family, NftClient, Verdict, META_NFPROTO, NETWORK_HEADER, NFPROTO_IPV4,
+    NFPROTO_IPV6,
+};
 use crate::netlink::NetlinkError;
 
 pub struct Nftables;
@@ -33,12 +36,22 @@ fn network_hash(network: &str) -> String {
 
 /// The prefix every rule of this attachment's comment starts with.
 fn instance_hash(attachment: &Attachment) -> String {
-    format!("{}-{}", network_hash(attachment.network), hash(&format!("{}:{}", attachment.ifname, attachment.container_id), 16))
+    format!(
+        "{}-{}",
+        network_hash(attachment.network),
+        hash(&format!("{}:{}", attachment.ifname, attachment.container_id), 16)
+    )
 }
 
 fn comment(attachment: &Attachment) -> String {
     let clean = |s: &str| s.replace('"', "");
-    let mut text = format!("{}, net: {}, if: {}, id: {}", instance_hash(attachment), clean(attachment.network), clean(attachment.ifname), clean(attachment.container_id));
+    let mut text = format!(
+        "{}, net: {}, if: {}, id: {}",
+        instance_hash(attachment),
+        clean(attachment.network),
+        clean(attachment.ifname),
+        clean(attachment.container_id)
+    );
     if text.len() > COMMENT_MAX {
         let mut end = COMMENT_MAX;
         while !text.is_char_boundary(end) {
@@ -101,7 +114,12 @@ fn destination_in(net: IpNet, inside: bool) -> Vec<Expr> {
 fn table_and_chains(batch: &mut Batch) {
     batch.add_table(Family::Inet, TABLE);
     batch.add_chain(Family::Inet, TABLE, CHECKS, None);
-    batch.add_chain(Family::Inet, TABLE, POSTROUTING, Some(&BaseChain { kind: "nat", hook: HOOK_POSTROUTING, priority: PRIORITY_SRCNAT }));
+    batch.add_chain(
+        Family::Inet,
+        TABLE,
+        POSTROUTING,
+        Some(&BaseChain { kind: "nat", hook: HOOK_POSTROUTING, priority: PRIORITY_SRCNAT }),
+    );
     batch.flush_chain(Family::Inet, TABLE, POSTROUTING);
     for multicast in ["224.0.0.0/4", "ff00::/8"] {
         let multicast: IpNet = multicast.parse().unwrap();
@@ -176,7 +194,8 @@ impl Firewall for Nftables {
 
     fn gc_masquerade(&self, network: &str, valid: &[(String, String)]) -> CniResult<()> {
         let prefix = network_hash(network);
-        let keep: Vec<String> = valid.iter().map(|(id, ifname)| instance_hash(&Attachment { network, container_id: id, ifname })).collect();
+        let keep: Vec<String> =
+            valid.iter().map(|(id, ifname)| instance_hash(&Attachment { network, container_id: id, ifname })).collect();
         delete_rules(|comment| comment.starts_with(&prefix) && !keep.iter().any(|k| comment.starts_with(k.as_str())))
     }
 }

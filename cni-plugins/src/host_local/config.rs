@@ -129,7 +129,12 @@ impl Ipam {
                 range_sets.push(parsed);
             }
         } else if ipam.subnet.is_some() {
-            let single = RangeConf { subnet: ipam.subnet, range_start: ipam.range_start, range_end: ipam.range_end, gateway: ipam.gateway };
+            let single = RangeConf {
+                subnet: ipam.subnet,
+                range_start: ipam.range_start,
+                range_end: ipam.range_end,
+                gateway: ipam.gateway,
+            };
             range_sets.push(vec![parse_range(&single)?]);
         }
         if range_sets.is_empty() {
@@ -147,7 +152,8 @@ impl Ipam {
     /// DNS from `resolvConf` (nameserver, domain, search and options lines).
     pub fn dns(&self) -> CniResult<Dns> {
         let Some(path) = &self.resolv_conf else { return Ok(Dns::default()) };
-        let text = std::fs::read_to_string(path).map_err(|e| CniError::io(format!("cannot read resolvConf {}", path.display()), e))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CniError::io(format!("cannot read resolvConf {}", path.display()), e))?;
         let mut dns = Dns::default();
         for line in text.lines() {
             let mut words = line.split_whitespace();
@@ -182,10 +188,14 @@ mod tests {
     #[test]
     fn a_key_of_the_wrong_type_is_refused_by_name() {
         assert_eq!(refusal(json!({ "ranges": [[{ "subnet": 5 }]] })), "invalid network config: \"ipam.ranges[0][0].subnet\": invalid type: integer `5`, expected IPv4 or IPv6 network address");
-        assert!(refusal(json!({ "ranges": [[{ "subnet": "10.0.0.0/24", "rangeStart": "10.0.0.x" }]] })).starts_with("invalid network config: \"ipam.ranges[0][0].rangeStart\": "));
-        assert!(refusal(json!({ "ranges": [{ "subnet": "10.0.0.0/24" }] })).starts_with("invalid network config: \"ipam.ranges[0]\": invalid type: map, expected a sequence"));
-        assert!(refusal(json!({ "subnet": "10.0.0.0/24", "dataDir": 1 })).starts_with("invalid network config: \"ipam.dataDir\": invalid type: integer"));
-        assert!(refusal(json!({ "subnet": "10.0.0.0/24", "routes": [{ "dst": "0.0.0.0/0", "gw": true }] })).starts_with("invalid network config: \"ipam.routes[0].gw\": invalid type: boolean"));
+        assert!(refusal(json!({ "ranges": [[{ "subnet": "10.0.0.0/24", "rangeStart": "10.0.0.x" }]] }))
+            .starts_with("invalid network config: \"ipam.ranges[0][0].rangeStart\": "));
+        assert!(refusal(json!({ "ranges": [{ "subnet": "10.0.0.0/24" }] }))
+            .starts_with("invalid network config: \"ipam.ranges[0]\": invalid type: map, expected a sequence"));
+        assert!(refusal(json!({ "subnet": "10.0.0.0/24", "dataDir": 1 }))
+            .starts_with("invalid network config: \"ipam.dataDir\": invalid type: integer"));
+        assert!(refusal(json!({ "subnet": "10.0.0.0/24", "routes": [{ "dst": "0.0.0.0/0", "gw": true }] }))
+            .starts_with("invalid network config: \"ipam.routes[0].gw\": invalid type: boolean"));
         // The older single range: a subnet that is not a string is refused, not skipped.
         assert!(refusal(json!({ "subnet": 10 })).starts_with("invalid network config: \"ipam.subnet\": "));
     }
@@ -198,11 +208,25 @@ mod tests {
             "routes": [{ "dst": "0.0.0.0/0", "mtu": 1400 }], "dataDir": "/tmp/d", "resolvConf": null
         })))
         .unwrap();
-        assert_eq!(ipam.range_sets[0], [Range { subnet: "10.1.0.0/24".parse().unwrap(), start: "10.1.0.10".parse().unwrap(), end: "10.1.0.20".parse().unwrap(), gateway: Some("10.1.0.254".parse().unwrap()) }]);
-        assert_eq!((ipam.range_sets[1][0].start, ipam.range_sets[1][0].gateway), ("fd00::1".parse().unwrap(), Some("fd00::1".parse().unwrap())));
+        assert_eq!(
+            ipam.range_sets[0],
+            [Range {
+                subnet: "10.1.0.0/24".parse().unwrap(),
+                start: "10.1.0.10".parse().unwrap(),
+                end: "10.1.0.20".parse().unwrap(),
+                gateway: Some("10.1.0.254".parse().unwrap())
+            }]
+        );
+        assert_eq!(
+            (ipam.range_sets[1][0].start, ipam.range_sets[1][0].gateway),
+            ("fd00::1".parse().unwrap(), Some("fd00::1".parse().unwrap()))
+        );
         assert_eq!(ipam.routes, [Route { dst: "0.0.0.0/0".parse().unwrap(), gw: None }]);
         assert_eq!((ipam.network.as_str(), ipam.data_dir.to_str(), ipam.resolv_conf), ("net", Some("/tmp/d"), None));
         let older = Ipam::from_conf(&conf(json!({ "subnet": "10.2.0.0/16", "rangeStart": "10.2.1.1" }))).unwrap();
-        assert_eq!((older.range_sets[0][0].start, older.data_dir.to_str()), ("10.2.1.1".parse().unwrap(), Some(DEFAULT_DATA_DIR)));
+        assert_eq!(
+            (older.range_sets[0][0].start, older.data_dir.to_str()),
+            ("10.2.1.1".parse().unwrap(), Some(DEFAULT_DATA_DIR))
+        );
     }
 }

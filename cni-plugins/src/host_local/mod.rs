@@ -19,8 +19,16 @@ pub struct HostLocal;
 
 /// The first free address of `set` after the last one reserved (wrapping once), skipping
 /// gateways, reserved for the attachment.
-fn allocate<'a>(store: &mut Store, set_index: usize, set: &'a [Range], id: &str, ifname: &str) -> CniResult<(IpAddr, &'a Range)> {
-    let start_at = store.last_reserved(set_index).and_then(|last| set.iter().position(|r| r.contains(last)).map(|i| (i, next(last))));
+fn allocate<'a>(
+    store: &mut Store,
+    set_index: usize,
+    set: &'a [Range],
+    id: &str,
+    ifname: &str,
+) -> CniResult<(IpAddr, &'a Range)> {
+    let start_at = store
+        .last_reserved(set_index)
+        .and_then(|last| set.iter().position(|r| r.contains(last)).map(|i| (i, next(last))));
     let (mut range_index, mut candidate) = start_at.unwrap_or((0, set[0].start));
     // Each range is visited once from its start, plus the partial first one again.
     for _ in 0..=set.len() {
@@ -52,12 +60,17 @@ impl Plugin for HostLocal {
             if let Some(ip) = held.iter().find(|ip| set.iter().any(|r| r.contains(**ip))) {
                 // Undo this call's reservations: a failed ADD leaks nothing.
                 for done in &result.ips {
-                    let _ = std::fs::remove_file(ipam.data_dir.join(&ipam.network).join(done.address.addr().to_string()));
+                    let _ =
+                        std::fs::remove_file(ipam.data_dir.join(&ipam.network).join(done.address.addr().to_string()));
                 }
                 return Err(CniError::new(crate::error::INVALID_CONFIG, format!("failed to allocate for range {index}: {ip} has been allocated to {}, duplicate allocation is not allowed", args.container_id)));
             }
             match allocate(&mut store, index, set, &args.container_id, &args.ifname) {
-                Ok((ip, range)) => result.ips.push(IpConfig { address: IpNet::new(ip, range.subnet.prefix_len()).expect("a prefix of the subnet"), gateway: range.gateway, interface: None }),
+                Ok((ip, range)) => result.ips.push(IpConfig {
+                    address: IpNet::new(ip, range.subnet.prefix_len()).expect("a prefix of the subnet"),
+                    gateway: range.gateway,
+                    interface: None,
+                }),
                 Err(e) => {
                     let _ = store.release_by_id(&args.container_id, &args.ifname);
                     return Err(e.with_details(format!("range set {index} of network {}", ipam.network)));
@@ -79,7 +92,13 @@ impl Plugin for HostLocal {
         let held = store.get_by_id(&args.container_id, &args.ifname)?;
         for (index, set) in ipam.range_sets.iter().enumerate() {
             if !held.iter().any(|ip| set.iter().any(|r| r.contains(*ip))) {
-                return Err(CniError::new(UNKNOWN_CONTAINER, format!("host-local: container {} ({}) holds no address from range set {index}", args.container_id, args.ifname)));
+                return Err(CniError::new(
+                    UNKNOWN_CONTAINER,
+                    format!(
+                        "host-local: container {} ({}) holds no address from range set {index}",
+                        args.container_id, args.ifname
+                    ),
+                ));
             }
         }
         Ok(())
@@ -88,13 +107,18 @@ impl Plugin for HostLocal {
     fn gc(&self, conf: &Value, valid: &[(String, String)]) -> CniResult<()> {
         let ipam = Ipam::from_conf(conf)?;
         let mut store = Store::open(&ipam.data_dir, &ipam.network)?;
-        store.release_unless(|id, ifname| valid.iter().any(|(v_id, v_if)| v_id == id && (v_if == ifname || ifname.is_empty()))).map(|_| ())
+        store
+            .release_unless(|id, ifname| {
+                valid.iter().any(|(v_id, v_if)| v_id == id && (v_if == ifname || ifname.is_empty()))
+            })
+            .map(|_| ())
     }
 
     fn status(&self, conf: &Value) -> CniResult<()> {
         let ipam = Ipam::from_conf(conf)?;
         let store = Store::open(&ipam.data_dir, &ipam.network)?;
-        let capacity: u128 = ipam.range_sets.iter().map(|set| set.iter().map(range_size).sum::<u128>()).min().unwrap_or(0);
+        let capacity: u128 =
+            ipam.range_sets.iter().map(|set| set.iter().map(range_size).sum::<u128>()).min().unwrap_or(0);
         if (store.reserved_count()? as u128) >= capacity {
             return Err(CniError::new(NOT_AVAILABLE, format!("network {} has no free address left", ipam.network)));
         }

@@ -50,7 +50,13 @@ impl Store {
         let dir = data_dir.join(network);
         fs::create_dir_all(dir.join(INDEX_DIR)).map_err(|e| io("cannot create the host-local store", &dir, e))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&lock_path).map_err(|e| io("cannot open the store lock", &lock_path, e))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("cannot open the store lock", &lock_path, e))?;
         // SAFETY: flock on a descriptor this process holds.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("cannot lock", &lock_path, std::io::Error::last_os_error()));
@@ -116,7 +122,9 @@ impl Store {
     }
 
     fn read_key(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
-        fs::read_to_string(self.key_file(id, ifname)).map(|t| t.lines().filter_map(|l| l.parse().ok()).collect()).unwrap_or_default()
+        fs::read_to_string(self.key_file(id, ifname))
+            .map(|t| t.lines().filter_map(|l| l.parse().ok()).collect())
+            .unwrap_or_default()
     }
 
     /// The addresses held by an attachment (also those written by the reference plugin,
@@ -128,7 +136,14 @@ impl Store {
         let mut ips = self.read_key(id, ifname);
         ips.extend(self.read_key(id, ""));
         // An address file changed behind the index is not trusted.
-        ips.retain(|ip| fs::read_to_string(self.dir.join(ip.to_string())).map(|t| { let (i, f) = owner_of(&t); i == id && (f == ifname || f.is_empty()) }).unwrap_or(false));
+        ips.retain(|ip| {
+            fs::read_to_string(self.dir.join(ip.to_string()))
+                .map(|t| {
+                    let (i, f) = owner_of(&t);
+                    i == id && (f == ifname || f.is_empty())
+                })
+                .unwrap_or(false)
+        });
         Ok(ips)
     }
 
@@ -150,7 +165,11 @@ impl Store {
         let mut ips = self.read_key(id, ifname);
         ips.push(ip);
         self.write_key(id, ifname, &ips)?;
-        if current { self.stamp()? } else { self.rebuild()? }
+        if current {
+            self.stamp()?
+        } else {
+            self.rebuild()?
+        }
         Ok(true)
     }
 
@@ -187,6 +206,10 @@ impl Store {
 
     /// How many addresses are reserved (directory entries only, no contents read).
     pub fn reserved_count(&self) -> CniResult<usize> {
-        Ok(fs::read_dir(&self.dir).map_err(|e| io("cannot read", &self.dir, e))?.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<IpAddr>().is_ok())).count())
+        Ok(fs::read_dir(&self.dir)
+            .map_err(|e| io("cannot read", &self.dir, e))?
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<IpAddr>().is_ok()))
+            .count())
     }
 }

@@ -83,7 +83,11 @@ pub enum Verdict {
 #[derive(Clone, Debug)]
 pub enum Expr {
     Meta(u32),
-    Payload { base: u32, offset: u32, len: u32 },
+    Payload {
+        base: u32,
+        offset: u32,
+        len: u32,
+    },
     /// register &= mask
     Mask(Vec<u8>),
     Equal(Vec<u8>),
@@ -267,7 +271,8 @@ impl Batch {
     fn message(&mut self, kind: u16, flags: u16, family: Family, step: String, fill: impl FnOnce(&mut Attributes)) {
         self.steps.push(step);
         let sequence = self.steps.len() as u32;
-        let start = header(&mut self.buffer, (NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_ACK | flags, sequence, family as u8, 0);
+        let start =
+            header(&mut self.buffer, (NFNL_SUBSYS_NFTABLES << 8) | kind, NLM_F_ACK | flags, sequence, family as u8, 0);
         fill(&mut Attributes(&mut self.buffer));
         end_message(&mut self.buffer, start);
     }
@@ -278,7 +283,9 @@ impl Batch {
 
     /// Creates the table unless it exists.
     pub fn add_table(&mut self, family: Family, table: &str) {
-        self.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, format!("create table {table}"), |a| a.text(NFTA_TABLE_NAME, table));
+        self.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, format!("create table {table}"), |a| {
+            a.text(NFTA_TABLE_NAME, table)
+        });
     }
 
     /// Creates the chain unless it exists; a base chain accepts what it does not match.
@@ -315,18 +322,24 @@ impl Batch {
 
     /// Appends a rule to the chain.
     pub fn add_rule(&mut self, family: Family, table: &str, chain: &str, exprs: &[Expr], comment: Option<&str>) {
-        self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, format!("add a rule to {table} {chain}"), |a| {
-            a.text(NFTA_RULE_TABLE, table);
-            a.text(NFTA_RULE_CHAIN, chain);
-            a.nest(NFTA_RULE_EXPRESSIONS, |list| {
-                for expr in exprs {
-                    list.rule_expression(expr);
+        self.message(
+            NFT_MSG_NEWRULE,
+            NLM_F_CREATE | NLM_F_APPEND,
+            family,
+            format!("add a rule to {table} {chain}"),
+            |a| {
+                a.text(NFTA_RULE_TABLE, table);
+                a.text(NFTA_RULE_CHAIN, chain);
+                a.nest(NFTA_RULE_EXPRESSIONS, |list| {
+                    for expr in exprs {
+                        list.rule_expression(expr);
+                    }
+                });
+                if let Some(comment) = comment {
+                    a.put(NFTA_RULE_USERDATA, &comment_data(comment));
                 }
-            });
-            if let Some(comment) = comment {
-                a.put(NFTA_RULE_USERDATA, &comment_data(comment));
-            }
-        });
+            },
+        );
     }
 
     pub fn delete_rule(&mut self, family: Family, table: &str, chain: &str, handle: u64) {
@@ -366,7 +379,11 @@ impl NftClient {
         match self.socket.send_batch(&batch.buffer, "cannot send nf_tables rules")? {
             None => Ok(()),
             Some((sequence, errno)) => {
-                let step = batch.steps.get((sequence as usize).wrapping_sub(1)).map(String::as_str).unwrap_or("apply the rules");
+                let step = batch
+                    .steps
+                    .get((sequence as usize).wrapping_sub(1))
+                    .map(String::as_str)
+                    .unwrap_or("apply the rules");
                 Err(failed(&format!("nf_tables refused to {step}"), errno))
             }
         }
@@ -374,7 +391,14 @@ impl NftClient {
 
     /// Sends one request and returns the answers up to the end of the dump or the
     /// acknowledgement.
-    fn query(&mut self, kind: u16, flags: u16, family: Family, what: &str, fill: impl FnOnce(&mut Attributes)) -> Result<Vec<Vec<u8>>> {
+    fn query(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        family: Family,
+        what: &str,
+        fill: impl FnOnce(&mut Attributes),
+    ) -> Result<Vec<Vec<u8>>> {
         let sequence = self.socket.next_sequence();
         let mut request = Vec::with_capacity(256);
         let start = header(&mut request, (NFNL_SUBSYS_NFTABLES << 8) | kind, flags, sequence, family as u8, 0);
@@ -400,10 +424,15 @@ impl NftClient {
             let attributes = parse_attributes(attributes_of(answer));
             // A dump filtered by table and chain may still carry other chains' rules on
             // older kernels; keep only this chain's.
-            let of_chain = attributes.iter().any(|(k, v)| *k == NFTA_RULE_CHAIN && text_of(v) == chain) && attributes.iter().any(|(k, v)| *k == NFTA_RULE_TABLE && text_of(v) == table);
-            let handle = attributes.iter().find(|(k, v)| *k == NFTA_RULE_HANDLE && v.len() == 8).map(|(_, v)| u64::from_be_bytes(v[..8].try_into().unwrap()));
+            let of_chain = attributes.iter().any(|(k, v)| *k == NFTA_RULE_CHAIN && text_of(v) == chain)
+                && attributes.iter().any(|(k, v)| *k == NFTA_RULE_TABLE && text_of(v) == table);
+            let handle = attributes
+                .iter()
+                .find(|(k, v)| *k == NFTA_RULE_HANDLE && v.len() == 8)
+                .map(|(_, v)| u64::from_be_bytes(v[..8].try_into().unwrap()));
             if let (true, Some(handle)) = (of_chain, handle) {
-                let comment = attributes.iter().find(|(k, _)| *k == NFTA_RULE_USERDATA).and_then(|(_, v)| comment_of(v));
+                let comment =
+                    attributes.iter().find(|(k, _)| *k == NFTA_RULE_USERDATA).and_then(|(_, v)| comment_of(v));
                 rules.push(ListedRule { handle, comment });
             }
         }

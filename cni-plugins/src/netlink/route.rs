@@ -5,9 +5,15 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use ipnet::IpNet;
-use netlink_packet_core::{DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_core::{
+    DefaultNla, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::link::{AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge};
+use netlink_packet_route::link::{
+    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge,
+};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
@@ -82,7 +88,8 @@ impl RouteClient {
         packet.serialize(&mut buf);
         let mut answers = Vec::new();
         for bytes in self.socket.request(&buf, header.sequence_number, what)? {
-            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes).map_err(|e| NetlinkError { errno: 0, message: format!("{what}: unreadable answer: {e}") })?;
+            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes)
+                .map_err(|e| NetlinkError { errno: 0, message: format!("{what}: unreadable answer: {e}") })?;
             if let NetlinkPayload::InnerMessage(m) = parsed.payload {
                 answers.push(m);
             }
@@ -91,7 +98,18 @@ impl RouteClient {
     }
 
     fn to_link(message: &LinkMessage) -> Link {
-        let mut link = Link { index: message.header.index, name: String::new(), mac: String::new(), mtu: 0, up: message.header.flags.contains(LinkFlags::Up), promiscuous: message.header.flags.contains(LinkFlags::Promisc), controller: None, kind: None, vlan_filtering: false, vlan_default_pvid: 0 };
+        let mut link = Link {
+            index: message.header.index,
+            name: String::new(),
+            mac: String::new(),
+            mtu: 0,
+            up: message.header.flags.contains(LinkFlags::Up),
+            promiscuous: message.header.flags.contains(LinkFlags::Promisc),
+            controller: None,
+            kind: None,
+            vlan_filtering: false,
+            vlan_default_pvid: 0,
+        };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
@@ -126,7 +144,13 @@ impl RouteClient {
         let mut message = LinkMessage::default();
         message.attributes.push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(message), NLM_F_ACK, &format!("cannot look up link {name}")) {
-            Ok(answers) => Ok(answers.iter().find_map(|a| if let RouteNetlinkMessage::NewLink(m) = a { Some(Self::to_link(m)) } else { None })),
+            Ok(answers) => Ok(answers.iter().find_map(|a| {
+                if let RouteNetlinkMessage::NewLink(m) = a {
+                    Some(Self::to_link(m))
+                } else {
+                    None
+                }
+            })),
             Err(e) if e.errno == libc::ENODEV => Ok(None),
             Err(e) => Err(e),
         }
@@ -147,7 +171,11 @@ impl RouteClient {
             infos.push(LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])));
         }
         message.attributes.push(LinkAttribute::LinkInfo(infos));
-        match self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot create bridge {name}")) {
+        match self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            &format!("cannot create bridge {name}"),
+        ) {
             Ok(_) => Ok(()),
             Err(e) if e.errno == libc::EEXIST => Ok(()), // another ADD made it first
             Err(e) => Err(e),
@@ -156,7 +184,16 @@ impl RouteClient {
 
     /// Creates a veth pair here: `name`, and `peer` placed in the namespace `peer_netns`.
     pub fn create_veth(&mut self, name: &str, peer: &str, peer_netns: RawFd, mtu: Option<u32>) -> Result<()> {
-        self.create_port(&VethPort { name, peer, peer_netns, mtu, mac: None, peer_mac: None, controller: None, up: false })
+        self.create_port(&VethPort {
+            name,
+            peer,
+            peer_netns,
+            mtu,
+            mac: None,
+            peer_mac: None,
+            controller: None,
+            up: false,
+        })
     }
 
     /// Creates a veth pair whose end here may join a bridge and come up in the same request
@@ -184,11 +221,25 @@ impl RouteClient {
             message.header.flags = LinkFlags::Up;
             message.header.change_mask = LinkFlags::Up;
         }
-        message.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth), LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message)))]));
-        self.request(RouteNetlinkMessage::NewLink(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot create veth {}/{}", port.name, port.peer)).map(|_| ())
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            &format!("cannot create veth {}/{}", port.name, port.peer),
+        )
+        .map(|_| ())
     }
 
-    fn set_link(&mut self, index: u32, header_flags: Option<(LinkFlags, LinkFlags)>, attributes: Vec<LinkAttribute>, what: &str) -> Result<()> {
+    fn set_link(
+        &mut self,
+        index: u32,
+        header_flags: Option<(LinkFlags, LinkFlags)>,
+        attributes: Vec<LinkAttribute>,
+        what: &str,
+    ) -> Result<()> {
         let mut message = LinkMessage::default();
         message.header.index = index;
         if let Some((flags, mask)) = header_flags {
@@ -208,7 +259,12 @@ impl RouteClient {
     }
 
     pub fn set_promiscuous(&mut self, index: u32) -> Result<()> {
-        self.set_link(index, Some((LinkFlags::Promisc, LinkFlags::Promisc)), Vec::new(), "cannot make the bridge promiscuous")
+        self.set_link(
+            index,
+            Some((LinkFlags::Promisc, LinkFlags::Promisc)),
+            Vec::new(),
+            "cannot make the bridge promiscuous",
+        )
     }
 
     pub fn set_controller(&mut self, index: u32, controller: u32) -> Result<()> {
@@ -224,13 +280,26 @@ impl RouteClient {
         message.header.interface_family = AddressFamily::Bridge;
         message.header.index = index;
         let options = [(IFLA_BRPORT_MODE, hairpin), (IFLA_BRPORT_ISOLATED, isolated)];
-        message.attributes.push(LinkAttribute::ProtoInfoBridge(options.iter().map(|(kind, on)| LinkProtoInfoBridge::Other(DefaultNla::new(*kind, vec![*on as u8]))).collect()));
-        self.request(RouteNetlinkMessage::SetLink(message), NLM_F_ACK, "cannot set the bridge port's hairpin mode and isolation").map(|_| ())
+        message.attributes.push(LinkAttribute::ProtoInfoBridge(
+            options
+                .iter()
+                .map(|(kind, on)| LinkProtoInfoBridge::Other(DefaultNla::new(*kind, vec![*on as u8])))
+                .collect(),
+        ));
+        self.request(
+            RouteNetlinkMessage::SetLink(message),
+            NLM_F_ACK,
+            "cannot set the bridge port's hairpin mode and isolation",
+        )
+        .map(|_| ())
     }
 
     /// Turns VLAN filtering on for an existing bridge.
     pub fn set_vlan_filtering(&mut self, index: u32) -> Result<()> {
-        let info = vec![LinkInfo::Kind(InfoKind::Bridge), LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)]))];
+        let info = vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)])),
+        ];
         self.set_link(index, None, vec![LinkAttribute::LinkInfo(info)], "cannot turn on the bridge's VLAN filtering")
     }
 
@@ -245,11 +314,19 @@ impl RouteClient {
         message.header.index = index;
         let mut spec = vec![AfSpecBridge::Flags(BridgeFlag::Controller)];
         for (vid, native) in vlans {
-            let flags = if *native { BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged } else { BridgeVlanInfoFlags::empty() };
+            let flags = if *native {
+                BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
+            } else {
+                BridgeVlanInfoFlags::empty()
+            };
             spec.push(AfSpecBridge::VlanInfo(BridgeVlanInfo { flags, vid: *vid }));
         }
         message.attributes.push(LinkAttribute::AfSpecBridge(spec));
-        let (request, what) = if remove { (RouteNetlinkMessage::DelLink(message), "cannot remove VLANs from the bridge port") } else { (RouteNetlinkMessage::SetLink(message), "cannot add VLANs to the bridge port") };
+        let (request, what) = if remove {
+            (RouteNetlinkMessage::DelLink(message), "cannot remove VLANs from the bridge port")
+        } else {
+            (RouteNetlinkMessage::SetLink(message), "cannot add VLANs to the bridge port")
+        };
         self.request(request, NLM_F_ACK, what).map(|_| ())
     }
 
@@ -265,7 +342,11 @@ impl RouteClient {
     }
 
     fn family(ip: &IpAddr) -> AddressFamily {
-        if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 }
+        if ip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        }
     }
 
     /// The addresses on link `index`.
@@ -309,7 +390,11 @@ impl RouteClient {
                 message.attributes.push(AddressAttribute::Broadcast(v4.broadcast()));
             }
         }
-        match self.request(RouteNetlinkMessage::NewAddress(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot add address {address}")) {
+        match self.request(
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            &format!("cannot add address {address}"),
+        ) {
             Err(e) if e.errno == libc::EEXIST => Ok(false),
             other => other.map(|_| true),
         }
@@ -321,7 +406,8 @@ impl RouteClient {
         message.header.prefix_len = address.prefix_len();
         message.header.index = index;
         message.attributes.push(AddressAttribute::Address(address.addr()));
-        self.request(RouteNetlinkMessage::DelAddress(message), NLM_F_ACK, &format!("cannot remove address {address}")).map(|_| ())
+        self.request(RouteNetlinkMessage::DelAddress(message), NLM_F_ACK, &format!("cannot remove address {address}"))
+            .map(|_| ())
     }
 
     /// A route to `dst` via `gateway` (or on-link) out of `oif`.
@@ -344,7 +430,11 @@ impl RouteClient {
             message.attributes.push(RouteAttribute::Gateway(address(gw)));
         }
         message.attributes.push(RouteAttribute::Oif(oif));
-        match self.request(RouteNetlinkMessage::NewRoute(message), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, &format!("cannot add route to {dst}")) {
+        match self.request(
+            RouteNetlinkMessage::NewRoute(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            &format!("cannot add route to {dst}"),
+        ) {
             Err(e) if e.errno == libc::EEXIST => Ok(()),
             other => other.map(|_| ()),
         }

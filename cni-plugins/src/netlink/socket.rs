@@ -78,9 +78,12 @@ pub(crate) fn end_message(buffer: &mut [u8], start: usize) {
 impl Socket {
     /// A socket of `protocol` (named `name` in errors) in the current network namespace.
     pub fn open(protocol: isize, name: &str) -> Result<Socket> {
-        let mut socket = netlink_sys::Socket::new(protocol).map_err(|e| io_failed(&format!("cannot open a netlink socket for {name}"), e))?;
+        let mut socket = netlink_sys::Socket::new(protocol)
+            .map_err(|e| io_failed(&format!("cannot open a netlink socket for {name}"), e))?;
         socket.bind_auto().map_err(|e| io_failed(&format!("cannot bind the netlink socket for {name}"), e))?;
-        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| io_failed(&format!("cannot connect the netlink socket for {name} to the kernel"), e))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| io_failed(&format!("cannot connect the netlink socket for {name} to the kernel"), e))?;
         Ok(Socket { socket, sequence: 0, receive: vec![0u8; RECEIVE_LEN] })
     }
 
@@ -164,7 +167,10 @@ mod tests {
         end_message(&mut buffer, second);
         buffer.extend_from_slice(&[0; 8]); // a truncated header is not read
         let read = messages(&buffer);
-        assert_eq!(read.iter().map(|m| (m.kind, m.sequence, m.bytes.len())).collect::<Vec<_>>(), [(NLMSG_ERROR, 7, 22), (NLMSG_DONE, 8, 16)]);
+        assert_eq!(
+            read.iter().map(|m| (m.kind, m.sequence, m.bytes.len())).collect::<Vec<_>>(),
+            [(NLMSG_ERROR, 7, 22), (NLMSG_DONE, 8, 16)]
+        );
         assert_eq!(error_code(read[0].payload()), libc::ENOENT);
         assert_eq!(error_code(read[1].payload()), 0);
     }

@@ -3,11 +3,11 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use sha2::{Digest as _, Sha256};
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
+use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -16,7 +16,11 @@ pub struct Temp(pub PathBuf);
 impl Temp {
     pub fn new() -> Temp {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("berth-image-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let dir = std::env::temp_dir().join(format!(
+            "berth-image-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         fs::create_dir_all(&dir).unwrap();
         Temp(dir)
     }
@@ -33,7 +37,12 @@ impl Drop for Temp {
 pub fn unmount_below(dir: &Path) {
     let prefix = dir.display().to_string();
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<String> = mounts.lines().filter_map(|l| l.split_whitespace().nth(4)).filter(|p| p.starts_with(&prefix)).map(String::from).collect();
+    let mut points: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(String::from)
+        .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for point in points {
         let _ = Command::new("umount").arg("-l").arg(&point).status();
@@ -166,16 +175,23 @@ impl Tar {
 /// Writes (or adds to) a layout an image of uncompressed `layers` tagged `tag`, with
 /// `config` as its config's `config` object; returns the manifest digest.
 pub fn write_image(layout: &Path, tag: &str, layers: &[Vec<u8>], config: serde_json::Value) -> String {
-    let blobs: Vec<(Vec<u8>, String, &str)> = layers.iter().map(|l| (l.clone(), digest(l), "application/vnd.oci.image.layer.v1.tar")).collect();
+    let blobs: Vec<(Vec<u8>, String, &str)> =
+        layers.iter().map(|l| (l.clone(), digest(l), "application/vnd.oci.image.layer.v1.tar")).collect();
     write_image_blobs(layout, tag, &blobs, config)
 }
 
 /// As `write_image`, with each layer given as (blob, DiffID, media type).
-pub fn write_image_blobs(layout: &Path, tag: &str, layers: &[(Vec<u8>, String, &str)], config: serde_json::Value) -> String {
+pub fn write_image_blobs(
+    layout: &Path,
+    tag: &str,
+    layers: &[(Vec<u8>, String, &str)],
+    config: serde_json::Value,
+) -> String {
     fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id, _)| diff_id.clone()).collect();
-    let layer_descs: Vec<serde_json::Value> = layers.iter().map(|(blob, _, media_type)| desc(media_type, blob, &put(layout, blob))).collect();
+    let layer_descs: Vec<serde_json::Value> =
+        layers.iter().map(|(blob, _, media_type)| desc(media_type, blob, &put(layout, blob))).collect();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": config,
         "rootfs": { "type": "layers", "diff_ids": diff_ids }
@@ -191,7 +207,10 @@ pub fn write_image_blobs(layout: &Path, tag: &str, layers: &[(Vec<u8>, String, &
     .unwrap();
     let manifest_d = put(layout, &manifest);
     let index_path = layout.join("index.json");
-    let mut index: serde_json::Value = fs::read(&index_path).ok().and_then(|d| serde_json::from_slice(&d).ok()).unwrap_or(serde_json::json!({"schemaVersion": 2, "manifests": []}));
+    let mut index: serde_json::Value = fs::read(&index_path)
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or(serde_json::json!({"schemaVersion": 2, "manifests": []}));
     let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &manifest, &manifest_d);
     entry["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
     index["manifests"].as_array_mut().unwrap().push(entry);
@@ -214,7 +233,12 @@ pub fn privileged(test: &str) -> bool {
 /// Whether a Debian peer tool is installed (`make deps` installs them); missing under
 /// `CI=true` fails the test.
 pub fn have(tool: &str, test: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs {tool}; `make deps` installs it");
         eprintln!("skipping {test}: {tool} is not installed");
@@ -278,7 +302,12 @@ fn kind(path: &Path, meta: &fs::Metadata) -> String {
     } else if ft.is_file() {
         format!("file {} bytes sha256:{}", meta.len(), hex::encode(Sha256::digest(fs::read(path).unwrap())))
     } else if ft.is_char_device() || ft.is_block_device() {
-        format!("{} {}:{}", if ft.is_char_device() { "char" } else { "block" }, libc::major(meta.rdev()), libc::minor(meta.rdev()))
+        format!(
+            "{} {}:{}",
+            if ft.is_char_device() { "char" } else { "block" },
+            libc::major(meta.rdev()),
+            libc::minor(meta.rdev())
+        )
     } else {
         "fifo".to_string()
     }
@@ -294,7 +323,10 @@ pub fn describe(root: &Path) -> (BTreeMap<String, String>, BTreeSet<Vec<String>>
             inodes.entry((meta.dev(), meta.ino())).or_default().push(rel.clone());
         }
         let mode = if meta.file_type().is_symlink() { 0 } else { meta.mode() & 0o7777 };
-        entries.insert(rel, format!("{} mode {mode:o} owner {}:{} xattrs {:?}", kind(path, meta), meta.uid(), meta.gid(), xattrs(path)));
+        entries.insert(
+            rel,
+            format!("{} mode {mode:o} owner {}:{} xattrs {:?}", kind(path, meta), meta.uid(), meta.gid(), xattrs(path)),
+        );
     });
     let groups = inodes.into_values().filter(|g| g.len() > 1).map(|mut g| {
         g.sort();
@@ -307,8 +339,18 @@ pub fn assert_same_tree(berth: &Path, reference: &Path, what: &str) {
     let (ours, our_links) = describe(berth);
     let (theirs, their_links) = describe(reference);
     // The image holds every kind the comparison is about.
-    for (path, kind) in [("a/suid", "file"), ("a/null", "char 1:3"), ("a/loop", "block 7:0"), ("a/fifo", "fifo"), ("a/rel", "symlink -> h1"), ("a/flavour", "user.berth")] {
-        assert!(theirs.get(path).is_some_and(|l| l.contains(kind)), "{what}: umoci's tree lacks {path} ({kind}): {theirs:?}");
+    for (path, kind) in [
+        ("a/suid", "file"),
+        ("a/null", "char 1:3"),
+        ("a/loop", "block 7:0"),
+        ("a/fifo", "fifo"),
+        ("a/rel", "symlink -> h1"),
+        ("a/flavour", "user.berth"),
+    ] {
+        assert!(
+            theirs.get(path).is_some_and(|l| l.contains(kind)),
+            "{what}: umoci's tree lacks {path} ({kind}): {theirs:?}"
+        );
     }
     for gone in ["a/deleted", "gone", "opaque/old"] {
         assert!(!theirs.contains_key(gone), "{what}: umoci's tree still has {gone}");
@@ -349,7 +391,6 @@ pub fn umoci_image(dir: &Path, tag: &str, flavour: &str) {
     ));
 }
 
-
 /// A busybox layer: enough to run a shell and change files.
 pub fn busybox_layer() -> Vec<u8> {
     let busybox = fs::read("/bin/busybox").expect("busybox-static is not installed; `make deps` installs it");
@@ -359,7 +400,9 @@ pub fn busybox_layer() -> Vec<u8> {
         let name = format!("bin/{applet}");
         tar.add(Entry::symlink(&name, "busybox"));
     }
-    tar.add(Entry::dir("etc")).add(Entry::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n")).add(Entry::file("etc/group", b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n"));
+    tar.add(Entry::dir("etc"))
+        .add(Entry::file("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n"))
+        .add(Entry::file("etc/group", b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n"));
     tar.finish()
 }
 
@@ -371,7 +414,17 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
     walk(root, |rel, path, meta| {
         let line = format!(
             "{} size {} mode {:o} owner {}:{} links {} mtime {}.{} ctime {}.{} xattrs {:?}",
-            kind(path, meta), meta.len(), meta.mode(), meta.uid(), meta.gid(), meta.nlink(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec(), all_xattrs(path)
+            kind(path, meta),
+            meta.len(),
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            meta.nlink(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            all_xattrs(path)
         );
         entries.insert(rel, line);
     });
@@ -383,7 +436,13 @@ pub fn tag_two_platform_index(layout: &Path) {
     let mut index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let mut children = Vec::new();
     for (tag, arch) in [("amd", "amd64"), ("arm", "arm64")] {
-        let mut entry = index["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag).unwrap().clone();
+        let mut entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap()
+            .clone();
         entry.as_object_mut().unwrap().remove("annotations");
         entry["platform"] = serde_json::json!({ "os": "linux", "architecture": arch });
         children.push(entry);

@@ -20,7 +20,8 @@ pub fn events(store: &Store, args: &EventsArgs) -> Result<()> {
     let manager = crate::cgroups::manager(&container)?;
     let mut out = std::io::stdout().lock();
     loop {
-        let stats = manager.stats().with_context(|| format!("cannot read the cgroup statistics of container {}", args.id))?;
+        let stats =
+            manager.stats().with_context(|| format!("cannot read the cgroup statistics of container {}", args.id))?;
         let event = json!({"type": "stats", "id": args.id, "data": runc_stats(&stats)});
         if writeln!(out, "{event}").and_then(|_| out.flush()).is_err() {
             return Ok(()); // the reader went away

@@ -19,12 +19,15 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     match container.status() {
         ContainerStatus::Running => {}
         ContainerStatus::Paused if args.ignore_paused => {}
-        ContainerStatus::Paused => bail!("cannot exec in a paused container {} (resume it, or pass --ignore-paused)", args.id),
+        ContainerStatus::Paused => {
+            bail!("cannot exec in a paused container {} (resume it, or pass --ignore-paused)", args.id)
+        }
         _ => bail!("cannot exec in a stopped container: container not running: {}", args.id),
     }
     let process: Process = match &args.process {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read process file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read process file {}", path.display()))?;
             serde_json::from_str(&text).with_context(|| format!("invalid process JSON in {}", path.display()))?
         }
         None if args.command.is_empty() => bail!("exec needs a command after the container id, or --process FILE"),
@@ -39,8 +42,15 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     let process_file = store.container_dir(&args.id).join(format!("exec-{}.json", std::process::id()));
     std::fs::write(&process_file, serde_json::to_vec(&process)?)
         .with_context(|| format!("cannot write {}", process_file.display()))?;
-    let receiver = if terminal && args.console_socket.is_none() { Some(ConsoleReceiver::listen(&store.root, &args.id)?) } else { None };
-    let console_socket = receiver.as_ref().map(|r| r.socket().to_path_buf()).or_else(|| args.console_socket.as_ref().map(bundle::absolute));
+    let receiver = if terminal && args.console_socket.is_none() {
+        Some(ConsoleReceiver::listen(&store.root, &args.id)?)
+    } else {
+        None
+    };
+    let console_socket = receiver
+        .as_ref()
+        .map(|r| r.socket().to_path_buf())
+        .or_else(|| args.console_socket.as_ref().map(bundle::absolute));
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(BerthExecutor::new(&args.id, true))
         .with_root_path(&store.root)

@@ -15,7 +15,5 @@ pub fn kill(store: &Store, args: &KillArgs) -> Result<()> {
         bail!("container not running: {}", args.id);
     }
     let signal = LibSignal::try_from(signal as i32).with_context(|| format!("unknown signal {}", args.signal))?;
-    container
-        .kill(signal, args.all)
-        .with_context(|| format!("cannot send {} to container {}", args.signal, args.id))
+    container.kill(signal, args.all).with_context(|| format!("cannot send {} to container {}", args.signal, args.id))
 }

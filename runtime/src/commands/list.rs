@@ -32,7 +32,14 @@ pub fn list(store: &Store, args: &ListArgs) -> Result<()> {
             let rows: Vec<[String; 6]> = states
                 .iter()
                 .map(|s| {
-                    [s.id.clone(), s.pid.to_string(), s.status.to_string(), s.bundle.display().to_string(), s.created.clone(), s.owner.clone()]
+                    [
+                        s.id.clone(),
+                        s.pid.to_string(),
+                        s.status.to_string(),
+                        s.bundle.display().to_string(),
+                        s.created.clone(),
+                        s.owner.clone(),
+                    ]
                 })
                 .collect();
             write_table(&mut out, ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], &rows)?;

@@ -4,9 +4,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use oci_spec::runtime::{
-    LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec,
-};
+use oci_spec::runtime::{LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 
 use crate::cli::SpecArgs;
 

@@ -6,8 +6,7 @@ use std::io::Read;
 use anyhow::{bail, Context, Result};
 use libcgroups::common::{CgroupManager, ControllerOpt};
 use oci_spec::runtime::{
-    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
 use crate::cli::UpdateArgs;
@@ -58,7 +57,8 @@ fn read_resources(path: &std::path::Path) -> Result<LinuxResources> {
     if path.as_os_str() == "-" {
         std::io::stdin().read_to_string(&mut text).context("cannot read resources from stdin")?;
     } else {
-        text = std::fs::read_to_string(path).with_context(|| format!("cannot read resources file {}", path.display()))?;
+        text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read resources file {}", path.display()))?;
     }
     serde_json::from_str(&text).with_context(|| format!("invalid resources JSON in {}", path.display()))
 }

@@ -4,7 +4,8 @@
 fn main() {
     let sections: Vec<String> = std::env::args().skip(1).collect();
     let all = ["runtime", "shim", "image", "cni"];
-    let chosen: Vec<&str> = if sections.is_empty() { all.to_vec() } else { sections.iter().map(|s| s.as_str()).collect() };
+    let chosen: Vec<&str> =
+        if sections.is_empty() { all.to_vec() } else { sections.iter().map(|s| s.as_str()).collect() };
     for section in chosen {
         match section {
             "runtime" => berth_tests::bench_runtime::run(),
