@@ -29,6 +29,8 @@ release:
 	$(CARGO) build --workspace --release
 
 test: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace -- --test-threads=2
 
