@@ -350,7 +350,6 @@ fn log_uris_and_stdin_eof() {
         format!("#!/bin/sh\nexec 5>&-\ncat <&3 > {0}.out &\ncat <&4 > {0}.err\nwait\n", captured.display()),
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&logger).unwrap().permissions(), 0o755);
     std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let uri = format!("binary://{}", logger.display());
     let out = ctr_run(
