@@ -12,6 +12,7 @@ pub mod foreground;
 pub mod lifecycle;
 pub mod logging;
 pub mod loopback;
+pub mod mount_namespace;
 pub mod mount_options;
 pub mod propagation;
 pub mod signal;

@@ -12,6 +12,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::hooks::run_hooks;
 use libcontainer::syscall::syscall::SyscallType;
+use nix::unistd::Pid;
 
 use crate::bundle::CheckedBundle;
 use crate::cgroups;
@@ -20,6 +21,7 @@ use crate::executor::BerthExecutor;
 use crate::logging::Reporter;
 use crate::mount_options::{self, SpecCopy};
 use crate::store::Store;
+use crate::{mount_namespace, propagation};
 
 /// Deletes a container (killing it first when `force`), then runs its poststop hooks one
 /// by one; a failing poststop hook is reported as a warning and the rest still run.
@@ -145,8 +147,7 @@ pub fn create(
                     let init = container.pid().with_context(|| format!("container {} has no init process", args.id))?;
                     crate::loopback::bring_up_in_new_namespace(init, &bundle.spec)
                         .with_context(|| format!("cannot set up the network namespace of container {}", args.id))?;
-                    mount_options::apply(init, &bundle.mounts, &args.id)?;
-                    crate::propagation::apply(init, &bundle.spec, &args.id)?;
+                    apply_mounts_inside(init, bundle, &args.id)?;
                     cgroups::apply_oom_killer_setting(&container, &bundle.spec)
                 });
             if let Err(e) = finished {
@@ -160,6 +161,19 @@ pub fn create(
             Err(anyhow::Error::new(e).context(format!("cannot create container {}", args.id)))
         }
     }
+}
+
+/// The mount work berth does itself in the container's mount namespace, in one helper:
+/// the mount options libcontainer left to it, then per-mount propagation.
+fn apply_mounts_inside(init: Pid, bundle: &CheckedBundle, id: &str) -> Result<()> {
+    if !bundle.mounts.has_fixups() && !propagation::wanted(&bundle.spec) {
+        return Ok(());
+    }
+    let host_proc = mount_options::open_host_proc()?;
+    mount_namespace::run_inside(init, id, || {
+        mount_options::apply_inside(&bundle.mounts, &host_proc, init)?;
+        propagation::apply_inside(&bundle.spec)
+    })
 }
 
 /// Points the container's state back at the real bundle once libcontainer has read its

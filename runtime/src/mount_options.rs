@@ -35,7 +35,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, pipe, ForkResult, Gid, Pid, Uid};
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{Mount, Spec};
 
 // mount_setattr(2) attributes.
@@ -629,52 +629,25 @@ impl Drop for SpecCopy {
     }
 }
 
-/// Applies the plan inside the mount namespace of `init` (after create, before start).
-pub fn apply(init: Pid, plan: &Plan, id: &str) -> Result<()> {
-    if plan.fixups.is_empty() {
-        return Ok(());
+impl Plan {
+    /// Whether anything is left for berth to do after create.
+    pub fn has_fixups(&self) -> bool {
+        !self.fixups.is_empty()
     }
-    let namespace = File::open(format!("/proc/{init}/ns/mnt"))
-        .with_context(|| format!("cannot open the mount namespace of container {id}"))?;
-    let (report_read, report_write) = pipe().context("cannot create a pipe")?;
-    // SAFETY: berth is single-threaded here; the child works and then _exits.
-    match unsafe { fork() }.context("cannot fork to apply mount options")? {
-        ForkResult::Child => {
-            drop(report_read);
-            let outcome = open_host_proc()
-                .and_then(|proc| enter(&namespace).map(|()| proc))
-                .and_then(|proc| plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, &proc, init)));
-            let code = match outcome {
-                Ok(()) => 0,
-                Err(error) => {
-                    let mut report = File::from(report_write);
-                    let _ = std::io::Write::write_all(&mut report, format!("{error:#}").as_bytes());
-                    1
-                }
-            };
-            // SAFETY: ends the forked child without running the parent's exit handlers.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            drop(report_write);
-            let mut report = String::new();
-            File::from(report_read)
-                .read_to_string(&mut report)
-                .context("cannot read the mount options helper's report")?;
-            let status = waitpid(child, None).context("cannot wait for the mount options helper")?;
-            match status {
-                WaitStatus::Exited(_, 0) => Ok(()),
-                _ if !report.is_empty() => bail!("container {id}: {report}"),
-                _ => bail!("container {id}: the mount options helper failed ({status:?})"),
-            }
-        }
-    }
+}
+
+/// Applies the plan from inside the mount namespace of `init` (see `mount_namespace`);
+/// `proc` is the host's /proc, opened before entering it.
+pub fn apply_inside(plan: &Plan, proc: &OwnedFd, init: Pid) -> Result<()> {
+    // Copied-up entries keep the image's modes exactly.
+    nix::sys::stat::umask(Mode::empty());
+    plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, proc, init))
 }
 
 /// The host's /proc, opened before entering the container's mount namespace (whose own
 /// /proc shows another pid namespace): through it the helper reads its descriptors' paths
 /// and its mount table, both as the container sees them.
-fn open_host_proc() -> Result<OwnedFd> {
+pub fn open_host_proc() -> Result<OwnedFd> {
     let fd = nix::fcntl::openat(None, "/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .context("cannot open /proc")?;
     // SAFETY: openat returned a new descriptor that nothing else owns.
@@ -721,14 +694,6 @@ fn covers_a_mount(proc: &OwnedFd, point: &Path) -> Result<bool> {
         bail!("{} is not mounted", point.display())
     };
     Ok(mounts.iter().any(|fields| fields[0] == top[1] && fields[4] == shown))
-}
-
-fn enter(namespace: &File) -> Result<()> {
-    nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("cannot enter the container's mount namespace")?;
-    // Copied-up entries keep the image's modes exactly.
-    nix::sys::stat::umask(Mode::empty());
-    Ok(())
 }
 
 fn apply_fixup(fixup: &Fixup, proc: &OwnedFd, init: Pid) -> Result<()> {
