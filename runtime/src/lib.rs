@@ -20,6 +20,7 @@ pub mod state;
 pub mod store;
 pub mod terminal;
 pub mod version;
+pub mod working_dir;
 
 use anyhow::Result;
 

@@ -21,7 +21,7 @@ use crate::executor::BerthExecutor;
 use crate::logging::Reporter;
 use crate::mount_options::{self, SpecCopy};
 use crate::store::Store;
-use crate::{mount_namespace, propagation};
+use crate::{mount_namespace, propagation, working_dir};
 
 /// Deletes a container (killing it first when `force`), then runs its poststop hooks one
 /// by one; a failing poststop hook is reported as a warning and the rest still run.
@@ -118,6 +118,8 @@ pub fn create(
     detach: bool,
     console_socket: Option<PathBuf>,
 ) -> Result<Container> {
+    working_dir::ensure(&bundle.spec, &bundle.rootfs)
+        .with_context(|| format!("cannot create container {}", args.id))?;
     // libcontainer reads the spec from its bundle argument: give it a copy without the
     // options berth applies itself (the id cannot hold ':', so no container's directory).
     let spec_copy = match bundle.mounts.rewritten() {

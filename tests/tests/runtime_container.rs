@@ -217,6 +217,34 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) {
     assert!(status.success());
 }
 
+/// runc makes a missing process.cwd (images name WorkingDirs their layers never made); a
+/// symlink in the rootfs cannot lead that mkdir out of it.
+#[test]
+fn a_missing_working_directory_is_made_inside_the_rootfs() {
+    if !require_root("a_missing_working_directory_is_made_inside_the_rootfs") {
+        return;
+    }
+    let mut bundle = Bundle::busybox("cwd", &["sh", "-c", "pwd; stat -c '%a %u' ."]);
+    bundle.spec["process"]["cwd"] = json!("/srv/app/data");
+    bundle.write_spec();
+    let berth = Berth::new("cwd");
+    let out = run_ok(&berth, &bundle, "cwd");
+    assert_eq!(out, "/srv/app/data\n755 0\n");
+    assert!(bundle.rootfs().join("srv/app/data").is_dir());
+
+    // A symlink whose target is a host path resolves inside the rootfs, where it dangles:
+    // create fails and names the path; nothing appears on the host.
+    let outside = TempDir::new("berth-cwd-outside");
+    std::os::unix::fs::symlink(outside.path(), bundle.rootfs().join("escape")).unwrap();
+    bundle.spec["process"]["cwd"] = json!("/escape/made");
+    bundle.write_spec();
+    let (code, _, stderr) = berth.run_bundle(bundle.path(), &container_id("cwd-escape"));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("working directory /escape"), "{stderr}");
+    assert!(!outside.path().join("made").exists());
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+}
+
 #[test]
 fn identity_environment_and_privileges() {
     if !require_root("identity_environment_and_privileges") {
