@@ -117,3 +117,9 @@ pub fn pull(
     writeln!(out, "{name}")?;
     Ok(())
 }
+
+/// Copies into or out of a bundle's container; a tar stream goes to `out` when DST is `-`.
+pub fn cp(src: &str, dst: &str, options: crate::cp::Options, out: &mut impl Write) -> Result<()> {
+    crate::cp::copy(src, dst, options, std::io::stdin().lock(), out)
+        .with_context(|| format!("cannot copy {src} to {dst}"))
+}

@@ -86,7 +86,7 @@ pub fn extract(blob: &Path, dir: &Path, limits: Limits) -> Result<Digest> {
     let stream = Counting { inner: decompressed(file)?, hasher: Sha256::new(), total: 0, cap: limits.max_bytes };
     let root = rustix::fs::open(dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .with_context(|| format!("cannot open {}", dir.display()))?;
-    let writer = Writer { root, dir_times: Vec::new() };
+    let writer = Writer { root, purpose: Purpose::Layer, dir_times: Vec::new() };
     // Pipelined: one thread decompresses and hashes while this one parses and writes.
     let (chunks, received) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPELINE_DEPTH);
     std::thread::scope(|scope| {
@@ -155,21 +155,22 @@ impl Read for ChunkReader {
 
 /// Applies every entry of the tar stream, then reads it to the end (the DiffID covers the
 /// padding after the end-of-archive blocks too).
-fn apply_all(mut stream: ChunkReader, mut writer: Writer, limits: Limits) -> Result<()> {
+fn apply_all<R: Read>(mut stream: R, mut writer: Writer, limits: Limits) -> Result<()> {
+    let noun = writer.purpose.noun();
     {
         let mut archive = tar::Archive::new(&mut stream);
         let mut entries = 0u64;
-        for entry in archive.entries().context("the layer is not a tar archive")? {
-            let mut entry = entry.context("the layer's tar stream is corrupt")?;
+        for entry in archive.entries().with_context(|| format!("the {noun} is not a tar archive"))? {
+            let mut entry = entry.with_context(|| format!("the {noun}'s tar stream is corrupt"))?;
             entries += 1;
             if entries > limits.max_entries {
-                bail!("the layer has more than {} entries (--max-layer-entries)", limits.max_entries);
+                bail!("the {noun} has more than {} entries (--max-layer-entries)", limits.max_entries);
             }
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            writer.apply(&mut entry).with_context(|| format!("layer entry {name:?}"))?;
+            writer.apply(&mut entry).with_context(|| format!("{noun} entry {name:?}"))?;
         }
     }
-    io::copy(&mut stream, &mut io::sink()).context("cannot read the end of the layer")?;
+    io::copy(&mut stream, &mut io::sink()).with_context(|| format!("cannot read the end of the {noun}"))?;
     writer.finish()
 }
 
@@ -187,8 +188,31 @@ fn components(raw: &str) -> Result<Vec<&str>> {
     Ok(parts)
 }
 
+/// Extracts a tar stream that `berth-image cp` copies into `dir` (opened by the caller, who
+/// resolved it): entries are plain files (no whiteouts), written below `dir` with the same
+/// care as a layer's; `owner` replaces every entry's owner unless None (`cp -a`).
+pub fn apply_copy(stream: impl Read, dir: OwnedFd, owner: Option<(u32, u32)>) -> Result<()> {
+    apply_all(stream, Writer { root: dir, purpose: Purpose::Copy { owner }, dir_times: Vec::new() }, Limits::default())
+}
+
+/// What a tar stream is: an image layer (whiteouts, its own owners) or a copy.
+enum Purpose {
+    Layer,
+    Copy { owner: Option<(u32, u32)> },
+}
+
+impl Purpose {
+    fn noun(&self) -> &'static str {
+        match self {
+            Purpose::Layer => "layer",
+            Purpose::Copy { .. } => "archive",
+        }
+    }
+}
+
 struct Writer {
     root: OwnedFd,
+    purpose: Purpose,
     /// Directories whose times are set last (adding entries changes them).
     dir_times: Vec<(Vec<String>, Timestamps)>,
 }
@@ -248,21 +272,18 @@ impl Writer {
         let parts = components(&raw)?;
         let Some((name, parent_parts)) = parts.split_last() else { return Ok(()) }; // the root itself
         let parent = self.dir(parent_parts)?;
-        if *name == OPAQUE_MARKER {
-            return set_xattr(&parent, ".", "trusted.overlay.opaque", b"y");
-        }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            if hidden.is_empty() || hidden == "." || hidden == ".." {
-                bail!("malformed whiteout {raw:?}");
+        if matches!(self.purpose, Purpose::Layer) {
+            if let Some(whiteout) = Self::whiteout(&parent, name, &raw) {
+                return whiteout;
             }
-            Self::clear(&parent, hidden, false)?;
-            return rustix::fs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
-                .with_context(|| format!("cannot create the whiteout for {hidden:?}"));
         }
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = Mode::from_raw_mode(header.mode().context("bad mode")? & 0o7777);
-        let (uid, gid) = (header.uid().context("bad uid")? as u32, header.gid().context("bad gid")? as u32);
+        let (uid, gid) = match self.purpose {
+            Purpose::Copy { owner: Some(owner) } => owner,
+            _ => (header.uid().context("bad uid")? as u32, header.gid().context("bad gid")? as u32),
+        };
         let mtime = header.mtime().unwrap_or(0) as i64;
         match kind {
             tar::EntryType::Directory => {
@@ -357,6 +378,21 @@ impl Writer {
                 .context("cannot set the times")?;
         }
         Ok(())
+    }
+
+    /// Applies a layer's opaque marker or whiteout named `name`; None for any other name.
+    fn whiteout(parent: &OwnedFd, name: &str, raw: &str) -> Option<Result<()>> {
+        if name == OPAQUE_MARKER {
+            return Some(set_xattr(parent, ".", "trusted.overlay.opaque", b"y"));
+        }
+        let hidden = name.strip_prefix(WHITEOUT_PREFIX)?;
+        if hidden.is_empty() || hidden == "." || hidden == ".." {
+            return Some(Err(anyhow::anyhow!("malformed whiteout {raw:?}")));
+        }
+        Some(Self::clear(parent, hidden, false).and_then(|()| {
+            rustix::fs::mknodat(parent, hidden, FileType::CharacterDevice, Mode::empty(), 0)
+                .with_context(|| format!("cannot create the whiteout for {hidden:?}"))
+        }))
     }
 
     /// Sets directories' times, deepest first, once nothing more is added to them.

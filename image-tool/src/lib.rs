@@ -10,11 +10,13 @@
 //!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
 //!   (image config to `config.json`), `bundle` (overlay bundles, their record, release).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
+//! - Containers' files: `cp` (copies into and out of a bundle's container).
 //! - `commands`: one function per CLI command over the modules above.
 pub mod archive;
 pub mod bundle;
 pub mod commands;
 pub mod convert;
+pub mod cp;
 pub mod digest;
 pub mod extract;
 pub mod gc;

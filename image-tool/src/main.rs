@@ -67,6 +67,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy files, directories or a tar stream into or out of a bundle's container, as `docker cp`:
+    /// SRC or DST is BUNDLE:PATH (the other a host path, or - for a tar stream on stdin/stdout).
+    /// A directory DST receives SRC under its name (SRC/. copies the contents); a missing DST
+    /// becomes SRC's copy. While the container runs, paths are its own view (volumes, tmpfs);
+    /// once stopped, the rootfs and bind sources. Symlinks resolve inside the container.
+    #[command(
+        after_help = "Examples:\n  berth-image cp ./site /srv/web:/var/www\n  berth-image cp /srv/web:/var/log/app.log .\n  tar -c conf | berth-image cp - /srv/web:/etc/app"
+    )]
+    Cp {
+        src: String,
+        dst: String,
+        /// Keep owners (default: root in the container, you on the host).
+        #[arg(short = 'a', long)]
+        archive: bool,
+        /// Follow a symlink named as SRC.
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+    },
 }
 
 fn main() {
@@ -98,6 +116,9 @@ fn main() {
         }
         Command::Release { bundle } => commands::release(&store, bundle),
         Command::Df { json } => commands::df(&store, *json, &mut out),
+        Command::Cp { src, dst, archive, follow_link } => {
+            commands::cp(src, dst, berth_image::cp::Options { archive: *archive, follow_link: *follow_link }, &mut out)
+        }
     });
     if let Err(e) = result {
         eprintln!("berth-image: {e:#}");
