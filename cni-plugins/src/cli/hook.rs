@@ -47,7 +47,16 @@ struct OciState {
     pid: i64,
 }
 
+/// A runtime runs a hook with only the environment its spec gives, often none; the plugins
+/// find iptables, nft and the like through PATH, so a hook without one gets the usual one.
+fn ensure_path() {
+    if std::env::var_os("PATH").is_none() {
+        std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+}
+
 fn read_state() -> Result<OciState> {
+    ensure_path();
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text).context("cannot read the container's state on stdin")?;
     serde_json::from_str(&text).with_context(|| format!("the state on stdin is not an OCI state: {text:?}"))
