@@ -330,6 +330,13 @@ fn containers_attach_through_the_chain_and_detach_cleanly() {
     cli.ok(&["check", "web", "--netns", &c2, "--id", "ctr-two"]);
     assert!(cli.fails(&["check", "web", "--netns", &c1, "--id", "nobody"]).contains("not attached"));
 
+    // A host port another container publishes is refused, naming it, and leaves nothing.
+    let c3 = add_netns("c3");
+    let taken = cli.fails(&["add", "web", "--netns", &c3, "--id", "ctr-three", "-p", "8080:81"]);
+    assert!(taken.contains("host port 8080/tcp is already published by container ctr-one on network web"), "{taken}");
+    assert_eq!(cli.json(&["network", "inspect", "web"])["containers"].as_array().unwrap().len(), 2);
+    assert!(!sh("ip -n c3 link").contains("eth0"));
+
     // A second ADD of the same attachment and rm of a network in use are refused.
     assert!(cli.fails(&["add", "web", "--netns", &c1, "--id", "ctr-one"]).contains("already attached"));
     let in_use = cli.fails(&["network", "rm", "web"]);
@@ -496,7 +503,10 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     let own = block(&h4, "berth");
     assert!(own.len() == 1 && own[0].ends_with("\tfour"), "{own:?}");
 
-    // A hook without a process in its state is refused, saying so.
+    // A hook without a process in its state, or with a name no hosts file can hold, is
+    // refused, saying so.
+    let out = cli.hook(&["hook", "add", "names", "--alias", "two words"], &four.state("id-six"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid alias \"two words\""));
     let out = cli.hook(&["hook", "add", "names"], &json!({ "id": "x", "pid": 0 }));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no process in its state"));
 
@@ -511,4 +521,71 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     assert_eq!(block(&h1, "names"), Vec::<String>::new());
     assert_eq!(cli.json(&["network", "inspect", "names"])["containers"], json!([]));
     cli.ok(&["network", "rm", "names"]);
+}
+
+#[test]
+fn parallel_hooks_each_get_an_address_and_every_name() {
+    if !inside_private_netns("parallel_hooks_each_get_an_address_and_every_name") {
+        return;
+    }
+    let cli = Cli::new();
+    cli.ok(&["network", "create", "crowd"]);
+    let members: Vec<(Sleeper, PathBuf, String)> =
+        (0..8).map(|n| (Sleeper::start(), hosts_file(&format!("m{n}")), format!("m{n}"))).collect();
+    let states: Vec<Value> = members.iter().map(|(s, _, name)| s.state(&format!("id-{name}"))).collect();
+    std::thread::scope(|scope| {
+        for ((_, hosts, name), state) in members.iter().zip(&states) {
+            let cli = &cli;
+            scope.spawn(move || {
+                let args = ["hook", "add", "crowd", "--name", name, "--hosts-file", hosts.to_str().unwrap()];
+                let out = cli.hook(&args, state);
+                assert!(out.status.success(), "hook add {name}: {}", String::from_utf8_lossy(&out.stderr));
+            });
+        }
+    });
+    let mut addresses: Vec<String> = Vec::new();
+    for (_, hosts, name) in &members {
+        let lines = block(hosts, "crowd");
+        assert_eq!(lines.len(), 8, "{name}: {lines:?}");
+        assert!(lines[0].ends_with(&format!("\t{name}")), "{name}'s own line comes first: {lines:?}");
+        addresses.push(lines[0].split('\t').next().unwrap().to_string());
+    }
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 8, "{addresses:?}");
+    std::thread::scope(|scope| {
+        for state in &states {
+            let cli = &cli;
+            scope.spawn(move || assert!(cli.hook(&["hook", "del", "crowd"], state).status.success()));
+        }
+    });
+    for (_, hosts, name) in &members {
+        assert_eq!(block(hosts, "crowd"), Vec::<String>::new(), "{name}");
+    }
+    cli.ok(&["network", "rm", "crowd"]);
+}
+
+#[test]
+fn a_failed_add_is_undone_through_the_plugins_already_run() {
+    if !inside_private_netns("a_failed_add_is_undone_through_the_plugins_already_run") {
+        return;
+    }
+    let cli = Cli::new();
+    cli.ok(&["network", "create", "broken"]);
+    // A chain whose last plugin is not installed: bridge, portmap, firewall and tuning
+    // have run when it fails.
+    let mut conflist = cli.conflist("broken");
+    conflist["plugins"].as_array_mut().unwrap().push(json!({ "type": "not-installed" }));
+    std::fs::write(cli.conf.join("broken.conflist"), conflist.to_string()).unwrap();
+    let netns = add_netns("f1");
+    let e = cli.fails(&["add", "broken", "--netns", &netns, "--id", "ctr-failed", "-p", "8080:80"]);
+    assert!(e.contains("plugin not-installed is not in"), "{e}");
+    assert!(!sh("ip -n f1 link").contains("eth0"), "{}", sh("ip -n f1 link"));
+    assert!(!sh("ip -o link").contains("veth"), "{}", sh("ip -o link"));
+    assert_eq!(rules_naming("10.90.0.2"), Vec::<String>::new());
+    assert_eq!(rules_naming("ctr-failed"), Vec::<String>::new());
+    let left = sh(&format!("ls {}/ipam/broken | grep -c '^10\\.' || true", cli.state.display()));
+    assert_eq!(left.trim(), "0");
+    assert_eq!(cli.json(&["network", "inspect", "broken"])["containers"], json!([]));
+    cli.ok(&["network", "rm", "broken"]);
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::publish::{self, PublishSpec};
+use super::publish::{self, PublishSpec, Published};
 use super::state::{self, Member};
 use super::{Dirs, Network};
 use crate::chain::{Attachment, Chain};
@@ -38,6 +38,12 @@ fn runtime_config(member: &Member) -> Map<String, Value> {
 pub fn add(dirs: &Dirs, request: &AddRequest) -> Result<Value> {
     state::check_component("container id", &request.container_id)?;
     state::check_component("interface name", &request.ifname)?;
+    if let Some(name) = &request.name {
+        super::check_container_name("container name", name)?;
+    }
+    for alias in &request.aliases {
+        super::check_container_name("alias", alias)?;
+    }
     let specs = request.publish.iter().map(|s| PublishSpec::parse(s)).collect::<Result<Vec<_>>>()?;
     let _lock = state::lock(dirs)?;
     let (network, conflist) = super::load(dirs, &request.network)?;
@@ -52,9 +58,12 @@ pub fn add(dirs: &Dirs, request: &AddRequest) -> Result<Value> {
             request.ifname
         );
     }
-    let published: Vec<(u16, String)> = state::all_members(dirs)?
+    let published: Vec<Published> = state::all_members(dirs)?
         .iter()
-        .flat_map(|m| m.port_mappings.iter().map(|p| (p.host_port, p.protocol.clone())))
+        .flat_map(|m| {
+            let holder = format!("container {} on network {}", m.id, m.conflist["name"].as_str().unwrap_or_default());
+            m.port_mappings.iter().map(move |p| Published { mapping: p.clone(), holder: holder.clone() })
+        })
         .collect();
     let mut member = Member {
         id: request.container_id.clone(),

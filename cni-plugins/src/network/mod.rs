@@ -42,13 +42,25 @@ impl Dirs {
     }
 }
 
-/// Docker's rule for network names: a letter or digit, then letters, digits, `_`, `.`, `-`.
-pub fn check_name(name: &str) -> Result<()> {
+/// Docker's rule for network and container names: a letter or digit, then letters,
+/// digits, `_`, `.`, `-`.
+fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !valid {
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+pub fn check_name(name: &str) -> Result<()> {
+    if !valid_name(name) {
         bail!("invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A name or alias a container is resolved by (a hosts-file name: no blanks, no '#').
+pub fn check_container_name(what: &str, name: &str) -> Result<()> {
+    if !valid_name(name) {
+        bail!("invalid {what} {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit");
     }
     Ok(())
 }

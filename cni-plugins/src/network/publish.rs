@@ -96,12 +96,20 @@ impl PublishSpec {
 
 /// Whether no socket on the host holds `port` for `protocol` (sctp is not checked: this
 /// kernel may not have it, and its ports are chosen from those no attachment publishes).
-fn free_on_host(ip: Option<IpAddr>, port: u16, protocol: &str) -> bool {
+/// A host IP that is no address of this host is an error.
+fn free_on_host(ip: Option<IpAddr>, port: u16, protocol: &str) -> Result<bool> {
     let at = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
-    match protocol {
-        "tcp" => TcpListener::bind(at).is_ok(),
-        "udp" => UdpSocket::bind(at).is_ok(),
-        _ => true,
+    let bound = match protocol {
+        "tcp" => TcpListener::bind(at).map(drop),
+        "udp" => UdpSocket::bind(at).map(drop),
+        _ => Ok(()),
+    };
+    match bound {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            bail!("cannot publish on {}: it is not an address of this host", at.ip())
+        }
+        Err(_) => Ok(false),
     }
 }
 
@@ -115,34 +123,66 @@ fn ephemeral_range() -> (u16, u16) {
     }
 }
 
-/// The mappings of `specs`, free host ports chosen for those without; `published` are the
-/// (host port, protocol) pairs other attachments hold.
-pub fn mappings(specs: &[PublishSpec], published: &[(u16, String)]) -> Result<Vec<PortMapping>> {
-    let mut taken: Vec<(u16, String)> = published.to_vec();
+/// A host port another attachment publishes, and which attachment (for the error).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub mapping: PortMapping,
+    pub holder: String,
+}
+
+/// Two mappings collide when they share port and protocol and one listens on every address
+/// or both on the same one.
+fn collides(a: &PortMapping, b: &PortMapping) -> bool {
+    a.host_port == b.host_port
+        && a.protocol == b.protocol
+        && (a.host_ip.is_empty() || b.host_ip.is_empty() || a.host_ip == b.host_ip)
+}
+
+/// The mappings of `specs`, free host ports chosen for those without; a given host port
+/// that another attachment (or another SPEC of the same call) publishes is refused.
+pub fn mappings(specs: &[PublishSpec], published: &[Published]) -> Result<Vec<PortMapping>> {
+    let mut taken: Vec<Published> = published.to_vec();
     let mut out = Vec::new();
     for spec in specs {
+        let host_ip = spec.host_ip.map(|ip| ip.to_string()).unwrap_or_default();
         for offset in 0..=(spec.container_ports.1 - spec.container_ports.0) {
-            let host_port = match spec.host_ports {
-                Some((low, _)) => low + offset,
+            let container_port = spec.container_ports.0 + offset;
+            let mapping = |host_port| PortMapping {
+                host_port,
+                container_port,
+                protocol: spec.protocol.clone(),
+                host_ip: host_ip.clone(),
+            };
+            let chosen = match spec.host_ports {
+                Some((low, _)) => {
+                    let wanted = mapping(low + offset);
+                    if let Some(holder) = taken.iter().find(|t| collides(&t.mapping, &wanted)) {
+                        bail!(
+                            "host port {}/{} is already published by {}: choose another host port",
+                            wanted.host_port,
+                            wanted.protocol,
+                            holder.holder
+                        );
+                    }
+                    wanted
+                }
                 None => {
                     let (low, high) = ephemeral_range();
-                    (low..=high)
-                        .find(|p| {
-                            !taken.contains(&(*p, spec.protocol.clone()))
-                                && free_on_host(spec.host_ip, *p, &spec.protocol)
-                        })
-                        .with_context(|| {
-                            format!("no free host port left for {}/{}", spec.container_ports.0 + offset, spec.protocol)
-                        })?
+                    let mut found = None;
+                    for port in low..=high {
+                        let candidate = mapping(port);
+                        if !taken.iter().any(|t| collides(&t.mapping, &candidate))
+                            && free_on_host(spec.host_ip, port, &spec.protocol)?
+                        {
+                            found = Some(candidate);
+                            break;
+                        }
+                    }
+                    found.with_context(|| format!("no free host port left for {container_port}/{}", spec.protocol))?
                 }
             };
-            taken.push((host_port, spec.protocol.clone()));
-            out.push(PortMapping {
-                host_port,
-                container_port: spec.container_ports.0 + offset,
-                protocol: spec.protocol.clone(),
-                host_ip: spec.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            });
+            taken.push(Published { mapping: chosen.clone(), holder: "another --publish of the same container".into() });
+            out.push(chosen);
         }
     }
     Ok(out)
@@ -206,11 +246,35 @@ mod tests {
         }
     }
 
+    fn published(host_port: u16, protocol: &str, host_ip: &str) -> Published {
+        let mapping = PortMapping { host_port, container_port: 80, protocol: protocol.into(), host_ip: host_ip.into() };
+        Published { mapping, holder: "container c on network n".into() }
+    }
+
+    #[test]
+    fn a_host_port_published_elsewhere_is_refused_naming_its_holder() {
+        let others = [published(8080, "tcp", ""), published(9090, "udp", "127.0.0.1")];
+        let refused = |spec: &str| mappings(&[PublishSpec::parse(spec).unwrap()], &others).unwrap_err().to_string();
+        assert_eq!(
+            refused("8080:80"),
+            "host port 8080/tcp is already published by container c on network n: choose another host port"
+        );
+        assert!(refused("127.0.0.1:8080:80").contains("already published by container c"));
+        assert!(refused("9090:53/udp").contains("already published by container c"));
+        let twice = [PublishSpec::parse("7070:80").unwrap(), PublishSpec::parse("7070:81").unwrap()];
+        assert!(mappings(&twice, &[]).unwrap_err().to_string().contains("another --publish of the same container"));
+        // Another protocol or another specific address is no collision.
+        assert!(mappings(&[PublishSpec::parse("8080:80/udp").unwrap()], &others).is_ok());
+        assert!(mappings(&[PublishSpec::parse("127.0.0.2:9090:53/udp").unwrap()], &others).is_ok());
+        let foreign = mappings(&[PublishSpec::parse("192.0.2.99::80").unwrap()], &[]).unwrap_err().to_string();
+        assert_eq!(foreign, "cannot publish on 192.0.2.99: it is not an address of this host");
+    }
+
     #[test]
     fn free_host_ports_skip_published_and_bound_ones() {
         let (low, _) = ephemeral_range();
         let bound = TcpListener::bind(("0.0.0.0", low + 1));
-        let published = vec![(low, "tcp".to_string())];
+        let published = vec![published(low, "tcp", "")];
         let specs = [PublishSpec::parse("80-81").unwrap(), PublishSpec::parse("8080:53/udp").unwrap()];
         let got = mappings(&specs, &published).unwrap();
         let host_ports: Vec<u16> = got.iter().map(|m| m.host_port).collect();
