@@ -221,9 +221,11 @@ fn address(result: &Value) -> String {
     result["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string()
 }
 
-/// Every iptables rule (all tables) mentioning `text`.
+/// Every firewall rule mentioning `text`: iptables' (all tables) and nftables' (the
+/// plugins may use either backend).
 fn rules_naming(text: &str) -> Vec<String> {
-    sh("iptables-save").lines().filter(|l| l.contains(text)).map(String::from).collect()
+    let rules = sh("iptables-save; ip6tables-save; nft list ruleset");
+    rules.lines().filter(|l| l.contains(text)).map(String::from).collect()
 }
 
 /// A test host: a namespace joined to this one by a veth, 192.0.2.2 there, 192.0.2.1 here.
@@ -306,7 +308,7 @@ fn containers_attach_through_the_chain_and_detach_cleanly() {
     );
     // Each plugin of the chain ran: the bridge's veth and route, portmap's and firewall's rules.
     assert!(sh("ip -n c1 route").contains("default via 10.90.0.1"));
-    assert!(!rules_naming("ctr-one").is_empty(), "no rule names ctr-one:\n{}", sh("iptables-save"));
+    assert!(!rules_naming(&a1).is_empty(), "no rule names {a1}:\n{}", sh("nft list ruleset"));
     assert!(succeeds(&format!("ip netns exec c1 busybox ping -c1 -W2 {a2}")));
 
     // The published port answers a test host, through the namespace's own address.
@@ -342,11 +344,10 @@ fn containers_attach_through_the_chain_and_detach_cleanly() {
     let in_use = cli.fails(&["network", "rm", "web"]);
     assert!(in_use.contains("has containers attached (ctr-one, ctr-two)"), "{in_use}");
 
-    // DEL with the netns; the firewall plugin removes its per-address rules only when DEL
-    // brings the cached prevResult (it has no other way to know the address).
-    assert!(!rules_naming(&format!("{a1}/32")).is_empty());
+    // DEL with the netns leaves no rule naming the address (the reference firewall plugin
+    // finds its rules only through the cached prevResult) or the container.
     cli.ok(&["del", "web", "--netns", &c1, "--id", "ctr-one"]);
-    assert_eq!(rules_naming(&format!("{a1}/32")), Vec::<String>::new());
+    assert_eq!(rules_naming(&a1), Vec::<String>::new());
     assert_eq!(rules_naming("ctr-one"), Vec::<String>::new());
     assert!(fetch("th", "http://192.0.2.1:8080/").is_none(), "the port still answers after DEL");
     cli.ok(&["del", "web", "--netns", &c1, "--id", "ctr-one"]);
@@ -356,7 +357,7 @@ fn containers_attach_through_the_chain_and_detach_cleanly() {
     sh("ip netns del c2");
     cli.ok(&["del", "web", "--netns", &c2, "--id", "ctr-two"]);
     cli.ok(&["del", "web", "--id", "ctr-two"]);
-    assert_eq!(rules_naming(&format!("{a2}/32")), Vec::<String>::new());
+    assert_eq!(rules_naming(&a2), Vec::<String>::new());
     assert_eq!(rules_naming("ctr-two"), Vec::<String>::new());
     assert!(!sh("ip -o link show master berth1").contains("veth"), "{}", sh("ip link"));
 
@@ -389,9 +390,9 @@ fn internal_networks_publish_nothing_and_route_nowhere() {
     assert!(!sh("ip -n i1 route").contains("default"), "{}", sh("ip -n i1 route"));
     // Members reach each other; nothing is masqueraded.
     assert!(succeeds(&format!("ip netns exec i1 busybox ping -c1 -W2 {}", address(&two))));
-    assert!(rules_naming(&address(&one)).iter().all(|r| !r.contains("MASQ")), "{}", sh("iptables-save"));
-    let masquerade = sh("nft list table inet cni_plugins_masquerade 2>/dev/null || true");
-    assert!(!masquerade.contains(&address(&one)), "{masquerade}");
+    let masquerading: Vec<String> =
+        rules_naming(&address(&one)).into_iter().filter(|r| r.to_lowercase().contains("masq")).collect();
+    assert_eq!(masquerading, Vec::<String>::new());
     cli.ok(&["del", "backend", "--netns", &n1, "--id", "i-one"]);
     cli.ok(&["del", "backend", "--netns", &n2, "--id", "i-two"]);
     cli.ok(&["network", "rm", "backend"]);
@@ -507,6 +508,8 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     // refused, saying so.
     let out = cli.hook(&["hook", "add", "names", "--alias", "two words"], &four.state("id-six"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid alias \"two words\""));
+    let out = cli.hook(&["hook", "add", "names", "--hosts-file", "/run/no-such-hosts"], &four.state("id-six"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hosts file /run/no-such-hosts does not exist"));
     let out = cli.hook(&["hook", "add", "names"], &json!({ "id": "x", "pid": 0 }));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no process in its state"));
 
@@ -588,4 +591,79 @@ fn a_failed_add_is_undone_through_the_plugins_already_run() {
     assert_eq!(left.trim(), "0");
     assert_eq!(cli.json(&["network", "inspect", "broken"])["containers"], json!([]));
     cli.ok(&["network", "rm", "broken"]);
+}
+
+/// The plugin configs a recording plugin got, as (command, tag, config) in call order.
+fn recorded(log: &Path) -> Vec<(String, String, Value)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (command, conf) = line.split_once(' ').unwrap();
+            let conf: Value = serde_json::from_str(conf).unwrap();
+            (command.to_string(), conf["tag"].as_str().unwrap().to_string(), conf)
+        })
+        .collect()
+}
+
+#[test]
+fn the_chain_passes_results_and_runtime_config_as_libcni_does() {
+    if !inside_private_netns("the_chain_passes_results_and_runtime_config_as_libcni_does") {
+        return;
+    }
+    let cli = Cli::new();
+    // A plugin that logs the config it gets and answers its prevResult.
+    let log = Path::new("/run/recorded");
+    let script = format!(
+        "#!/bin/sh\nconf=$(cat)\necho \"$CNI_COMMAND $(printf '%s' \"$conf\" | jq -c .)\" >> {}\n\
+         [ \"$CNI_COMMAND\" = ADD ] && printf '%s' \"$conf\" | jq -c .prevResult\nexit 0\n",
+        log.display()
+    );
+    std::fs::write(cli.bin.join("record"), script).unwrap();
+    sh(&format!("chmod 755 {}", cli.bin.join("record").display()));
+    cli.ok(&["network", "create", "traced"]);
+    let mut conflist = cli.conflist("traced");
+    let bridge = conflist["plugins"][0].clone();
+    conflist["plugins"] = json!([
+        bridge,
+        { "type": "record", "tag": "ports", "capabilities": { "portMappings": true } },
+        { "type": "record", "tag": "plain", "capabilities": { "portMappings": false } }
+    ]);
+    std::fs::write(cli.conf.join("traced.conflist"), conflist.to_string()).unwrap();
+    let netns = add_netns("t1");
+
+    let result = cli.json(&["add", "traced", "--netns", &netns, "--id", "ctr-traced", "-p", "8080:80/udp"]);
+    assert_eq!(address(&result), "10.90.0.2");
+    let calls = recorded(log);
+    let tags: Vec<(&str, &str)> = calls.iter().map(|(c, t, _)| (c.as_str(), t.as_str())).collect();
+    assert_eq!(tags, [("ADD", "ports"), ("ADD", "plain")]);
+    let (ports, plain) = (&calls[0].2, &calls[1].2);
+    // Each plugin gets the network's name and version, and the previous plugin's result.
+    assert_eq!((&ports["name"], &ports["cniVersion"]), (&json!("traced"), &conflist["cniVersion"]));
+    assert_eq!(ports["prevResult"], result);
+    assert_eq!(plain["prevResult"], result);
+    // runtimeConfig only where the capability is declared.
+    assert_eq!(
+        ports["runtimeConfig"],
+        json!({ "portMappings": [{ "hostPort": 8080, "containerPort": 80, "protocol": "udp" }] })
+    );
+    assert_eq!(plain.get("runtimeConfig"), None);
+
+    // CHECK in order, DEL in reverse, both with the cached result.
+    std::fs::remove_file(log).unwrap();
+    cli.ok(&["check", "traced", "--netns", &netns, "--id", "ctr-traced"]);
+    cli.ok(&["del", "traced", "--netns", &netns, "--id", "ctr-traced"]);
+    let calls = recorded(log);
+    let tags: Vec<(&str, &str)> = calls.iter().map(|(c, t, _)| (c.as_str(), t.as_str())).collect();
+    assert_eq!(tags, [("CHECK", "ports"), ("CHECK", "plain"), ("DEL", "plain"), ("DEL", "ports")]);
+    assert!(calls.iter().all(|(_, _, conf)| conf["prevResult"] == result), "{calls:?}");
+    assert_eq!(calls[3].2["runtimeConfig"]["portMappings"][0]["hostPort"], json!(8080));
+
+    // A repeated DEL has no cached result left: no prevResult, and it still succeeds.
+    std::fs::remove_file(log).unwrap();
+    cli.ok(&["del", "traced", "--netns", &netns, "--id", "ctr-traced"]);
+    let calls = recorded(log);
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|(command, _, conf)| command == "DEL" && conf.get("prevResult").is_none()), "{calls:?}");
+    cli.ok(&["network", "rm", "traced"]);
 }

@@ -44,6 +44,12 @@ pub fn add(dirs: &Dirs, request: &AddRequest) -> Result<Value> {
     for alias in &request.aliases {
         super::check_container_name("alias", alias)?;
     }
+    if let Some(file) = request.hosts_file.as_ref().filter(|f| !f.is_file()) {
+        bail!(
+            "hosts file {} does not exist: the bundle must provide the file it bind-mounts at /etc/hosts",
+            file.display()
+        );
+    }
     let specs = request.publish.iter().map(|s| PublishSpec::parse(s)).collect::<Result<Vec<_>>>()?;
     let _lock = state::lock(dirs)?;
     let (network, conflist) = super::load(dirs, &request.network)?;
@@ -79,10 +85,21 @@ pub fn add(dirs: &Dirs, request: &AddRequest) -> Result<Value> {
     let runtime = runtime_config(&member);
     let attachment =
         Attachment { container_id: &member.id, netns: &member.netns, ifname: &member.ifname, runtime_config: &runtime };
-    member.result = Chain { conflist: &member.conflist, bin_dir: &dirs.bin_dir }.add(&attachment)?;
-    state::save(dirs, &network.name, &member)?;
-    sync_hosts(dirs, &network)?;
-    Ok(member.result)
+    let chain = Chain { conflist: &member.conflist, bin_dir: &dirs.bin_dir };
+    let result = chain.add(&attachment)?;
+    member.result = result.clone();
+    // An attachment that cannot be recorded, or whose names cannot be written, is undone:
+    // a runtime whose createRuntime hook failed runs no poststop hook to free it.
+    if let Err(e) = state::save(dirs, &network.name, &member).and_then(|()| sync_hosts(dirs, &network)) {
+        let _ = chain.del(&attachment, Some(&result));
+        let _ = state::forget(dirs, &network.name, &member.id, &member.ifname);
+        if let Some(own) = &member.hosts_file {
+            let _ = hosts::write_block(own, &network.name, &[]);
+        }
+        let _ = sync_hosts(dirs, &network);
+        return Err(e);
+    }
+    Ok(result)
 }
 
 /// A namespace path that still exists, else "" (DEL of a container whose namespace is gone).
