@@ -667,3 +667,33 @@ fn the_chain_passes_results_and_runtime_config_as_libcni_does() {
     assert!(calls.iter().all(|(command, _, conf)| command == "DEL" && conf.get("prevResult").is_none()), "{calls:?}");
     cli.ok(&["network", "rm", "traced"]);
 }
+
+#[test]
+fn the_default_bin_dir_is_the_lib_cni_installed_next_to_the_binary() {
+    if !inside_private_netns("the_default_bin_dir_is_the_lib_cni_installed_next_to_the_binary") {
+        return;
+    }
+    // `make install`'s layout: bin/berth-cni and lib/cni/<plugin>.
+    let prefix = Path::new("/run/prefix");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    let installed = prefix.join("bin/berth-cni");
+    std::fs::copy(env!("CARGO_BIN_EXE_berth-cni"), &installed).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(&installed)
+            .args(args)
+            .args(["--conf-dir", "/run/prefix/net.d", "--state-dir", "/run/prefix/state"])
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["network", "create", "installed"]).status.success());
+    let netns = add_netns("p1");
+    let missing = run(&["add", "installed", "--netns", &netns, "--id", "ctr-p"]);
+    let e = String::from_utf8_lossy(&missing.stderr);
+    assert!(e.contains("plugin bridge is not in /run/prefix/bin/../lib/cni (give --bin-dir)"), "{e}");
+    plugin_dir::fill(&prefix.join("lib/cni"), &installed);
+    let added = run(&["add", "installed", "--netns", &netns, "--id", "ctr-p"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(sh("ip -n p1 -4 addr show eth0").contains("10.90.0.2/24"));
+    assert!(run(&["del", "installed", "--netns", &netns, "--id", "ctr-p"]).status.success());
+    assert!(run(&["network", "rm", "installed"]).status.success());
+}
