@@ -184,9 +184,7 @@ fn choose_subnets(dirs: &Dirs, name: &str, options: &CreateOptions) -> Result<Ve
         if let Some(user) = subnet::user_of(&net, &taken, &routes) {
             bail!("subnet {net} overlaps {user}: choose another --subnet");
         }
-        if let Some(other) =
-            nets.iter().find(|other: &&IpNet| other.contains(&net.network()) || net.contains(&other.network()))
-        {
+        if let Some(other) = nets.iter().find(|other| subnet::overlaps(&net, other)) {
             bail!("subnet {net} overlaps subnet {other} given too");
         }
         nets.push(net);

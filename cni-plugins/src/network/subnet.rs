@@ -20,6 +20,10 @@ pub fn parse(text: &str) -> Result<IpNet> {
     if net.trunc() != net {
         bail!("invalid subnet {text:?}: its host bits are set (did you mean {}?)", net.trunc());
     }
+    // Room for the gateway and at least one container.
+    if net.max_prefix_len() - net.prefix_len() < 2 {
+        bail!("invalid subnet {text:?}: too small for a gateway and a container");
+    }
     Ok(net)
 }
 
@@ -83,7 +87,7 @@ pub fn host_routes() -> Vec<IpNet> {
     routes
 }
 
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
@@ -141,6 +145,8 @@ mod tests {
         let host_bits = parse("10.1.2.3/24").unwrap_err().to_string();
         assert!(host_bits.contains("did you mean 10.1.2.0/24"), "{host_bits}");
         assert!(parse("10.1.2.0/33").is_err() && parse("banana").is_err() && parse("10.1.2.0").is_err());
+        assert!(parse("10.1.2.0/31").unwrap_err().to_string().contains("too small"));
+        assert!(parse("10.1.2.0/30").is_ok() && parse("fd00::/126").is_ok());
         let taken = vec![("10.90.0.0/24".parse().unwrap(), "a.conflist".to_string())];
         let routes = vec!["10.90.1.0/25".parse().unwrap()];
         assert_eq!(free_v4(&taken, &routes).unwrap().to_string(), "10.90.2.0/24");
