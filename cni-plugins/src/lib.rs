@@ -1,16 +1,21 @@
 //! berth-cni: CNI 1.1 plugins in one multicall binary; each plugin is a short
-//! orchestration over the shared protocol, result and store modules.
+//! orchestration over the shared protocol, result and store modules. Run under its own
+//! name it is the `berth-cni` command line (`cli`): named networks and the OCI hook mode.
 
 pub mod bridge;
+pub mod chain;
+pub mod cli;
 pub mod conf;
 pub mod error;
 pub mod exec;
 pub mod firewall;
 pub mod host_local;
+pub mod hosts;
 pub mod ipam;
 pub mod loopback;
 pub mod netlink;
 pub mod netns;
+pub mod network;
 pub mod result;
 pub mod skel;
 pub mod spoofcheck;
@@ -22,6 +27,7 @@ pub fn run_as(argv0: &str) -> i32 {
         "bridge" => skel::run(&bridge::Bridge, name),
         "host-local" => skel::run(&host_local::HostLocal, name),
         "loopback" => skel::run(&loopback::Loopback, name),
+        "berth-cni" => cli::main(std::env::args_os()),
         _ => {
             eprintln!("berth-cni: run me as one of the plugins bridge, host-local or loopback (a link named so), not as {name:?}");
             1
