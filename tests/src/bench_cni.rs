@@ -1,6 +1,6 @@
 //! `make bench` cni section, run inside a private network namespace (the bench re-runs
-//! itself under `unshare -n -m`): bridge+host-local ADD and DEL with ipMasq at 1, 50 and
-//! 500 existing attachments (DEL with the ADD's result as prevResult), berth against
+//! itself under `unshare -n -m`): bridge+host-local ADD and DEL with ipMasq back to back
+//! (no gap between calls), and at 1, 50 and 500 existing attachments (DEL with the ADD's result as prevResult), berth against
 //! Debian's reference plugins, alternated, with a berth network that keeps one attachment
 //! timed in the same rounds; the floors (a process start, the kernel's veth and nf_tables
 //! work) measured beside them at each level; binary sizes.
@@ -55,6 +55,14 @@ impl Set {
     /// Runs `command` for container `id` (DEL with `prev` as prevResult, as runtimes send
     /// it); returns the time taken and what the plugin printed.
     fn call(&self, command: &str, id: &str, prev: Option<&serde_json::Value>) -> (Duration, serde_json::Value) {
+        // The kernel finishes some of an operation after it returns (a deleted link's
+        // release, timers of new ones): each call starts on a quiet system.
+        std::thread::sleep(QUIET);
+        self.call_now(command, id, prev)
+    }
+
+    /// `call` without the quiet gap before it: calls back to back, as a busy node makes them.
+    fn call_now(&self, command: &str, id: &str, prev: Option<&serde_json::Value>) -> (Duration, serde_json::Value) {
         let mut conf: serde_json::Value = serde_json::from_str(&self.conf).unwrap();
         if let Some(prev) = prev {
             conf["prevResult"] = prev.clone();
@@ -67,9 +75,6 @@ impl Set {
             args: Vec::new(),
             path: vec![self.bin.display().to_string()],
         };
-        // The kernel finishes some of an operation after it returns (a deleted link's
-        // release, timers of new ones): each call starts on a quiet system.
-        std::thread::sleep(QUIET);
         let started = Instant::now();
         let (code, printed) = run_plugin(&self.bin.join("bridge"), &args, &conf).expect("cannot run the bridge plugin");
         let took = started.elapsed();
@@ -137,6 +142,7 @@ pub fn run() {
         ),
         &["operation", "berth", "reference", "berth/reference"],
     );
+    back_to_back(&sets[..2], &mut table);
     let mut existing = 0;
     let mut adds_at = Vec::new();
     for level in LEVELS {
@@ -225,6 +231,52 @@ pub fn run() {
         format!("{:.2}x", berth_size as f64 / reference_total as f64),
     ]);
     table.publish("cni");
+}
+
+/// ADDs with no gap between them, alternating berth and the reference (then their DELs the
+/// same way): the kernel's deferred work from one call lands on the next, as on a busy node.
+fn back_to_back(sets: &[Set], table: &mut Table) {
+    let id = |set: &Set, round: usize| format!("{}-b2b-{round}", set.label);
+    for round in 0..ROUNDS {
+        for set in sets {
+            netns(&id(set, round));
+        }
+    }
+    let (mut adds, mut dels) = (vec![Vec::new(); sets.len()], vec![Vec::new(); sets.len()]);
+    let mut results = vec![Vec::new(); sets.len()];
+    for round in 0..ROUNDS {
+        for (i, set) in sets.iter().enumerate() {
+            let (took, result) = set.call_now("ADD", &id(set, round), None);
+            adds[i].push(took);
+            results[i].push(result);
+        }
+    }
+    let mut pending: Vec<_> = results.into_iter().map(Vec::into_iter).collect();
+    for round in 0..ROUNDS {
+        for (i, set) in sets.iter().enumerate() {
+            let result = pending[i].next().expect("one result per round");
+            dels[i].push(set.call_now("DEL", &id(set, round), Some(&result)).0);
+        }
+    }
+    for round in 0..ROUNDS {
+        for set in sets {
+            sh(&format!("ip netns del {}", id(set, round)));
+        }
+    }
+    let (add, reference_add) = (median(&mut adds[0]), median(&mut adds[1]));
+    let (del, reference_del) = (median(&mut dels[0]), median(&mut dels[1]));
+    table.row(vec![
+        "ADD back to back (no gap, alternated)".into(),
+        ms(add),
+        ms(reference_add),
+        ratio(add, reference_add),
+    ]);
+    table.row(vec![
+        "DEL back to back (no gap, alternated)".into(),
+        ms(del),
+        ms(reference_del),
+        ratio(del, reference_del),
+    ]);
 }
 
 /// nf_tables' part, timed over netlink without a process of its own (median of ROUNDS):
