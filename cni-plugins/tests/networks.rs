@@ -461,6 +461,16 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     };
     add(&one, "id-one", &["--name", "one", "--alias", "first"], &h1);
     assert_eq!(block(&h1, "names"), ["10.90.0.2\tone first"]);
+    // Its network namespace is pinned under its name for `--network container:one` bundles.
+    let pinned = cli.json(&["container", "inspect", "one"]);
+    assert_eq!((pinned["id"].as_str(), pinned["bundle"].as_str()), (Some("id-one"), Some("/nonexistent")));
+    let netns_inode = |path: &str| std::fs::metadata(path).unwrap().ino();
+    assert_eq!(netns_inode(pinned["netns"].as_str().unwrap()), netns_inode(&format!("/proc/{}/ns/net", one.0.id())));
+    // The name is taken while it runs: another container asking for it is refused and not attached.
+    let taker = Sleeper::start();
+    let out = cli.hook(&["hook", "add", "names", "--name", "one"], &taker.state("id-taker"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("taken by the running container id-one"));
+    assert!(!cli.ok(&["network", "inspect", "names"]).contains("id-taker"));
     add(&two, "id-two", &["--name", "two"], &h2);
     add(&three, "id-three", &[], &h3);
     // The interface is in the sleeper's namespace.
@@ -523,6 +533,9 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     }
     assert_eq!(block(&h1, "names"), Vec::<String>::new());
     assert_eq!(cli.json(&["network", "inspect", "names"])["containers"], json!([]));
+    // poststop unpinned it: nothing is mounted in the state dir any more.
+    assert!(cli.fails(&["container", "inspect", "one"]).contains("no running container is named \"one\""));
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains("/run/berth-cni-test/state/netns"));
     cli.ok(&["network", "rm", "names"]);
 }
 

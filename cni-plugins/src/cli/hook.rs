@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::PublishArgs;
 use crate::network::attach::{self, AddRequest};
+use crate::network::pin;
 use crate::network::Dirs;
 
 #[derive(Args, Debug)]
@@ -19,7 +20,8 @@ pub struct HookAddArgs {
     pub network: String,
     #[command(flatten)]
     pub publish: PublishArgs,
-    /// The name the other members resolve this container by [default: the container id]
+    /// The name the other members resolve this container by, and under which its network
+    /// namespace is pinned for `--network container:NAME` bundles while it runs [default: the container id]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// The container's hosts file (bind-mounted at /etc/hosts), whose block lists the network's members
@@ -45,6 +47,8 @@ struct OciState {
     id: String,
     #[serde(default)]
     pid: i64,
+    #[serde(default)]
+    bundle: PathBuf,
 }
 
 /// A runtime runs a hook with only the environment its spec gives, often none; the plugins
@@ -67,21 +71,32 @@ pub fn add(dirs: &Dirs, args: &HookAddArgs) -> Result<()> {
     if state.pid <= 0 {
         bail!("container {} has no process in its state: run berth-cni hook add as a createRuntime hook", state.id);
     }
+    let name = args.name.clone().unwrap_or_else(|| state.id.clone());
+    // Checked before attaching, so a refused name leaves the network untouched; `pin` checks
+    // again under the same rule in case another container took it meanwhile.
+    pin::available(dirs, &name, &state.id)?;
     let request = AddRequest {
         network: args.network.clone(),
         netns: format!("/proc/{}/ns/net", state.pid),
-        container_id: state.id,
+        container_id: state.id.clone(),
         ifname: args.ifname.clone(),
         publish: args.publish.publish.clone(),
         aliases: args.publish.aliases.clone(),
         name: args.name.clone(),
         hosts_file: args.hosts_file.clone(),
     };
-    attach::add(dirs, &request).map(|_| ())
+    attach::add(dirs, &request)?;
+    let pinned = pin::pin(dirs, &name, &state.id, state.pid, &state.bundle);
+    if let Err(e) = pinned {
+        let _ = attach::del(dirs, &args.network, &state.id, &args.ifname, &request.netns);
+        return Err(e).with_context(|| format!("cannot attach container {} to {}", state.id, args.network));
+    }
+    Ok(())
 }
 
 pub fn del(dirs: &Dirs, args: &HookDelArgs) -> Result<()> {
     // No namespace: the process is gone, and its pid may already name another process.
     let state = read_state()?;
-    attach::del(dirs, &args.network, &state.id, &args.ifname, "")
+    attach::del(dirs, &args.network, &state.id, &args.ifname, "")?;
+    pin::unpin(dirs, &state.id)
 }

@@ -4,6 +4,7 @@
 
 mod add;
 mod check;
+mod container_inspect;
 mod del;
 mod hook;
 mod network_create;
@@ -77,6 +78,21 @@ pub enum Command {
     /// OCI hook mode: read the container's state on stdin
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Running containers attached by hook add, by name
+    #[command(subcommand)]
+    Container(ContainerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Print the running container of that name (id, bundle, pinned network namespace) as JSON
+    Inspect(ContainerName),
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerName {
+    /// The container's name (hook add's --name)
+    pub name: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,5 +202,6 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Check(args) => check::run(&dirs, args),
         Command::Hook(HookCommand::Add(args)) => hook::add(&dirs, args),
         Command::Hook(HookCommand::Del(args)) => hook::del(&dirs, args),
+        Command::Container(ContainerCommand::Inspect(args)) => container_inspect::run(&dirs, &args.name),
     }
 }

@@ -4,6 +4,7 @@
 //! (bridge `berth0`) is made on first use.
 
 pub mod attach;
+pub mod pin;
 pub mod publish;
 pub mod state;
 pub mod subnet;
