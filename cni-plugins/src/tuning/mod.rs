@@ -90,7 +90,8 @@ impl Plugin for Tuning {
             let path = sysctl_path(key, &args.ifname)?;
             let current =
                 std::fs::read_to_string(&path).map_err(|e| CniError::io(format!("cannot read sysctl {path}"), e))?;
-            if current.trim_end_matches('\n') != value {
+            // The kernel prints some values with tabs ("0\t0") that configs write with spaces.
+            if current.split_whitespace().ne(value.split_whitespace()) {
                 return Err(CniError::new(
                     IO_FAILURE,
                     format!("sysctl {key} is {:?}, configured {value:?}", current.trim_end()),
