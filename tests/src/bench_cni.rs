@@ -3,7 +3,8 @@
 //! 500 existing attachments (DEL with the ADD's result as prevResult), berth against
 //! Debian's reference plugins, alternated, with a berth network that keeps one attachment
 //! timed in the same rounds; the floors (a process start, the kernel's veth and nf_tables
-//! work) measured beside them at each level; binary sizes.
+//! work) measured beside them at each level; binary sizes; then the default chain
+//! (bench_cni_chain).
 
 use berth_cni::exec::run_plugin;
 use berth_cni::netlink::route::RouteClient;
@@ -225,6 +226,7 @@ pub fn run() {
         format!("{:.2}x", berth_size as f64 / reference_total as f64),
     ]);
     table.publish("cni");
+    crate::bench_cni_chain::run();
 }
 
 /// nf_tables' part, timed over netlink without a process of its own (median of ROUNDS):
