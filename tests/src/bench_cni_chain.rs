@@ -81,27 +81,37 @@ impl Chain {
         }
     }
 
-    fn run(&self, command: &str, index: usize, id: &str, host_port: u16, prev: Option<&Value>) -> Value {
+    /// Runs one plugin of the chain; what it printed and the time it took.
+    fn run(&self, command: &str, index: usize, id: &str, host_port: u16, prev: Option<&Value>) -> (Value, Duration) {
         let plugin = self.bin.join(self.plugins[index]["type"].as_str().unwrap());
-        let (code, printed) = run_plugin(&plugin, &self.args(command, id), &self.conf(index, host_port, prev))
+        let conf = self.conf(index, host_port, prev);
+        let started = Instant::now();
+        let (code, printed) = run_plugin(&plugin, &self.args(command, id), &conf)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", plugin.display()));
+        let took = started.elapsed();
         assert_eq!(code, 0, "{} {command} {id} by {}: {printed}", self.label, plugin.display());
-        printed
+        (printed, took)
     }
 
-    /// The chain's ADD for container `id`: its final result.
-    fn add(&self, id: &str, host_port: u16) -> Value {
+    /// The chain's ADD for container `id`: its final result, and each plugin's time in
+    /// the chain's order.
+    fn add(&self, id: &str, host_port: u16) -> (Value, Vec<Duration>) {
         let mut prev: Option<Value> = None;
+        let mut took = Vec::new();
         for index in 0..self.plugins.len() {
-            prev = Some(self.run("ADD", index, id, host_port, prev.as_ref()));
+            let (printed, time) = self.run("ADD", index, id, host_port, prev.as_ref());
+            prev = Some(printed);
+            took.push(time);
         }
-        prev.unwrap()
+        (prev.unwrap(), took)
     }
 
-    fn del(&self, id: &str, host_port: u16, result: &Value) {
-        for index in (0..self.plugins.len()).rev() {
-            self.run("DEL", index, id, host_port, Some(result));
-        }
+    /// The chain's DEL; each plugin's time in the chain's order.
+    fn del(&self, id: &str, host_port: u16, result: &Value) -> Vec<Duration> {
+        let mut took: Vec<Duration> =
+            (0..self.plugins.len()).rev().map(|index| self.run("DEL", index, id, host_port, Some(result)).1).collect();
+        took.reverse();
+        took
     }
 }
 
@@ -112,7 +122,7 @@ fn address(result: &Value) -> String {
 /// ADD and ping until the container answers; the time from ADD's start.
 fn attach_until_answering(chain: &Chain, id: &str, host_port: u16) -> (Duration, Value) {
     let started = Instant::now();
-    let result = chain.add(id, host_port);
+    let (result, _) = chain.add(id, host_port);
     let ip = address(&result);
     for _ in 0..50 {
         let answered =
@@ -132,24 +142,38 @@ pub fn run() {
         &format!("cni: the default chain bridge+portmap+firewall+tuning as podman 4.3 writes it, one published port, berth vs the reference plugins 1.1.1 (median of {ROUNDS}, alternated)"),
         &["operation", "berth", "reference", "berth/reference"],
     );
-    let (mut adds, mut dels) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    // Per chain: the whole chain's times, then each plugin's, for ADD and for DEL.
+    let plugins = chains[0].plugins.len();
+    let mut adds = [vec![Vec::new(); plugins + 1], vec![Vec::new(); plugins + 1]];
+    let mut dels = [vec![Vec::new(); plugins + 1], vec![Vec::new(); plugins + 1]];
     for round in 0..ROUNDS {
         for (i, chain) in chains.iter().enumerate() {
             let id = format!("chain-{}-{round}", chain.label);
             sh(&format!("ip netns add {id}"));
             let started = Instant::now();
-            let result = chain.add(&id, 18080);
-            adds[i].push(started.elapsed());
+            let (result, each) = chain.add(&id, 18080);
+            adds[i][0].push(started.elapsed());
             let started = Instant::now();
-            chain.del(&id, 18080, &result);
-            dels[i].push(started.elapsed());
+            let each_del = chain.del(&id, 18080, &result);
+            dels[i][0].push(started.elapsed());
+            for p in 0..plugins {
+                adds[i][p + 1].push(each[p]);
+                dels[i][p + 1].push(each_del[p]);
+            }
             sh(&format!("ip netns del {id}"));
         }
     }
-    let add: Vec<Duration> = adds.iter_mut().map(|s| median(s)).collect();
-    let del: Vec<Duration> = dels.iter_mut().map(|s| median(s)).collect();
-    table.row(vec!["chain ADD (goal <= 0.15x)".into(), ms(add[0]), ms(add[1]), ratio(add[0], add[1])]);
-    table.row(vec!["chain DEL".into(), ms(del[0]), ms(del[1]), ratio(del[0], del[1])]);
+    for (what, [berth, reference]) in [("ADD", &mut adds), ("DEL", &mut dels)] {
+        for (p, (berth, reference)) in berth.iter_mut().zip(reference.iter_mut()).enumerate() {
+            let (ours, theirs) = (median(berth), median(reference));
+            let label = match p {
+                0 if what == "ADD" => "chain ADD (goal <= 0.15x)".to_string(),
+                0 => "chain DEL".to_string(),
+                p => format!("  of which {} {what}", chains[0].plugins[p - 1]["type"].as_str().unwrap()),
+            };
+            table.row(vec![label, ms(ours), ms(theirs), ratio(ours, theirs)]);
+        }
+    }
     let mut attach = Vec::new();
     let mut detach = Vec::new();
     for chain in &chains {
