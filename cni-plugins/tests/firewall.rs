@@ -89,9 +89,19 @@ fn call_in(host: &str, plugin: &Path, command: &str, id: &str, conf: &Value) -> 
     // `ip netns exec` runs the plugin itself there, with the CNI environment kept.
     let dir = PathBuf::from(format!("/run/in-{host}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let wrapper = dir.join(plugin.file_name().unwrap());
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec ip netns exec {host} {} \"$@\"\n", plugin.display())).unwrap();
-    sh(&format!("chmod +x {}", wrapper.display()));
+    let wrapper = dir.join(
+        format!("{}-{}", plugin.file_name().unwrap().to_str().unwrap(), plugin.parent().unwrap().display())
+            .replace('/', "_"),
+    );
+    if !wrapper.exists() {
+        // Written whole under another name and renamed: parallel calls never run a script
+        // being written.
+        let partial = dir.join(format!("partial-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
+        std::fs::write(&partial, format!("#!/bin/sh\nexec ip netns exec {host} {} \"$@\"\n", plugin.display()))
+            .unwrap();
+        sh(&format!("chmod +x {}", partial.display()));
+        std::fs::rename(&partial, &wrapper).unwrap();
+    }
     // ADD and CHECK need a netns path; the firewall plugin never enters it.
     let netns = if matches!(command, "ADD" | "CHECK") { "/run/netns/unused" } else { "" };
     run_plugin(&wrapper, &args(command, id, netns), conf).unwrap()
@@ -365,4 +375,36 @@ fn same_bridge_policy_isolates_bridges_in_mixed_chains() {
 /// The private namespace's own filter tables.
 fn tables_here() -> (String, String) {
     (sh("iptables-save -t filter"), sh("ip6tables-save -t filter"))
+}
+
+#[test]
+fn parallel_adds_write_each_shared_rule_once() {
+    if !inside_private_netns("parallel_adds_write_each_shared_rule_once") {
+        return;
+    }
+    add_netns("h");
+    let plugin = berth("firewall");
+    let extra = json!({ "ingressPolicy": "same-bridge" });
+    // One call first writes the wrapper that the parallel ones run.
+    let (code, versions) = call_in("h", &plugin, "VERSION", "", &json!({}));
+    assert_eq!(code, 0, "{versions}");
+    std::thread::scope(|scope| {
+        for n in 0..24 {
+            let (plugin, extra) = (&plugin, &extra);
+            scope.spawn(move || {
+                let conf = firewall_conf("par", extra.clone(), &[&format!("10.88.1.{}/24", n + 2)]);
+                let (code, out) = call_in("h", plugin, "ADD", &format!("p{n}"), &conf);
+                assert_eq!(code, 0, "ADD p{n}: {out}");
+            });
+        }
+    });
+    let (v4, _) = tables("h");
+    let count = |text: &str| v4.lines().filter(|l| l.contains(text)).count();
+    assert_eq!(count("-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"), 1, "{v4}");
+    assert_eq!(count("-j CNI-ISOLATION-STAGE-1"), 1, "{v4}");
+    assert_eq!(count("-j CNI-ADMIN"), 1, "{v4}");
+    assert_eq!(count("-A CNI-ISOLATION-STAGE-2 -o br-fw"), 1, "{v4}");
+    assert_eq!(count("-A CNI-FORWARD -s 10.88.1."), 24, "{v4}");
+    assert_eq!(count("-A CNI-FORWARD -d 10.88.1."), 24, "{v4}");
+    sh("ip netns del h");
 }
