@@ -9,6 +9,7 @@ pub mod conf;
 pub mod error;
 pub mod exec;
 pub mod firewall;
+pub mod firewall_plugin;
 pub mod host_local;
 pub mod hosts;
 pub mod ipam;
@@ -19,18 +20,21 @@ pub mod network;
 pub mod result;
 pub mod skel;
 pub mod spoofcheck;
+pub mod tuning;
+
+/// The plugins this binary can run as: the CNI `type`, which is the file name it runs under.
+pub const PLUGINS: &[&str] = &["bridge", "firewall", "host-local", "loopback", "tuning"];
 
 /// Runs the plugin named by the program's file name; returns the exit code.
 pub fn run_as(argv0: &str) -> i32 {
     let name = std::path::Path::new(argv0).file_name().and_then(|n| n.to_str()).unwrap_or("");
     match name {
         "bridge" => skel::run(&bridge::Bridge, name),
+        "firewall" => skel::run(&firewall_plugin::Firewall, name),
         "host-local" => skel::run(&host_local::HostLocal, name),
         "loopback" => skel::run(&loopback::Loopback, name),
+        "tuning" => skel::run(&tuning::Tuning, name),
         "berth-cni" => cli::main(std::env::args_os()),
-        _ => {
-            eprintln!("berth-cni: run me as one of the plugins bridge, host-local or loopback (a link named so), not as {name:?}");
-            1
-        }
+        _ => skel::refuse_unknown_plugin(name, PLUGINS),
     }
 }

@@ -163,3 +163,29 @@ pub fn call(plugin: &dyn Plugin, name: &str, args: &Args, conf: &Value, version:
         other => Err(CniError::new(INVALID_ENVIRONMENT, format!("unknown CNI_COMMAND {other:?}"))),
     }
 }
+
+/// Answers a run under a name that is no plugin of this binary (a link named wrongly, or a
+/// runtime asking for a `type` berth does not have): a CNI error on stdout, as the runtime
+/// reads it, naming the name and the plugins the binary can be; exit code 1.
+pub fn refuse_unknown_plugin(name: &str, plugins: &[&str]) -> i32 {
+    // A runtime sends the config on stdin: answer in its version. A person running the
+    // binary by hand sets no CNI_COMMAND, and stdin is then not read (it would wait).
+    let version = if std::env::var_os("CNI_COMMAND").is_some() {
+        let mut stdin = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut stdin);
+        serde_json::from_slice::<ConfigVersion>(&stdin).map(|c| c.cni_version).unwrap_or_else(|_| "1.1.0".into())
+    } else {
+        "1.1.0".into()
+    };
+    let error = CniError::new(
+        INVALID_ENVIRONMENT,
+        format!(
+            "berth-cni has no plugin named {name:?}: it runs as one of {} (the file name it is run under)",
+            plugins.join(", ")
+        ),
+    )
+    .with_details("install berth-cni's plugins as links named after their CNI type (make install does)");
+    println!("{}", serde_json::to_string(&error.to_json(&version)).unwrap_or_default());
+    eprintln!("berth-cni: {}", error.msg);
+    1
+}

@@ -3,7 +3,8 @@
 //! (no gap between calls), and at 1, 50 and 500 existing attachments (DEL with the ADD's result as prevResult), berth against
 //! Debian's reference plugins, alternated, with a berth network that keeps one attachment
 //! timed in the same rounds; the floors (a process start, the kernel's veth and nf_tables
-//! work) measured beside them at each level; binary sizes.
+//! work) measured beside them at each level; binary sizes; then the default chain
+//! (bench_cni_chain).
 
 use berth_cni::exec::run_plugin;
 use berth_cni::netlink::route::RouteClient;
@@ -231,6 +232,7 @@ pub fn run() {
         format!("{:.2}x", berth_size as f64 / reference_total as f64),
     ]);
     table.publish("cni");
+    crate::bench_cni_chain::run();
 }
 
 /// ADDs with no gap between them, alternating berth and the reference (then their DELs the

@@ -52,6 +52,16 @@ pub fn mac_text(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// Settings of a link to change in one request; `None` leaves one as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSettings {
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    pub txqlen: Option<u32>,
+    pub promiscuous: Option<bool>,
+    pub allmulti: Option<bool>,
+}
+
 /// A link as the plugins need it.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -61,6 +71,9 @@ pub struct Link {
     pub mtu: u32,
     pub up: bool,
     pub promiscuous: bool,
+    pub allmulti: bool,
+    /// The transmit queue's length.
+    pub txqlen: u32,
     pub controller: Option<u32>,
     pub kind: Option<InfoKind>,
     /// For a bridge: whether it filters by VLAN, and the VLAN new ports get untagged.
@@ -105,6 +118,8 @@ impl RouteClient {
             mtu: 0,
             up: message.header.flags.contains(LinkFlags::Up),
             promiscuous: message.header.flags.contains(LinkFlags::Promisc),
+            allmulti: message.header.flags.contains(LinkFlags::Allmulti),
+            txqlen: 0,
             controller: None,
             kind: None,
             vlan_filtering: false,
@@ -115,6 +130,7 @@ impl RouteClient {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::Address(a) => link.mac = mac_text(a),
                 LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -438,5 +454,32 @@ impl RouteClient {
             Err(e) if e.errno == libc::EEXIST => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    /// Changes the link's MAC, MTU, queue length and promiscuous and all-multicast modes
+    /// (those `settings` name) in one request.
+    pub fn tune_link(&mut self, index: u32, settings: &LinkSettings) -> Result<()> {
+        let mut flags = LinkFlags::empty();
+        let mut mask = LinkFlags::empty();
+        for (setting, flag) in [(settings.promiscuous, LinkFlags::Promisc), (settings.allmulti, LinkFlags::Allmulti)] {
+            if let Some(on) = setting {
+                mask |= flag;
+                if on {
+                    flags |= flag;
+                }
+            }
+        }
+        let mut attributes = Vec::new();
+        if let Some(mac) = settings.mac {
+            attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(mtu) = settings.mtu {
+            attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(txqlen) = settings.txqlen {
+            attributes.push(LinkAttribute::TxQueueLen(txqlen));
+        }
+        let header_flags = (!mask.is_empty()).then_some((flags, mask));
+        self.set_link(index, header_flags, attributes, &format!("cannot change link {index}'s settings {settings:?}"))
     }
 }
