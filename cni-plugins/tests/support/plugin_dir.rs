@@ -9,7 +9,7 @@ use std::path::Path;
 // merged, Debian's reference binaries in /usr/lib/cni stand in for them. After the merge,
 // add "portmap", "firewall" and "tuning" to BERTH_PLUGINS (then every plugin is berth-cni).
 // ===================================================================================
-pub const BERTH_PLUGINS: &[&str] = &["bridge", "host-local", "loopback"];
+pub const BERTH_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "firewall", "tuning"];
 
 /// Every plugin a `berth-cni network create` conflist (and its IPAM) runs.
 pub const CHAIN_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap", "firewall", "tuning"];
