@@ -8,7 +8,8 @@
 //! - Pull: `registry` (OCI distribution registries, auth, parallel verified blobs).
 //! - Unpack: `image` (the manifest, config and layers for this platform), `layers`
 //!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
-//!   (image config to `config.json`), `bundle` (overlay bundles, their record, release).
+//!   (image config to `config.json`), `bundle` (overlay bundles, their record, release),
+//!   `network_options` (Docker's network options as the bundle's namespace and berth-cni hooks).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
 //! - Containers' files: `cp` (copies into and out of a bundle's container).
 //! - `commands`: one function per CLI command over the modules above.
@@ -27,6 +28,7 @@ pub mod layers;
 pub mod layout;
 pub mod legacy;
 pub mod manifest;
+pub mod network_options;
 pub mod reference;
 pub mod registry;
 pub mod store;
