@@ -1,5 +1,6 @@
 //! Bundles: `rootfs/` an overlay of the image's shared read-only layers under the bundle's
-//! own `upper/` and `work/`, `config.json` from the image config, and the store's record of
+//! own `upper/` and `work/`, `config.json` from the image config and `unpack`'s options,
+//! the init layer's `hostname`, `hosts` and `resolv.conf`, and the store's record of
 //! every bundle (`bundles.json`), which gc and df read; `release` undoes all of it.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use crate::extract::Limits;
 use crate::image::{self, chain_ids};
 use crate::in_use;
 use crate::layers;
+use crate::run_options::{init_layer, RunOptions};
 use crate::store::{Locked, Store};
 use oci_spec::image::Platform;
 
@@ -61,6 +63,7 @@ pub fn unpack(
     bundle: &Path,
     platform: Option<&Platform>,
     limits: Limits,
+    options: &RunOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let locked = store.lock()?;
@@ -71,7 +74,7 @@ pub fn unpack(
     let image = image::load(store, name, platform)?;
     let lowers = layers::ensure(&locked, &image, limits, progress)?;
     let created_dir = !key.exists();
-    let made = make(&key, &image, &lowers);
+    let made = make(&key, &image, &lowers, options);
     if let Err(e) = made {
         let _ = undo(&key, created_dir);
         return Err(e);
@@ -88,7 +91,7 @@ pub fn unpack(
     write_records(&locked, &all)
 }
 
-fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
+fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOptions) -> Result<()> {
     for dir in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(bundle.join(dir))
             .with_context(|| format!("cannot create {}", bundle.join(dir).display()))?;
@@ -96,9 +99,14 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
     mount_overlay(&bundle.join("rootfs"), lowers, &bundle.join("upper"), &bundle.join("work"))?;
     let hostname: String = image.manifest.hex().chars().take(12).collect();
     let volumes = bundle.join("volumes");
-    let spec = convert::runtime_config(&image.config, &bundle.join("rootfs"), &hostname, |path| {
+    let mut image_config = image.config.clone();
+    options.process.merge_into(&mut image_config)?;
+    let mut spec = convert::runtime_config(&image_config, &bundle.join("rootfs"), &hostname, |path| {
         volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string()
     })?;
+    options.process.apply(&mut spec)?;
+    options.resources.apply(&mut spec)?;
+    options.init_layer.write(bundle, &mut spec, &hostname)?;
     for source in spec
         .mounts()
         .iter()
@@ -152,9 +160,11 @@ fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
             std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
-    let config = bundle.join("config.json");
-    if config.exists() {
-        std::fs::remove_file(&config).with_context(|| format!("cannot remove {}", config.display()))?;
+    for file in std::iter::once("config.json").chain(init_layer::file_names()) {
+        let path = bundle.join(file);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
     }
     if remove_dir || std::fs::read_dir(bundle).map(|mut d| d.next().is_none()).unwrap_or(false) {
         std::fs::remove_dir(bundle).with_context(|| format!("cannot remove {}", bundle.display()))?;

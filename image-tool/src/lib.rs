@@ -8,7 +8,9 @@
 //! - Pull: `registry` (OCI distribution registries, auth, parallel verified blobs).
 //! - Unpack: `image` (the manifest, config and layers for this platform), `layers`
 //!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
-//!   (image config to `config.json`), `bundle` (overlay bundles, their record, release).
+//!   (image config to `config.json`), `run_options` (`docker run`'s options: process,
+//!   resources and security, the init layer's hostname/hosts/resolv.conf), `bundle`
+//!   (overlay bundles, their record, release).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
 //! - `commands`: one function per CLI command over the modules above.
 pub mod archive;
@@ -27,5 +29,6 @@ pub mod legacy;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+pub mod run_options;
 pub mod store;
 pub mod usage;
