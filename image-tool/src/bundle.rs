@@ -106,7 +106,6 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOp
     })?;
     options.process.apply(&mut spec)?;
     options.resources.apply(&mut spec)?;
-    options.init_layer.write(bundle, &mut spec, &hostname)?;
     for source in spec
         .mounts()
         .iter()
@@ -117,6 +116,7 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOp
         std::fs::create_dir_all(source)
             .with_context(|| format!("cannot create the volume directory {}", source.display()))?;
     }
+    options.init_layer.write(bundle, &mut spec, &hostname)?;
     let config = bundle.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("cannot write {}", config.display()))

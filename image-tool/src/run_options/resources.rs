@@ -42,13 +42,13 @@ pub struct ResourceOptions {
         help_heading = "Resources and security"
     )]
     pub pids_limit: Option<i64>,
-    /// Add a capability (Docker's names, with or without CAP_, or ALL); repeatable
+    /// Add a capability (Docker's names, with or without CAP_, or ALL: every one berth-image's own bounding set holds); repeatable
     #[arg(long = "cap-add", value_name = "CAP", value_parser = CapName::from_str, help_heading = "Resources and security")]
     pub cap_add: Vec<CapName>,
     /// Drop a capability (Docker's names, with or without CAP_, or ALL); repeatable
     #[arg(long = "cap-drop", value_name = "CAP", value_parser = CapName::from_str, help_heading = "Resources and security")]
     pub cap_drop: Vec<CapName>,
-    /// Every capability, every device allowed, no masked or read-only paths, /sys writable, no seccomp
+    /// Every capability (that berth-image's own bounding set holds), every device allowed, no masked or read-only paths, /sys writable, no seccomp
     #[arg(long, help_heading = "Resources and security")]
     pub privileged: bool,
     /// Mount the root filesystem read-only
@@ -310,15 +310,24 @@ fn device_node(
     Ok((device, rule))
 }
 
-/// Every capability this kernel knows (up to /proc/sys/kernel/cap_last_cap), as Docker's ALL.
+/// Docker's ALL: every capability this kernel knows (up to /proc/sys/kernel/cap_last_cap),
+/// less those outside berth-image's own bounding set (as podman does): a runtime run from
+/// the same place could not grant them, and would fail to create the container.
 fn kernel_capabilities() -> Result<Capabilities> {
     let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(CAPABILITIES.len() - 1);
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapBnd:"))?;
+            u64::from_str_radix(line.split_whitespace().nth(1)?, 16).ok()
+        })
+        .unwrap_or(u64::MAX);
     CAPABILITIES
         .iter()
-        .filter(|(_, number)| *number <= last)
+        .filter(|(_, number)| *number <= last && bounding & (1 << number) != 0)
         .map(|(name, _)| Capability::from_str(name).with_context(|| format!("capability {name}")))
         .collect()
 }
