@@ -175,7 +175,29 @@ fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
 fn is_mount_point(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let wanted = path.display().to_string();
-    text.lines().any(|l| l.split_whitespace().nth(4) == Some(wanted.as_str()))
+    text.lines().any(|l| l.split_whitespace().nth(4).map(unescape_mountinfo).as_deref() == Some(wanted.as_str()))
+}
+
+/// A mountinfo path with the kernel's octal escapes (`\040` for a space, `\011`, `\012`,
+/// `\134`) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(digits)) => {
+                out.push(digits.iter().fold(0u8, |n, d| n.wrapping_mul(8) + (d - b'0')));
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Unmounts and removes a bundle unpack made, with its writable layer, and forgets it
@@ -212,4 +234,16 @@ fn refuse_if_in_use(bundle: &Path) -> Result<()> {
         named.join(", "),
         rootfs.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo(r"/tmp/odd\040name/rootfs"), "/tmp/odd name/rootfs");
+        assert_eq!(unescape_mountinfo(r"/a\011b\134c\012"), "/a\tb\\c\n");
+        assert_eq!(unescape_mountinfo(r"/plain\09"), r"/plain\09");
+    }
 }
