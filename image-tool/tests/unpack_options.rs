@@ -125,11 +125,13 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing() {
         let df: serde_json::Value = serde_json::from_str(&ok(&store, &["df", "--json"])).unwrap();
         assert_eq!(df["bundles"].as_array().unwrap().len(), 0, "{options:?}: the store records a bundle: {df}");
     }
-    // The bundle directory's name is the default container name, so it must be a valid one.
+    // The bundle directory's name is the default container name, made into a valid one.
     let odd = t.0.join("odd name");
-    let stderr = err(&store, &["unpack", "t", odd.to_str().unwrap()]);
-    assert!(stderr.contains("give --name"), "{stderr}");
-    assert!(!odd.exists());
-    ok(&store, &["unpack", "t", odd.to_str().unwrap(), "--name", "fine"]);
-    ok(&store, &["release", odd.to_str().unwrap()]);
+    let config = unpack(&store, &odd, &[]);
+    assert_eq!(config["annotations"]["berth.name"], "odd-name");
+    let unnamed = t.0.join("__");
+    let stderr = err(&store, &["unpack", "t", unnamed.to_str().unwrap()]);
+    assert!(stderr.contains("give one with --name"), "{stderr}");
+    assert!(!unnamed.exists(), "a refused unpack left {}", unnamed.display());
+    assert_eq!(unpack(&store, &unnamed, &["--name", "fine"])["annotations"]["berth.name"], "fine");
 }

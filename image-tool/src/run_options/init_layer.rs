@@ -49,7 +49,7 @@ pub struct InitLayerOptions {
     #[arg(long, value_name = "NAME", value_parser = parse_hostname, help_heading = "Name and name resolution")]
     pub hostname: Option<String>,
     /// The container's name on networks, also in its hosts file and the `berth.name`
-    /// annotation (default: the bundle directory's name)
+    /// annotation (default: the bundle directory's name, characters a name cannot hold as '-')
     #[arg(long, value_name = "NAME", value_parser = parse_name, help_heading = "Name and name resolution")]
     pub name: Option<String>,
     /// Add a hosts line: NAME:IP (or NAME=IP; IPv6 as is or in brackets); repeatable
@@ -116,6 +116,19 @@ fn parse_name(text: &str) -> Result<String> {
     Ok(text.to_string())
 }
 
+/// The bundle directory's name as a container name: characters a name cannot hold become
+/// '-', and leading ones that cannot start it are dropped.
+fn default_name(bundle: &Path) -> Result<String> {
+    let dir = bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name: String = dir
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .collect();
+    parse_name(&name)
+        .with_context(|| format!("the bundle directory's name {dir:?} makes no container name; give one with --name"))
+}
+
 impl InitLayerOptions {
     /// Writes the three files into `bundle` and adds their bind mounts, the hostname and the
     /// name annotation to `spec` (read-only mounts when the root is read-only, as Docker).
@@ -123,15 +136,7 @@ impl InitLayerOptions {
         let hostname = self.hostname.clone().unwrap_or_else(|| default_hostname.to_string());
         let name = match &self.name {
             Some(name) => name.clone(),
-            None => {
-                let dir = bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                parse_name(&dir).with_context(|| {
-                    format!(
-                        "the bundle directory's name is the container's name by default; give --name for {}",
-                        bundle.display()
-                    )
-                })?
-            }
+            None => default_name(bundle)?,
         };
         let resolv = resolv_conf(&host_resolv_conf()?, &self.dns, &self.dns_search, &self.dns_options, false);
         let contents = [format!("{hostname}\n"), hosts(&hostname, &name, &self.add_hosts), resolv];
@@ -304,6 +309,9 @@ mod tests {
         }
         assert!("db:2001:db8::1".parse::<HostEntry>().is_ok());
         assert!(parse_name("web_1.a-b").is_ok());
+        assert_eq!(default_name(Path::new("/b/bundle-example.org_odd:1-")).unwrap(), "bundle-example.org_odd-1-");
+        assert_eq!(default_name(Path::new("/b/_odd name")).unwrap(), "odd-name");
+        assert!(default_name(Path::new("/b/__")).is_err());
         for bad in ["", "-x", "a b", "a/b"] {
             assert!(parse_name(bad).is_err(), "{bad}");
         }
