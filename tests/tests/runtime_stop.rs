@@ -150,3 +150,20 @@ fn stop_of_an_unknown_id_is_a_clear_error() {
     let stderr = berth.fails(&["stop", "no-such-container"]);
     assert!(stderr.contains("container does not exist") && stderr.contains("no-such-container"), "{stderr}");
 }
+
+#[test]
+fn stop_of_a_paused_container_thaws_it_so_the_signal_acts() {
+    if !require_root("stop_of_a_paused_container_thaws_it_so_the_signal_acts") {
+        return;
+    }
+    let (store, image) = store_with_busybox("stop-paused");
+    let berth = Berth::new("stop-paused");
+    let bundle = store.unpack(&image, "paused", &["--", "sh", "-c", TRAPS_TERM_AND_USR1], &[]);
+    let container = Foreground::start(&berth, &bundle, "stop-paused");
+    let id = container.id.clone();
+    berth.ok(&["pause", &id]);
+    assert_eq!(berth.state(&id)["status"], "paused");
+    berth.ok(&["stop", "-t", "30", &id]);
+    assert_eq!(fs::read_to_string(marker(&bundle)).unwrap(), "TERM\n", "the trap did not run after the thaw");
+    assert_eq!(container.exit_code(), 3);
+}

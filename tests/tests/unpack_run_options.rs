@@ -309,7 +309,7 @@ fn capabilities_follow_cap_add_and_cap_drop_as_docker() {
 
 /// Opens a device node the cgroup must allow: mknod of /dev/loop-control's numbers, then a read open.
 const DEVICE_SCRIPT: &str = "mknod /tmp/lc c 10 237; dd if=/tmp/lc of=/dev/null count=0 2>&1; echo open=$?; \
-grep -c ' /proc/keys ' /proc/self/mountinfo; grep CapEff /proc/self/status";
+grep -c ' /proc/keys ' /proc/self/mountinfo; stat -c %t:%T /dev/loop-control 2>&1; grep CapEff /proc/self/status";
 
 #[test]
 fn privileged_allows_every_device_and_capability_and_masks_nothing() {
@@ -317,11 +317,18 @@ fn privileged_allows_every_device_and_capability_and_masks_nothing() {
     if !require_root(test) {
         return;
     }
+    if !Path::new("/dev/loop-control").exists() {
+        missing(test, "/dev/loop-control (the loop module)");
+        return;
+    }
     let (store, image) = plain_image("unpack-privileged");
     let berth = Berth::new("unpack-privileged");
     let default = store.unpack(&image, "default", &["--", "sh", "-c", DEVICE_SCRIPT], &[]);
     let out = run(&berth, &default, "unpack-privileged");
-    assert!(out.contains("Operation not permitted") && out.contains("open=1\n1\n"), "default container: {out}");
+    assert!(
+        out.contains("Operation not permitted") && out.contains("open=1\n1\nstat: can't stat '/dev/loop-control'"),
+        "default container: {out}"
+    );
     let privileged = store.unpack(&image, "privileged", &["--privileged", "--", "sh", "-c", DEVICE_SCRIPT], &[]);
     let config = ImageStore::config(&privileged);
     let linux = &config["linux"];
@@ -331,9 +338,13 @@ fn privileged_allows_every_device_and_capability_and_masks_nothing() {
     assert_eq!(linux["resources"]["devices"], json!([{"allow": true, "access": "rwm"}]));
     let all = own_bounding_set();
     assert_eq!(config["process"]["capabilities"]["bounding"].as_array().unwrap().len(), all.count_ones() as usize);
+    let devices = linux["devices"].as_array().unwrap();
+    assert!(devices.iter().any(|d| d["path"] == "/dev/loop-control" && d["major"] == 10 && d["minor"] == 237));
+    assert!(!devices.iter().any(|d| d["path"] == "/dev/null" || d["path"].as_str().unwrap().starts_with("/dev/pts/")));
     let out = run(&berth, &privileged, "unpack-privileged");
     let all = format!("{all:016x}");
-    assert!(out.ends_with(&format!("open=0\n0\nCapEff:\t{all}\n")), "privileged container: {out}");
+    // The host's device nodes are there too (loop-control is 10:237).
+    assert!(out.ends_with(&format!("open=0\n0\na:ed\nCapEff:\t{all}\n")), "privileged container: {out}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
@@ -48,7 +48,8 @@ pub struct ResourceOptions {
     /// Drop a capability (Docker's names, with or without CAP_, or ALL); repeatable
     #[arg(long = "cap-drop", value_name = "CAP", value_parser = CapName::from_str, help_heading = "Resources and security")]
     pub cap_drop: Vec<CapName>,
-    /// Every capability (that berth-image's own bounding set holds), every device allowed, no masked or read-only paths, /sys writable, no seccomp
+    /// Every capability (that berth-image's own bounding set holds), every device allowed and
+    /// the host's device nodes, no masked or read-only paths, /sys writable, no seccomp
     #[arg(long, help_heading = "Resources and security")]
     pub privileged: bool,
     /// Mount the root filesystem read-only
@@ -167,6 +168,12 @@ impl ResourceOptions {
         }
         if self.privileged {
             rules = vec![LinuxDeviceCgroupBuilder::default().allow(true).access("rwm").build()?];
+            // Docker gives a privileged container the host's device nodes too.
+            for device in host_devices(Path::new("/dev"))? {
+                if !devices.iter().any(|d| d.path() == device.path()) {
+                    devices.push(device);
+                }
+            }
             linux.set_masked_paths(Some(Vec::new()));
             linux.set_readonly_paths(Some(Vec::new()));
             linux.set_seccomp(None);
@@ -276,6 +283,52 @@ fn swap_accounted() -> bool {
     let v1 = std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes");
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers");
     v1.exists() || v2.exists()
+}
+
+/// Devices the runtime makes in every container's /dev itself; listing them again would clash.
+const RUNTIME_DEVICES: &[&str] =
+    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/console", "/dev/ptmx"];
+/// Directories below /dev whose nodes belong to the host's own mounts (ptys, shm, queues).
+const HOST_ONLY_DIRS: &[&str] = &["/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/fd", "/dev/hugepages"];
+
+/// Every character and block device under `dir` (symlinks not followed), as nodes for a
+/// privileged container at the same paths, less the runtime's own and the host-only ones.
+fn host_devices(dir: &Path) -> Result<Vec<oci_spec::runtime::LinuxDevice>> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {} for --privileged", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let kind = match meta.file_type() {
+                t if t.is_dir() && !HOST_ONLY_DIRS.iter().any(|d| path == Path::new(d)) => {
+                    stack.push(path);
+                    continue;
+                }
+                t if t.is_char_device() => LinuxDeviceType::C,
+                t if t.is_block_device() => LinuxDeviceType::B,
+                _ => continue,
+            };
+            if RUNTIME_DEVICES.iter().any(|d| path == Path::new(d)) {
+                continue;
+            }
+            found.push(
+                LinuxDeviceBuilder::default()
+                    .path(path)
+                    .typ(kind)
+                    .major(libc::major(meta.rdev()) as i64)
+                    .minor(libc::minor(meta.rdev()) as i64)
+                    .file_mode(meta.permissions().mode() & 0o7777)
+                    .uid(meta.uid())
+                    .gid(meta.gid())
+                    .build()?,
+            );
+        }
+    }
+    found.sort_by(|a, b| a.path().cmp(b.path()));
+    Ok(found)
 }
 
 /// The device node and the cgroup rule for `--device`, from the host device it names
