@@ -104,7 +104,7 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOp
     let mut spec = convert::runtime_config(&image_config, &bundle.join("rootfs"), &hostname, |path| {
         volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string()
     })?;
-    options.process.apply(&mut spec)?;
+    options.process.apply(&mut spec);
     options.resources.apply(&mut spec)?;
     for source in spec
         .mounts()

@@ -95,7 +95,7 @@ impl ProcessOptions {
     }
 
     /// Applies what lives in the runtime spec only: the terminal and the stop annotations.
-    pub fn apply(&self, spec: &mut Spec) -> Result<()> {
+    pub fn apply(&self, spec: &mut Spec) {
         if self.tty {
             let mut process = spec.process().clone().unwrap_or_default();
             process.set_terminal(Some(true));
@@ -109,7 +109,6 @@ impl ProcessOptions {
             annotations.insert(STOP_TIMEOUT_ANNOTATION.into(), seconds.to_string());
         }
         spec.set_annotations(Some(annotations));
-        Ok(())
     }
 
     /// The variables of `--env-file`s then `-e`s (later ones win), each a (key, value).

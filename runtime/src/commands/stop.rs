@@ -70,8 +70,12 @@ pub fn stop(store: &Store, args: &StopArgs) -> Result<()> {
 /// The annotations of the container's config.json (in its bundle); none when it has none.
 fn bundle_annotations(container: &Container) -> Result<std::collections::HashMap<String, String>> {
     let config = container.bundle().join("config.json");
-    let spec = oci_spec::runtime::Spec::load(&config)
-        .with_context(|| format!("cannot read {} for the container's stop signal", config.display()))?;
+    let spec = oci_spec::runtime::Spec::load(&config).with_context(|| {
+        format!(
+            "cannot read {} for the container's stop signal; `berth kill ID SIGNAL` signals it without one",
+            config.display()
+        )
+    })?;
     Ok(spec.annotations().clone().unwrap_or_default())
 }
 
