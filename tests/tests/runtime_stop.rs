@@ -30,6 +30,8 @@ fn store_with_busybox(test: &str) -> (ImageStore, String) {
 struct Foreground {
     child: Child,
     id: String,
+    /// `berth --root ROOT kill ID KILL`, for the drop.
+    kill: std::process::Command,
 }
 
 impl Foreground {
@@ -42,7 +44,8 @@ impl Foreground {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut foreground = Foreground { child, id };
+        let kill = berth.command(&["kill", &id, "KILL"]);
+        let mut foreground = Foreground { child, id, kill };
         let ready = bundle.join("rootfs/ready");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ready.exists() {
@@ -63,8 +66,17 @@ impl Foreground {
 }
 
 impl Drop for Foreground {
+    /// Ends the container through berth, so `berth run` finishes its own bookkeeping (a
+    /// `berth run` killed mid-write could leave a state no later delete can read); only
+    /// when that fails is `berth run` itself killed.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let killed = self.kill.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !killed {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
