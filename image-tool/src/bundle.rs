@@ -1,5 +1,6 @@
 //! Bundles: `rootfs/` an overlay of the image's shared read-only layers under the bundle's
-//! own `upper/` and `work/`, `config.json` from the image config, and the store's record of
+//! own `upper/` and `work/`, `config.json` from the image config and `unpack`'s options,
+//! the init layer's `hostname`, `hosts` and `resolv.conf`, and the store's record of
 //! every bundle (`bundles.json`), which gc and df read; `release` undoes all of it.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use crate::extract::Limits;
 use crate::image::{self, chain_ids};
 use crate::in_use;
 use crate::layers;
+use crate::run_options::{init_layer, RunOptions};
 use crate::store::{Locked, Store};
 use oci_spec::image::Platform;
 
@@ -61,6 +63,7 @@ pub fn unpack(
     bundle: &Path,
     platform: Option<&Platform>,
     limits: Limits,
+    options: &RunOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let locked = store.lock()?;
@@ -71,7 +74,7 @@ pub fn unpack(
     let image = image::load(store, name, platform)?;
     let lowers = layers::ensure(&locked, &image, limits, progress)?;
     let created_dir = !key.exists();
-    let made = make(&key, &image, &lowers);
+    let made = make(&key, &image, &lowers, options);
     if let Err(e) = made {
         let _ = undo(&key, created_dir);
         return Err(e);
@@ -88,7 +91,7 @@ pub fn unpack(
     write_records(&locked, &all)
 }
 
-fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
+fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOptions) -> Result<()> {
     for dir in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(bundle.join(dir))
             .with_context(|| format!("cannot create {}", bundle.join(dir).display()))?;
@@ -96,9 +99,13 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
     mount_overlay(&bundle.join("rootfs"), lowers, &bundle.join("upper"), &bundle.join("work"))?;
     let hostname: String = image.manifest.hex().chars().take(12).collect();
     let volumes = bundle.join("volumes");
-    let spec = convert::runtime_config(&image.config, &bundle.join("rootfs"), &hostname, |path| {
+    let mut image_config = image.config.clone();
+    options.process.merge_into(&mut image_config)?;
+    let mut spec = convert::runtime_config(&image_config, &bundle.join("rootfs"), &hostname, |path| {
         volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string()
     })?;
+    options.process.apply(&mut spec);
+    options.resources.apply(&mut spec)?;
     for source in spec
         .mounts()
         .iter()
@@ -109,6 +116,7 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf]) -> Result<()> {
         std::fs::create_dir_all(source)
             .with_context(|| format!("cannot create the volume directory {}", source.display()))?;
     }
+    options.init_layer.write(bundle, &mut spec, &hostname)?;
     let config = bundle.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("cannot write {}", config.display()))
@@ -152,9 +160,11 @@ fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
             std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
-    let config = bundle.join("config.json");
-    if config.exists() {
-        std::fs::remove_file(&config).with_context(|| format!("cannot remove {}", config.display()))?;
+    for file in std::iter::once("config.json").chain(init_layer::file_names()) {
+        let path = bundle.join(file);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
     }
     if remove_dir || std::fs::read_dir(bundle).map(|mut d| d.next().is_none()).unwrap_or(false) {
         std::fs::remove_dir(bundle).with_context(|| format!("cannot remove {}", bundle.display()))?;
@@ -165,7 +175,29 @@ fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
 fn is_mount_point(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let wanted = path.display().to_string();
-    text.lines().any(|l| l.split_whitespace().nth(4) == Some(wanted.as_str()))
+    text.lines().any(|l| l.split_whitespace().nth(4).map(unescape_mountinfo).as_deref() == Some(wanted.as_str()))
+}
+
+/// A mountinfo path with the kernel's octal escapes (`\040` for a space, `\011`, `\012`,
+/// `\134`) decoded.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(digits)) => {
+                out.push(digits.iter().fold(0u8, |n, d| n.wrapping_mul(8) + (d - b'0')));
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Unmounts and removes a bundle unpack made, with its writable layer, and forgets it
@@ -202,4 +234,16 @@ fn refuse_if_in_use(bundle: &Path) -> Result<()> {
         named.join(", "),
         rootfs.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo(r"/tmp/odd\040name/rootfs"), "/tmp/odd name/rootfs");
+        assert_eq!(unescape_mountinfo(r"/a\011b\134c\012"), "/a\tb\\c\n");
+        assert_eq!(unescape_mountinfo(r"/plain\09"), r"/plain\09");
+    }
 }

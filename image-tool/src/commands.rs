@@ -70,9 +70,10 @@ pub fn unpack(
     bundle: &std::path::Path,
     platform: Option<&str>,
     limits: crate::extract::Limits,
+    options: &crate::run_options::RunOptions,
 ) -> Result<()> {
     let platform = platform.map(manifest::parse_platform).transpose()?;
-    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &mut progress_on_terminal())
+    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, options, &mut progress_on_terminal())
         .with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
 }
 

@@ -54,7 +54,7 @@ fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
     Ok(Some(text))
 }
 
-/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...) in the image.
+/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, ...: the image's User or `--user`) in the image.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Identity> {
     if user.is_empty() {
         return Ok(Identity { uid: 0, gid: 0, additional_gids: Vec::new() });
@@ -77,7 +77,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Identity> {
             Some(f[0].to_string()),
         ),
         (None, Ok(uid)) => (uid, 0, None),
-        (None, Err(_)) => bail!("user {user_part:?} (the image's User) is not in the image's /etc/passwd"),
+        (None, Err(_)) => bail!("user {user_part:?} is not in the image's /etc/passwd"),
     };
     let gid = match group_part {
         None => primary,
@@ -87,7 +87,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<Identity> {
                 .lines()
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 3 && f[0] == g)
-                .with_context(|| format!("group {g:?} (the image's User) is not in the image's /etc/group"))?[2]
+                .with_context(|| format!("group {g:?} is not in the image's /etc/group"))?[2]
                 .parse()
                 .context("bad gid in the image's /etc/group")?,
         },

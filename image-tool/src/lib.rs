@@ -8,8 +8,9 @@
 //! - Pull: `registry` (OCI distribution registries, auth, parallel verified blobs).
 //! - Unpack: `image` (the manifest, config and layers for this platform), `layers`
 //!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
-//!   (image config to `config.json`), `bundle` (overlay bundles, their record, release),
-//!   `network_options` (Docker's network options as the bundle's namespace and berth-cni hooks).
+//!   (image config to `config.json`), `run_options` (`docker run`'s options: process,
+//!   resources and security, the init layer's hostname/hosts/resolv.conf), `network_options`
+//!   (the network namespace and berth-cni hooks), `bundle` (overlay bundles, their record, release).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
 //! - Containers' files: `cp` (copies into and out of a bundle's container).
 //! - `commands`: one function per CLI command over the modules above.
@@ -31,5 +32,6 @@ pub mod manifest;
 pub mod network_options;
 pub mod reference;
 pub mod registry;
+pub mod run_options;
 pub mod store;
 pub mod usage;

@@ -1,9 +1,10 @@
 //! berth-image's CLI: parses arguments and calls the library's commands.
+use berth_image::run_options::{InitLayerOptions, ProcessOptions, ResourceOptions, RunOptions};
 use berth_image::{
     commands,
     store::{Store, DEFAULT_STORE},
 };
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -18,6 +19,33 @@ struct Cli {
     store: PathBuf,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `unpack --help` adds after the options: the annotations it writes and the files it reads.
+const UNPACK_NOTES: &str = "Annotations written: org.opencontainers.image.stopSignal (--stop-signal, else the image's StopSignal), berth.stop-timeout (--stop-timeout, seconds; `berth stop` reads both), berth.name (--name, else the bundle directory's name).
+The bundle's hostname, hosts and resolv.conf are bind-mounted at /etc; resolv.conf is made from the host's /etc/resolv.conf (or /run/systemd/resolve/resolv.conf when that names only 127.0.0.53); BERTH_HOST_RESOLV_CONF and BERTH_SYSTEMD_RESOLV_CONF name other files to read instead (for tests).";
+
+#[derive(Args)]
+struct UnpackArgs {
+    /// The image (a stored name or digest).
+    image: String,
+    /// The bundle directory to make.
+    bundle: PathBuf,
+    /// os/arch[/variant] to choose from a multi-platform image (default: this host's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Most uncompressed bytes one layer may expand to.
+    #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_BYTES)]
+    max_layer_bytes: u64,
+    /// Most tar entries one layer may hold.
+    #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_ENTRIES)]
+    max_layer_entries: u64,
+    #[command(flatten)]
+    process: ProcessOptions,
+    #[command(flatten)]
+    resources: ResourceOptions,
+    #[command(flatten)]
+    init_layer: InitLayerOptions,
 }
 
 #[derive(Subcommand)]
@@ -45,20 +73,10 @@ enum Command {
     Rm { name: String },
     /// Remove blobs and extracted layers that no stored image or bundle uses.
     Gc,
-    /// Make a runtime bundle: rootfs/ an overlay of the image's layers, config.json from its config.
-    Unpack {
-        name: String,
-        bundle: PathBuf,
-        /// os/arch[/variant] to choose from a multi-platform image (default: this host's).
-        #[arg(long)]
-        platform: Option<String>,
-        /// Most uncompressed bytes one layer may expand to.
-        #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_BYTES)]
-        max_layer_bytes: u64,
-        /// Most tar entries one layer may hold.
-        #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_ENTRIES)]
-        max_layer_entries: u64,
-    },
+    /// Make a runtime bundle: rootfs/ an overlay of the image's layers, config.json from its
+    /// config and `docker run`'s options, and the init layer's hostname, hosts and resolv.conf.
+    #[command(after_help = UNPACK_NOTES)]
+    Unpack(Box<UnpackArgs>),
     /// Unmount a bundle made by unpack and remove it with its writable layer; refused while a process (a container's, created or running) has its root or working directory in the rootfs.
     Release { bundle: PathBuf },
     /// Disk usage per image (virtual size) and per bundle (own writable bytes, virtual size).
@@ -110,9 +128,15 @@ fn main() {
         Command::Inspect { name } => commands::inspect(&store, name, &mut out),
         Command::Rm { name } => commands::rm(&store, name),
         Command::Gc => commands::gc(&store, &mut out),
-        Command::Unpack { name, bundle, platform, max_layer_bytes, max_layer_entries } => {
-            let limits = berth_image::extract::Limits { max_bytes: *max_layer_bytes, max_entries: *max_layer_entries };
-            commands::unpack(&store, name, bundle, platform.as_deref(), limits)
+        Command::Unpack(args) => {
+            let limits =
+                berth_image::extract::Limits { max_bytes: args.max_layer_bytes, max_entries: args.max_layer_entries };
+            let options = RunOptions {
+                process: args.process.clone(),
+                resources: args.resources.clone(),
+                init_layer: args.init_layer.clone(),
+            };
+            commands::unpack(&store, &args.image, &args.bundle, args.platform.as_deref(), limits, &options)
         }
         Command::Release { bundle } => commands::release(&store, bundle),
         Command::Df { json } => commands::df(&store, *json, &mut out),
@@ -123,5 +147,47 @@ fn main() {
     if let Err(e) = result {
         eprintln!("berth-image: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn unpack_takes_docker_run_options_and_a_trailing_command() {
+        let cli = Cli::parse_from([
+            "berth-image",
+            "unpack",
+            "img",
+            "/b",
+            "-e",
+            "A=1",
+            "-u",
+            "app:wheel",
+            "--memory",
+            "64m",
+            "--cap-drop",
+            "ALL",
+            "--add-host",
+            "db:192.0.2.1",
+            "--name",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ]);
+        let Command::Unpack(args) = cli.command else { panic!("not unpack") };
+        assert_eq!((args.image.as_str(), args.bundle.to_str().unwrap()), ("img", "/b"));
+        assert_eq!(args.process.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(args.process.user.as_deref(), Some("app:wheel"));
+        assert_eq!(args.resources.memory, Some(64 << 20));
+        assert_eq!(args.init_layer.name.as_deref(), Some("web"));
     }
 }

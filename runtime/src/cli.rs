@@ -72,6 +72,8 @@ pub enum Command {
     State(IdArg),
     /// Send a signal (default SIGTERM) to a container's init process
     Kill(KillArgs),
+    /// Stop a container (berth's own, not a runc command): its stop signal, SIGKILL after the grace period
+    Stop(StopArgs),
     /// Delete a container and everything it holds
     Delete(DeleteArgs),
     /// Create and start a container; wait for it unless --detach
@@ -152,6 +154,16 @@ pub struct KillArgs {
     /// Signal name (TERM, SIGTERM) or number; default SIGTERM
     #[arg(default_value = "SIGTERM")]
     pub signal: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait after the stop signal before SIGKILL (negative: wait for ever);
+    /// default the config's `berth.stop-timeout` annotation, else 10
+    #[arg(short = 't', long = "time", value_name = "SECS", allow_negative_numbers = true)]
+    pub time: Option<i64>,
+    /// The container's id
+    pub id: String,
 }
 
 #[derive(Args, Debug)]
@@ -523,5 +535,19 @@ mod tests {
         let Some(Command::Kill(kill)) = parse(&["berth", "kill", "-a", "id"]).command else { panic!("not kill") };
         assert!(kill.all);
         assert_eq!(kill.signal, "SIGTERM");
+    }
+
+    #[test]
+    fn stop_takes_docker_time_flag_forms() {
+        for args in [&["berth", "stop", "-t", "3", "web"][..], &["berth", "stop", "--time=3", "web"]] {
+            let Some(Command::Stop(stop)) = parse(args).command else { panic!("not stop") };
+            assert_eq!((stop.time, stop.id.as_str()), (Some(3), "web"));
+        }
+        let Some(Command::Stop(stop)) = parse(&["berth", "stop", "-t", "-1", "web"]).command else {
+            panic!("not stop")
+        };
+        assert_eq!(stop.time, Some(-1));
+        let Some(Command::Stop(stop)) = parse(&["berth", "stop", "web"]).command else { panic!("not stop") };
+        assert_eq!(stop.time, None);
     }
 }

@@ -41,6 +41,7 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
         Command::Start(args) => commands::start::start(&store, &args.id, reporter)?,
         Command::State(args) => commands::state::state(&store, &args.id)?,
         Command::Kill(args) => commands::kill::kill(&store, &args)?,
+        Command::Stop(args) => commands::stop::stop(&store, &args)?,
         Command::Delete(args) => commands::delete::delete(&store, &args, reporter)?,
         Command::Run(args) => return commands::run::run(&store, &args, reporter),
         Command::List(args) => commands::list::list(&store, &args)?,

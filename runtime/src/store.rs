@@ -5,7 +5,9 @@ use std::fs;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use libcontainer::container::state::StateError;
 use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::GlobalOpts;
@@ -71,7 +73,7 @@ impl Store {
         if !dir.join("state.json").exists() {
             bail!("container does not exist: no container {id:?} under {}", self.root.display());
         }
-        let mut container = Container::load(dir.clone())
+        let mut container = load_whole_state(&dir)
             .with_context(|| format!("cannot read the state of container {id:?} in {}", dir.display()))?;
         let record: Option<Record> =
             fs::read(dir.join(RECORD_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -109,6 +111,24 @@ impl Store {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+}
+
+/// Loads libcontainer's state. libcontainer rewrites state.json in place (truncate, then
+/// write), so a reader racing a writer (`stop` or `state` while `run` marks the container
+/// running) can see it empty or cut short: such a read is retried for up to 200 ms.
+fn load_whole_state(dir: &std::path::Path) -> Result<Container, LibcontainerError> {
+    let mut attempts = 0;
+    loop {
+        match Container::load(dir.to_path_buf()) {
+            Err(LibcontainerError::State(StateError::ParseStateFile { source, .. }))
+                if source.is_eof() && attempts < 100 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            other => return other,
+        }
     }
 }
 

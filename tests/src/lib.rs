@@ -10,6 +10,7 @@ pub mod bench_shim;
 pub mod bins;
 pub mod containerd;
 pub mod fixtures;
+pub mod image_store;
 pub mod oci_image;
 pub mod privilege;
 pub mod pty;

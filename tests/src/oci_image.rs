@@ -92,6 +92,13 @@ pub struct OciArchive {
 
 impl OciArchive {
     pub fn build(name: &str, layers: &[LayerDir], cmd: &[&str]) -> OciArchive {
+        let config = json!({"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd});
+        OciArchive::build_with_config(name, layers, config)
+    }
+
+    /// As `build`, with `config` as the image config's `config` object (Entrypoint, Cmd,
+    /// Env, User, WorkingDir, StopSignal, ...).
+    pub fn build_with_config(name: &str, layers: &[LayerDir], config: serde_json::Value) -> OciArchive {
         let dir = TempDir::new("berth-oci");
         let layout = dir.path().join("layout");
         fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
@@ -102,7 +109,7 @@ impl OciArchive {
         let config = json!({
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": tars.iter().map(|t| digest(t)).collect::<Vec<_>>()}
         });
         let config =

@@ -41,7 +41,8 @@ pub fn unmount_below(dir: &Path) {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4))
         .filter(|p| p.starts_with(&prefix))
-        .map(String::from)
+        // mountinfo escapes space, tab, newline and backslash in octal.
+        .map(|p| p.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\"))
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for point in points {

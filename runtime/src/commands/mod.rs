@@ -16,4 +16,5 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod stop;
 pub mod update;

@@ -1,0 +1,23 @@
+//! `unpack`'s options with `docker run`'s names and value forms, one group per concern: each
+//! is a clap `Args` struct the CLI flattens into `unpack`, applied to the image config before
+//! conversion (what Docker merges into it) or to the runtime spec after it.
+//! - `process`: entrypoint, command, environment, user, cwd, terminal, stop signal and timeout;
+//! - `resources`: cgroup limits, capabilities, privileged, read-only root, devices;
+//! - `init_layer`: the bundle's own hostname, hosts and resolv.conf files (Docker's "init
+//!   layer"), with the container's hostname and name, `--add-host` and the `--dns` options.
+
+pub mod init_layer;
+pub mod process;
+pub mod resources;
+
+pub use init_layer::InitLayerOptions;
+pub use process::ProcessOptions;
+pub use resources::ResourceOptions;
+
+/// Every option group `unpack` takes; `Default` is `unpack` with no options.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub process: ProcessOptions,
+    pub resources: ResourceOptions,
+    pub init_layer: InitLayerOptions,
+}
