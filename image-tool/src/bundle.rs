@@ -116,7 +116,9 @@ fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOp
         std::fs::create_dir_all(source)
             .with_context(|| format!("cannot create the volume directory {}", source.display()))?;
     }
-    options.init_layer.write(bundle, &mut spec, &hostname)?;
+    let name = options.init_layer.name(bundle)?;
+    let network = options.network.apply(&mut spec, bundle, &name)?;
+    options.init_layer.write(bundle, &mut spec, &hostname, &name, &network)?;
     let config = bundle.join("config.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
         .with_context(|| format!("cannot write {}", config.display()))

@@ -9,8 +9,8 @@
 //! - Unpack: `image` (the manifest, config and layers for this platform), `layers`
 //!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
 //!   (image config to `config.json`), `run_options` (`docker run`'s options: process,
-//!   resources and security, the init layer's hostname/hosts/resolv.conf), `network_options`
-//!   (the network namespace and berth-cni hooks), `bundle` (overlay bundles, their record, release).
+//!   resources and security, the init layer's hostname/hosts/resolv.conf, the network
+//!   namespace and berth-cni hooks), `bundle` (overlay bundles, their record, release).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
 //! - Containers' files: `cp` (copies into and out of a bundle's container).
 //! - `commands`: one function per CLI command over the modules above.
@@ -29,7 +29,6 @@ pub mod layers;
 pub mod layout;
 pub mod legacy;
 pub mod manifest;
-pub mod network_options;
 pub mod reference;
 pub mod registry;
 pub mod run_options;

@@ -1,5 +1,5 @@
 //! berth-image's CLI: parses arguments and calls the library's commands.
-use berth_image::run_options::{InitLayerOptions, ProcessOptions, ResourceOptions, RunOptions};
+use berth_image::run_options::{InitLayerOptions, NetworkOptions, ProcessOptions, ResourceOptions, RunOptions};
 use berth_image::{
     commands,
     store::{Store, DEFAULT_STORE},
@@ -46,6 +46,8 @@ struct UnpackArgs {
     resources: ResourceOptions,
     #[command(flatten)]
     init_layer: InitLayerOptions,
+    #[command(flatten)]
+    network: NetworkOptions,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +137,7 @@ fn main() {
                 process: args.process.clone(),
                 resources: args.resources.clone(),
                 init_layer: args.init_layer.clone(),
+                network: args.network.clone(),
             };
             commands::unpack(&store, &args.image, &args.bundle, args.platform.as_deref(), limits, &options)
         }

@@ -20,7 +20,7 @@ fn bundle(t: &Temp, script: &str) -> (PathBuf, PathBuf) {
     app.add(common::Entry::dir("etc/app")).add(common::Entry::file("etc/app/conf", b"port=80\n"));
     write_image(&layout, "t", &[busybox_layer(), app.finish()], serde_json::json!({ "Cmd": ["sh", "-c", script] }));
     ok(&store, &["import", layout.to_str().unwrap()]);
-    ok(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", "t", bundle.to_str().unwrap()]);
     let volume = t.0.join("volume");
     fs::create_dir(&volume).unwrap();
     fs::write(volume.join("kept"), "in the volume\n").unwrap();

@@ -92,7 +92,7 @@ fn pull_from_a_private_registry() {
     };
     assert_eq!(digest(&store, &name), digest(&imported, "odd"));
     let bundle = t.0.join("bundle");
-    ok(&store, &["unpack", &name, bundle.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", &name, bundle.to_str().unwrap()]);
     sh(&format!("cd {}; umoci unpack --image L:odd reference >/dev/null", t.0.display()));
     assert_same_tree(&bundle.join("rootfs"), &t.0.join("reference/rootfs"), "pulled image against umoci");
     ok(&store, &["release", bundle.to_str().unwrap()]);
@@ -309,7 +309,7 @@ fn pull_chooses_one_platform_of_an_index() {
         args.push(&name);
         ok(&store, &args);
         let bundle = t.0.join(format!("bundle-{}", flavour.trim()));
-        ok(&store, &["unpack", &name, bundle.to_str().unwrap()]);
+        ok(&store, &["unpack", "--network", "none", &name, bundle.to_str().unwrap()]);
         assert_eq!(fs::read_to_string(bundle.join("rootfs/a/flavour")).unwrap(), flavour);
         ok(&store, &["release", bundle.to_str().unwrap()]);
     }

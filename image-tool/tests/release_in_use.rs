@@ -13,7 +13,7 @@ fn sleeping_bundle(t: &Temp) -> (PathBuf, PathBuf) {
     let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
     write_image(&layout, "t", &[busybox_layer()], serde_json::json!({ "Cmd": ["sleep", "600"] }));
     ok(&store, &["import", layout.to_str().unwrap()]);
-    ok(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", "t", bundle.to_str().unwrap()]);
     (store, bundle)
 }
 

@@ -22,7 +22,7 @@ fn store(t: &Temp) -> PathBuf {
 }
 
 fn unpack(store: &Path, bundle: &Path, options: &[&str]) -> serde_json::Value {
-    let mut args = vec!["unpack", "t", bundle.to_str().unwrap()];
+    let mut args = vec!["unpack", "--network", "none", "t", bundle.to_str().unwrap()];
     args.extend_from_slice(options);
     ok(store, &args);
     let config = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
@@ -110,7 +110,7 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing() {
         (&["--env-file", "/nonexistent-env-file"], "cannot read --env-file /nonexistent-env-file"),
     ];
     for (options, message) in cases {
-        let mut args = vec!["unpack", "t", bundle.to_str().unwrap()];
+        let mut args = vec!["unpack", "--network", "none", "t", bundle.to_str().unwrap()];
         args.extend_from_slice(options);
         let stderr = err(&store, &args);
         assert!(stderr.contains(message), "{options:?}: expected {message:?} in: {stderr}");
@@ -130,7 +130,7 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing() {
     let config = unpack(&store, &odd, &[]);
     assert_eq!(config["annotations"]["berth.name"], "odd-name");
     let unnamed = t.0.join("__");
-    let stderr = err(&store, &["unpack", "t", unnamed.to_str().unwrap()]);
+    let stderr = err(&store, &["unpack", "--network", "none", "t", unnamed.to_str().unwrap()]);
     assert!(stderr.contains("give one with --name"), "{stderr}");
     assert!(!unnamed.exists(), "a refused unpack left {}", unnamed.display());
     assert_eq!(unpack(&store, &unnamed, &["--name", "fine"])["annotations"]["berth.name"], "fine");

@@ -30,7 +30,7 @@ fn try_unpack(
     let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
     write_image(&layout, "t", layers, config);
     ok(&store, &["import", layout.to_str().unwrap()]);
-    let out = common::run(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    let out = common::run(&store, &["unpack", "--network", "none", "t", bundle.to_str().unwrap()]);
     (store, bundle, out)
 }
 
@@ -204,7 +204,8 @@ fn decompression_bombs_hit_the_caps() {
     let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
     write_image(&layout, "t", &[layer], cmd());
     ok(&store, &["import", layout.to_str().unwrap()]);
-    let stderr = err(&store, &["unpack", "--max-layer-bytes", "1048576", "t", bundle.to_str().unwrap()]);
+    let stderr =
+        err(&store, &["unpack", "--network", "none", "--max-layer-bytes", "1048576", "t", bundle.to_str().unwrap()]);
     assert!(stderr.contains("--max-layer-bytes"), "{stderr}");
     nothing_left(&store, &bundle);
     let mut many = Tar::default();
@@ -216,10 +217,11 @@ fn decompression_bombs_hit_the_caps() {
     let (layout, store, bundle) = (t2.0.join("layout"), t2.0.join("store"), t2.0.join("bundle"));
     write_image(&layout, "t", &[many.finish()], cmd());
     ok(&store, &["import", layout.to_str().unwrap()]);
-    let stderr = err(&store, &["unpack", "--max-layer-entries", "10", "t", bundle.to_str().unwrap()]);
+    let stderr =
+        err(&store, &["unpack", "--network", "none", "--max-layer-entries", "10", "t", bundle.to_str().unwrap()]);
     assert!(stderr.contains("--max-layer-entries"), "{stderr}");
     nothing_left(&store, &bundle);
-    let help = ok(&store, &["unpack", "--help"]);
+    let help = ok(&store, &["unpack", "--network", "none", "--help"]);
     assert!(help.contains("--max-layer-bytes") && help.contains("--max-layer-entries"), "{help}");
 }
 
@@ -326,7 +328,7 @@ fn container_writes_land_in_the_bundles_upper_layer_never_in_the_store() {
     );
     // And a second bundle of the same image sees none of them.
     let other = t.0.join("other");
-    ok(&store, &["unpack", "t", other.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", "t", other.to_str().unwrap()]);
     assert_eq!(fs::read(other.join("rootfs/etc/group")).unwrap(), b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n");
     assert!(!other.join("rootfs/new-file").exists() && other.join("rootfs/data/second").exists());
     for bundle in [&bundle, &other] {
@@ -348,7 +350,7 @@ fn a_second_bundle_is_a_mount_and_a_config() {
         String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().parse().unwrap()
     };
     let store_before = used(&store);
-    ok(&store, &["unpack", "t", second.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", "t", second.to_str().unwrap()]);
     let new_bytes = used(&store) - store_before + used(&second.join("upper")) + used(&second.join("config.json"));
     assert!(new_bytes < 1 << 20, "the second bundle cost {new_bytes} bytes of disk");
     assert_eq!(
@@ -406,7 +408,11 @@ fn concurrent_unpack_release_import_and_gc_on_one_store() {
     std::thread::scope(|scope| {
         let mut jobs = Vec::new();
         for bundle in &bundles {
-            jobs.push(scope.spawn(|| spawn(vec!["unpack".into(), "t".into(), bundle.clone()])));
+            jobs.push(
+                scope.spawn(|| {
+                    spawn(vec!["unpack".into(), "--network".into(), "none".into(), "t".into(), bundle.clone()])
+                }),
+            );
         }
         jobs.push(scope.spawn(|| spawn(vec!["gc".into()])));
         jobs.push(scope.spawn(|| spawn(vec!["import".into(), other.display().to_string()])));
@@ -462,7 +468,7 @@ fn a_crashed_import_leaves_no_half_image() {
     ok(&store, &["import", layout.to_str().unwrap()]);
     assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
     let bundle = t.0.join("bundle");
-    ok(&store, &["unpack", "big", bundle.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", "big", bundle.to_str().unwrap()]);
     assert_eq!(fs::metadata(bundle.join("rootfs/big")).unwrap().len(), 64 << 20);
     ok(&store, &["release", bundle.to_str().unwrap()]);
 }
@@ -490,7 +496,7 @@ fn multi_member_gzip_layers_unpack_whole() {
         cmd(),
     );
     ok(&store, &["import", layout.to_str().unwrap()]);
-    ok(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    ok(&store, &["unpack", "--network", "none", "t", bundle.to_str().unwrap()]);
     assert_eq!(fs::read(bundle.join("rootfs/second")).unwrap().len(), 70000);
     ok(&store, &["release", bundle.to_str().unwrap()]);
     // A layer whose content does not match its DiffID is refused and leaves no layer.
@@ -503,7 +509,7 @@ fn multi_member_gzip_layers_unpack_whole() {
         cmd(),
     );
     ok(&store, &["import", layout.to_str().unwrap()]);
-    let e = err(&store, &["unpack", "t", bundle.to_str().unwrap()]);
+    let e = err(&store, &["unpack", "--network", "none", "t", bundle.to_str().unwrap()]);
     assert!(e.contains("DiffID"), "{e}");
     nothing_left(&store, &bundle);
     assert_eq!(fs::read_dir(store.join("layers")).unwrap().count(), 0);

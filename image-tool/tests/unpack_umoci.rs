@@ -15,7 +15,7 @@ fn ready(test: &str) -> bool {
 
 fn unpack_and_compare(store: &Path, t: &Temp, tag: &str, umoci_tag: &str, extra: &[&str]) {
     let bundle = t.0.join(format!("bundle-{tag}-{}", extra.join("")).replace('/', "_"));
-    let mut args = vec!["unpack"];
+    let mut args = vec!["unpack", "--network", "none"];
     args.extend(extra);
     args.extend([tag, bundle.to_str().unwrap()]);
     ok(store, &args);
@@ -77,8 +77,10 @@ fn each_platform_of_an_index_unpacks_to_its_own_tree() {
     ok(&store, &["import", &format!("{}:multi", layout.display())]);
     unpack_and_compare(&store, &t, "multi", "arm", &["--platform", "linux/arm64"]);
     unpack_and_compare(&store, &t, "multi", "amd", &["--platform", "linux/amd64"]);
-    let stderr =
-        common::err(&store, &["unpack", "--platform", "linux/s390x", "multi", t.0.join("none").to_str().unwrap()]);
+    let stderr = common::err(
+        &store,
+        &["unpack", "--network", "none", "--platform", "linux/s390x", "multi", t.0.join("none").to_str().unwrap()],
+    );
     assert!(stderr.contains("no manifest for linux/s390x") && stderr.contains("linux/arm64"), "{stderr}");
 }
 

@@ -80,7 +80,7 @@ pub fn run() {
                 let store = scratch.join("store");
                 let took = time(|| {
                     berth(&store, &["import", layout.to_str().unwrap()]);
-                    berth(&store, &["unpack", "debian", scratch.join("bundle").to_str().unwrap()]);
+                    berth(&store, &["unpack", "--network", "none", "debian", scratch.join("bundle").to_str().unwrap()]);
                 });
                 berth(&store, &["release", scratch.join("bundle").to_str().unwrap()]);
                 took
@@ -127,14 +127,14 @@ pub fn run() {
     reset();
     let store = scratch.join("store");
     berth(&store, &["import", layout.to_str().unwrap()]);
-    berth(&store, &["unpack", "debian", scratch.join("first").to_str().unwrap()]);
+    berth(&store, &["unpack", "--network", "none", "debian", scratch.join("first").to_str().unwrap()]);
     let mut seconds = Vec::new();
     let mut disk = 0;
     for n in 0..ROUNDS {
         let bundle = scratch.join(format!("second-{n}"));
         let before = bytes_used(&store);
         let started = Instant::now();
-        berth(&store, &["unpack", "debian", bundle.to_str().unwrap()]);
+        berth(&store, &["unpack", "--network", "none", "debian", bundle.to_str().unwrap()]);
         seconds.push(started.elapsed());
         disk = disk.max(
             bytes_used(&store) - before + bytes_used(&bundle.join("upper")) + bytes_used(&bundle.join("config.json")),

@@ -51,9 +51,13 @@ impl ImageStore {
     }
 
     /// `unpack IMAGE BUNDLE ARGS...` with `env` added to berth-image's environment; the bundle
-    /// is released on drop if it was made.
+    /// is released on drop if it was made. Without a `--network` in `args` the bundle gets
+    /// `--network none`: Docker's default network would attach it on this machine's own.
     pub fn unpack_output(&self, image: &str, bundle: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = self.command(&["unpack", image, bundle.to_str().unwrap()]);
+        if !args.iter().any(|a| a.starts_with("--network")) {
+            command.args(["--network", "none"]);
+        }
         command.args(args);
         for (key, value) in env {
             command.env(key, value);

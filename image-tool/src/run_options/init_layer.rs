@@ -17,6 +17,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use oci_spec::runtime::{MountBuilder, Spec};
 
+use super::network::NetworkPlan;
+
 /// The annotation holding the container's name on networks (`--name`, default: the bundle
 /// directory's name).
 pub const NAME_ANNOTATION: &str = "berth.name";
@@ -132,14 +134,44 @@ fn default_name(bundle: &Path) -> Result<String> {
 impl InitLayerOptions {
     /// Writes the three files into `bundle` and adds their bind mounts, the hostname and the
     /// name annotation to `spec` (read-only mounts when the root is read-only, as Docker).
-    pub fn write(&self, bundle: &Path, spec: &mut Spec, default_hostname: &str) -> Result<()> {
+    /// The container's name: `--name`, else the bundle directory's.
+    pub fn name(&self, bundle: &Path) -> Result<String> {
+        match &self.name {
+            Some(name) => Ok(name.clone()),
+            None => default_name(bundle),
+        }
+    }
+
+    /// `network` says whether the files are shared with another container (`container:`
+    /// networks, which own them: none is written and the options that would change them are
+    /// refused) and which `--link` lines the hosts file gets.
+    pub fn write(
+        &self,
+        bundle: &Path,
+        spec: &mut Spec,
+        default_hostname: &str,
+        name: &str,
+        network: &NetworkPlan,
+    ) -> Result<()> {
+        let name = name.to_string();
+        if let Some(target) = &network.shared_from {
+            if self.hostname.is_some() || !self.add_hosts.is_empty() || !self.dns.is_empty() {
+                bail!(
+                    "--network container: shares the hostname, hosts and resolv.conf of the bundle {}; \
+                     drop --hostname, --add-host and --dns",
+                    target.display()
+                );
+            }
+            return annotate_name(spec, name);
+        }
         let hostname = self.hostname.clone().unwrap_or_else(|| default_hostname.to_string());
-        let name = match &self.name {
-            Some(name) => name.clone(),
-            None => default_name(bundle)?,
-        };
         let resolv = resolv_conf(&host_resolv_conf()?, &self.dns, &self.dns_search, &self.dns_options, false);
-        let contents = [format!("{hostname}\n"), hosts(&hostname, &name, &self.add_hosts), resolv];
+        let mut extra = self.add_hosts.clone();
+        for (address, names) in &network.link_hosts {
+            let address = address.parse().with_context(|| format!("--link: bad address {address:?}"))?;
+            extra.extend(names.iter().map(|name| HostEntry { name: name.clone(), address }));
+        }
+        let contents = [format!("{hostname}\n"), hosts(&hostname, &name, &extra), resolv];
         for ((file, _), text) in FILES.iter().zip(&contents) {
             let path = bundle.join(file);
             std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -158,11 +190,16 @@ impl InitLayerOptions {
         }
         spec.set_mounts(Some(mounts));
         spec.set_hostname(Some(hostname));
-        let mut annotations = spec.annotations().clone().unwrap_or_default();
-        annotations.insert(NAME_ANNOTATION.into(), name);
-        spec.set_annotations(Some(annotations));
-        Ok(())
+        annotate_name(spec, name)
     }
+}
+
+/// Writes the `berth.name` annotation.
+fn annotate_name(spec: &mut Spec, name: String) -> Result<()> {
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(NAME_ANNOTATION.into(), name);
+    spec.set_annotations(Some(annotations));
+    Ok(())
 }
 
 /// The init-layer files a bundle holds, for undo and release.

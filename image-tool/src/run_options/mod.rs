@@ -4,13 +4,16 @@
 //! - `process`: entrypoint, command, environment, user, cwd, terminal, stop signal and timeout;
 //! - `resources`: cgroup limits, capabilities, privileged, read-only root, devices;
 //! - `init_layer`: the bundle's own hostname, hosts and resolv.conf files (Docker's "init
-//!   layer"), with the container's hostname and name, `--add-host` and the `--dns` options.
+//!   layer"), with the container's hostname and name, `--add-host` and the `--dns` options;
+//! - `network`: `--network`, ports, aliases and links: the network namespace and berth-cni's hooks.
 
 pub mod init_layer;
+pub mod network;
 pub mod process;
 pub mod resources;
 
 pub use init_layer::InitLayerOptions;
+pub use network::NetworkOptions;
 pub use process::ProcessOptions;
 pub use resources::ResourceOptions;
 
@@ -20,4 +23,5 @@ pub struct RunOptions {
     pub process: ProcessOptions,
     pub resources: ResourceOptions,
     pub init_layer: InitLayerOptions,
+    pub network: NetworkOptions,
 }
