@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod loopback;
 pub mod netlink;
 pub mod netns;
+pub mod portmap;
 pub mod result;
 pub mod skel;
 pub mod spoofcheck;
@@ -22,6 +23,7 @@ pub fn run_as(argv0: &str) -> i32 {
         "bridge" => skel::run(&bridge::Bridge, name),
         "host-local" => skel::run(&host_local::HostLocal, name),
         "loopback" => skel::run(&loopback::Loopback, name),
+        "portmap" => skel::run(&portmap::PortMap, name),
         _ => {
             eprintln!("berth-cni: run me as one of the plugins bridge, host-local or loopback (a link named so), not as {name:?}");
             1
