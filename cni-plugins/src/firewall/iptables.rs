@@ -52,6 +52,19 @@ impl Family {
         with_shared(|nft| nft.has_chain(table_family, "nat", chain)).unwrap_or(true)
     }
 
+    /// Whether the chain may hold rules: as `may_hold`, but an iptables-nft chain left empty
+    /// (the reference never removes its shared chains) does not count.
+    pub(crate) fn may_have_rules(self, chain: &str) -> bool {
+        let (table_family, legacy_names) = match self {
+            Family::V4 => (TableFamily::Ip, "/proc/net/ip_tables_names"),
+            Family::V6 => (TableFamily::Ip6, "/proc/net/ip6_tables_names"),
+        };
+        if std::fs::read_to_string(legacy_names).is_ok_and(|names| names.lines().any(|n| n == "nat")) {
+            return true;
+        }
+        with_shared(|nft| nft.rules(table_family, "nat", chain)).map(|rules| !rules.is_empty()).unwrap_or(true)
+    }
+
     fn multicast(self) -> &'static str {
         match self {
             Family::V4 => "224.0.0.0/4",

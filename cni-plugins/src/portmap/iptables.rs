@@ -224,9 +224,15 @@ fn published_in(saved: &str) -> Vec<Published> {
     out
 }
 
-/// The families whose nat table may hold the reference's chains.
+/// The families whose nat table may hold the chain (read without a process where
+/// iptables keeps its rules in nf_tables).
 fn families_holding(chain: &str) -> Vec<Family> {
     [Family::V4, Family::V6].into_iter().filter(|f| f.may_hold(chain)).collect()
+}
+
+/// The families whose CNI-HOSTPORT-DNAT may enter a container's chain.
+fn families_publishing() -> Vec<Family> {
+    [Family::V4, Family::V6].into_iter().filter(|f| f.may_have_rules(TOP_DNAT)).collect()
 }
 
 impl super::Backend for Iptables {
@@ -240,13 +246,13 @@ impl super::Backend for Iptables {
     }
 
     fn published(&self) -> CniResult<Vec<Published>> {
-        Ok(save_all(&families_holding(TOP_DNAT)).iter().flat_map(|(_, saved)| published_in(saved)).collect())
+        Ok(save_all(&families_publishing()).iter().flat_map(|(_, saved)| published_in(saved)).collect())
     }
 
     fn unpublish(&self, network: &str, doomed: &Doomed) -> CniResult<Vec<Published>> {
         let families = match doomed {
             Doomed::Attachment(id) => families_holding(&dnat_chain(network, id)),
-            Doomed::AllBut(_) => families_holding(TOP_DNAT),
+            Doomed::AllBut(_) => families_publishing(),
         };
         let mut removed = Vec::new();
         for (family, saved) in save_all(&families) {
