@@ -424,6 +424,27 @@ fn a_port_published_by_another_attachment_is_refused_naming_it() {
         assert_eq!(call(&bin, "portmap", "DEL", id, "", &again).0, 0);
         assert_eq!(mentions("taken", id), (0, 0));
     }
+    // Names long enough that nftables keeps only part of the comment: the attachment is
+    // still told apart (repeated ADD, CHECK, DEL) and named.
+    let long = "a-network-name-long-enough-to-cut-comments";
+    let id = "0123456789abcdef".repeat(4);
+    let mut bridge = bridge_conf(long, false);
+    bridge["bridge"] = "br-long".into();
+    let (code, out, result) = attach(&bin, &id, &bridge, json!({}), json!([tcp(8060, None)]));
+    assert_eq!(code, 0, "{out}");
+    let conf = portmap_conf(long, json!({}), json!([tcp(8060, None)]), Some(&result));
+    let ns = format!("/run/netns/{id}");
+    assert_eq!(call(&bin, "portmap", "ADD", &id, &ns, &conf).0, 0, "a repeated ADD refused itself");
+    assert_eq!(call(&bin, "portmap", "CHECK", &id, &ns, &conf).0, 0);
+    let conf_late = portmap_conf("taken", json!({}), json!([tcp(8060, None)]), Some(&late));
+    let (code, error) = call(&bin, "portmap", "ADD", "late", "/run/netns/late", &conf_late);
+    assert_eq!(code, 1, "{error}");
+    assert!(error["msg"].as_str().unwrap().contains(&format!("container {}", &id[..20])), "{error}");
+    let listed =
+        || try_sh("nft list table inet berth-portmap").unwrap_or_default().matches(&format!("net: {long}")).count();
+    assert_eq!(listed(), 3, "an element and two masquerade rules");
+    assert_eq!(call(&bin, "portmap", "DEL", &id, "", &conf).0, 0);
+    assert_eq!(listed(), 0);
 }
 
 #[test]

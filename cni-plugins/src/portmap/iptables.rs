@@ -218,6 +218,7 @@ fn published_in(saved: &str) -> Vec<Published> {
                 protocol,
                 host_ip,
                 host_port,
+                tag: None,
             });
         }
     }
@@ -266,9 +267,7 @@ impl super::Backend for Iptables {
             };
             let chains: Vec<String> =
                 ids.iter().flat_map(|id| [dnat_chain(network, id), old_snat_chain(network, id)]).collect();
-            removed.extend(
-                published_in(&saved).into_iter().filter(|p| p.network == network && ids.contains(&p.container_id)),
-            );
+            removed.extend(published_in(&saved).into_iter().filter(|p| ids.iter().any(|id| p.is_of(network, id))));
             let rules = removal(&saved, &chains);
             if !rules.is_empty() {
                 restore(family, &rules)?;

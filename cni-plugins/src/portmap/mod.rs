@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::error::{CniError, CniResult, INVALID_CONFIG, PORT_TAKEN, UNKNOWN_CONTAINER};
+use crate::error::{CniError, CniResult, INVALID_CONFIG, IO_FAILURE, PORT_TAKEN, UNKNOWN_CONTAINER};
 use crate::netlink::conntrack::{ConntrackClient, PROTO_UDP};
 use crate::netlink::route::RouteClient;
 use crate::result::NetResult;
@@ -42,6 +42,19 @@ pub struct Published {
     pub protocol: Protocol,
     pub host_ip: Option<IpAddr>,
     pub host_port: u16,
+    /// The nftables backend's tag of the attachment, which identifies it when the names in
+    /// the comment were cut short.
+    pub tag: Option<String>,
+}
+
+impl Published {
+    /// Whether this is the attachment's own.
+    pub fn is_of(&self, network: &str, container_id: &str) -> bool {
+        match &self.tag {
+            Some(tag) => *tag == nftables::attachment_tag(network, container_id),
+            None => self.network == network && self.container_id == container_id,
+        }
+    }
 }
 
 /// One container's mappings to write: whose, the container's addresses and the config.
@@ -82,8 +95,10 @@ fn every_backend() -> [Box<dyn Backend>; 2] {
 }
 
 /// Held while one ADD checks for conflicts and writes its ports, so two ADDs cannot both
-/// take a port.
-struct PublishLock(#[allow(dead_code)] std::fs::File);
+/// take a port; the flock goes with the file.
+struct PublishLock {
+    _held: std::fs::File,
+}
 
 fn lock() -> CniResult<PublishLock> {
     const PATH: &str = "/run/berth-cni-portmap.lock";
@@ -97,7 +112,7 @@ fn lock() -> CniResult<PublishLock> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(CniError::io(format!("cannot lock {PATH}"), std::io::Error::last_os_error()));
     }
-    Ok(PublishLock(file))
+    Ok(PublishLock { _held: file })
 }
 
 /// Whether two publications of the same protocol and port collide: the same address, or
@@ -120,8 +135,7 @@ fn refuse_conflicts(c: &PortMapConf, container_id: &str) -> CniResult<()> {
         held.extend(backend.published()?);
     }
     for mapping in &c.mappings {
-        let theirs =
-            held.iter().find(|h| !(h.network == c.network() && h.container_id == container_id) && collides(mapping, h));
+        let theirs = held.iter().find(|h| !h.is_of(c.network(), container_id) && collides(mapping, h));
         if let Some(holder) = theirs {
             let address = mapping.host_ip.map_or("every address".to_string(), |ip| ip.to_string());
             return Err(CniError::new(
@@ -144,7 +158,7 @@ fn refuse_conflicts(c: &PortMapConf, container_id: &str) -> CniResult<()> {
 fn enable_localnet_routing(address: IpAddr) -> CniResult<()> {
     let interface = RouteClient::open()
         .and_then(|mut client| client.route_interface(address))
-        .map_err(|e| CniError::new(crate::error::IO_FAILURE, e.message))?;
+        .map_err(|e| CniError::new(IO_FAILURE, e.message))?;
     if let Some(interface) = interface {
         let path = format!("/proc/sys/net/ipv4/conf/{interface}/route_localnet");
         std::fs::write(&path, "1").map_err(|e| CniError::io(format!("cannot set {path}"), e))?;
@@ -178,11 +192,10 @@ fn flush_udp_conntrack(ports: &[(Option<IpAddr>, u16)]) {
     }
 }
 
-fn udp_ports<'a>(
-    published: impl IntoIterator<Item = (&'a Protocol, Option<IpAddr>, u16)>,
-) -> Vec<(Option<IpAddr>, u16)> {
+/// The UDP (host address, port) pairs among (protocol, host address, port).
+fn udp_ports(published: impl IntoIterator<Item = (Protocol, Option<IpAddr>, u16)>) -> Vec<(Option<IpAddr>, u16)> {
     let mut ports: Vec<(Option<IpAddr>, u16)> =
-        published.into_iter().filter(|(p, _, _)| **p == Protocol::Udp).map(|(_, ip, port)| (ip, port)).collect();
+        published.into_iter().filter(|(p, _, _)| *p == Protocol::Udp).map(|(_, ip, port)| (ip, port)).collect();
     ports.sort();
     ports.dedup();
     ports
@@ -199,7 +212,7 @@ fn unpublish_everywhere(network: &str, doomed: &Doomed) -> CniResult<()> {
             Err(e) => outcome = outcome.and(Err(e)),
         }
     }
-    flush_udp_conntrack(&udp_ports(removed.iter().map(|p| (&p.protocol, p.host_ip, p.host_port))));
+    flush_udp_conntrack(&udp_ports(removed.iter().map(|p| (p.protocol, p.host_ip, p.host_port))));
     outcome
 }
 
@@ -227,7 +240,7 @@ impl Plugin for PortMap {
                 enable_localnet_routing(v4.addr())?;
             }
         }
-        flush_udp_conntrack(&udp_ports(c.mappings.iter().map(|m| (&m.protocol, m.host_ip, m.host_port))));
+        flush_udp_conntrack(&udp_ports(c.mappings.iter().map(|m| (m.protocol, m.host_ip, m.host_port))));
         Ok(result)
     }
 
@@ -240,20 +253,19 @@ impl Plugin for PortMap {
         let c = PortMapConf::parse(conf)?;
         let result =
             c.net.prev_result()?.ok_or_else(|| CniError::new(INVALID_CONFIG, "portmap CHECK needs the prevResult"))?;
-        if c.mappings.is_empty() || container_addresses(&result, &args.ifname).is_empty() {
-            return Ok(());
-        }
+        let addresses = container_addresses(&result, &args.ifname);
         let published = backend(c.backend).published()?;
         let mine = |m: &Mapping| {
             published.iter().any(|p| {
-                p.network == c.network()
-                    && p.container_id == args.container_id
+                p.is_of(c.network(), &args.container_id)
                     && p.protocol == m.protocol
                     && p.host_port == m.host_port
                     && p.host_ip == m.host_ip
             })
         };
-        match c.mappings.iter().find(|m| !mine(m)) {
+        // Only mappings of a family the container has an address of were published.
+        let mut expected = c.mappings.iter().filter(|m| addresses.iter().any(|a| m.applies_to(a.addr())));
+        match expected.find(|m| !mine(m)) {
             Some(missing) => Err(CniError::new(
                 UNKNOWN_CONTAINER,
                 format!(

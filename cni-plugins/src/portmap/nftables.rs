@@ -157,7 +157,7 @@ fn network_tag(network: &str) -> String {
 }
 
 /// The start of every comment of one attachment's elements and rules.
-fn attachment_tag(network: &str, container_id: &str) -> String {
+pub fn attachment_tag(network: &str, container_id: &str) -> String {
     format!("{}-{}", network_tag(network), hash(&format!("{network}\0{container_id}"), 16))
 }
 
@@ -194,6 +194,7 @@ fn published_by(kind: MapKind, element: &Element) -> Option<Published> {
         protocol: Protocol::from_number(*key.get(at)?)?,
         host_ip,
         host_port: u16::from_be_bytes([*key.get(at + 4)?, *key.get(at + 5)?]),
+        tag: comment.split(' ').next().map(String::from),
     })
 }
 
