@@ -4,7 +4,7 @@
 //! the host on 127.0.0.1, from another container and from the container itself (hairpin),
 //! on one host address and over IPv6, with each backend; sctp rules; DEL, DEL without netns
 //! or prevResult, repeated DEL and GC leaving no rule, element or conntrack entry;
-//! conflicts refused naming the holder; 1000 ports; the iptables rules compared with the
+//! conflicts refused naming the holder, also between parallel ADDs; 1000 ports; the iptables rules compared with the
 //! reference portmap 1.1.1's for the same configs; chains mixing berth's and the reference
 //! plugins; keys of the wrong type.
 
@@ -617,4 +617,46 @@ fn wrong_types_are_refused_naming_the_key() {
     let conf = portmap_conf("typed", json!({ "someday": { "x": 1 } }), json!([]), Some(&prev));
     let (code, out) = call(&bin, "portmap", "ADD", "t1", "/run/netns/none", &conf);
     assert_eq!((code, &out["ips"]), (0, &prev["ips"]), "{out}");
+}
+
+#[test]
+fn parallel_adds_publish_each_port_once() {
+    if !inside_private_netns("parallel_adds_publish_each_port_once") {
+        return;
+    }
+    let bin = berth_bin();
+    let bridge = bridge_conf("para", false);
+    let ids: Vec<String> = (0..12).map(|n| format!("para-{n}")).collect();
+    let results: Vec<Value> = ids.iter().map(|id| attach(&bin, id, &bridge, json!({}), json!([])).2).collect();
+    // All at once (the table made by whichever ADD comes first), each container publishes
+    // a port of its own, then asks for the same contested one: every own port is published,
+    // the contested one exactly once.
+    let outcomes: Vec<(i32, i32)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = ids
+            .iter()
+            .zip(&results)
+            .enumerate()
+            .map(|(n, (id, result))| {
+                let bin = &bin;
+                scope.spawn(move || {
+                    let own = json!([{ "hostPort": 9100 + n, "containerPort": 80, "protocol": "tcp" }]);
+                    let contested = json!([{ "hostPort": 9000, "containerPort": 80, "protocol": "udp" }]);
+                    let ns = format!("/run/netns/{id}");
+                    let own =
+                        call(bin, "portmap", "ADD", id, &ns, &portmap_conf("para", json!({}), own, Some(result))).0;
+                    let mut contested = portmap_conf("para", json!({}), contested, Some(result));
+                    contested["name"] = "para-contested".into();
+                    (own, call(bin, "portmap", "ADD", id, &ns, &contested).0)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(outcomes.iter().all(|(own, _)| *own == 0), "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|(_, contested)| *contested == 0).count(), 1, "{outcomes:?}");
+    let nft = sh("nft list table inet berth-portmap");
+    assert_eq!(nft.matches("udp . 9000 comment").count(), 1, "{nft}");
+    for id in &ids {
+        assert_eq!(mentions("para", id).0, 1 + 2, "{id}: its element and masquerade rules\n{nft}");
+    }
 }
