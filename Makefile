@@ -41,7 +41,7 @@ install: release
 	install -m 0755 $(RELEASE_DIR)/berth-image $(PREFIX)/bin/berth-image
 	install -m 0755 $(RELEASE_DIR)/berth-cni $(PREFIX)/bin/berth-cni
 	install -d $(PREFIX)/lib/cni
-	for plugin in bridge host-local loopback firewall tuning; do ln -sf ../../bin/berth-cni $(PREFIX)/lib/cni/$$plugin; done
+	for plugin in bridge host-local loopback portmap firewall tuning; do ln -sf ../../bin/berth-cni $(PREFIX)/lib/cni/$$plugin; done
 
 demo: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) sh tests/demo.sh

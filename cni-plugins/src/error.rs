@@ -16,6 +16,8 @@ pub const NOT_AVAILABLE: u32 = 50;
 pub const INTERNAL: u32 = 999;
 /// berth's own: an address range has no free address left.
 pub const NO_ADDRESS_LEFT: u32 = 100;
+/// berth's own: a host port another attachment publishes already.
+pub const PORT_TAKEN: u32 = 101;
 
 /// An error as plugins print it (and as a delegated plugin's is read back).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,13 +17,14 @@ pub mod loopback;
 pub mod netlink;
 pub mod netns;
 pub mod network;
+pub mod portmap;
 pub mod result;
 pub mod skel;
 pub mod spoofcheck;
 pub mod tuning;
 
 /// The plugins this binary can run as: the CNI `type`, which is the file name it runs under.
-pub const PLUGINS: &[&str] = &["bridge", "firewall", "host-local", "loopback", "tuning"];
+pub const PLUGINS: &[&str] = &["bridge", "firewall", "host-local", "loopback", "portmap", "tuning"];
 
 /// Runs the plugin named by the program's file name; returns the exit code.
 pub fn run_as(argv0: &str) -> i32 {
@@ -33,6 +34,7 @@ pub fn run_as(argv0: &str) -> i32 {
         "firewall" => skel::run(&firewall_plugin::Firewall, name),
         "host-local" => skel::run(&host_local::HostLocal, name),
         "loopback" => skel::run(&loopback::Loopback, name),
+        "portmap" => skel::run(&portmap::PortMap, name),
         "tuning" => skel::run(&tuning::Tuning, name),
         "berth-cni" => cli::main(std::env::args_os()),
         _ => skel::refuse_unknown_plugin(name, PLUGINS),

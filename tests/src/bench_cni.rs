@@ -3,8 +3,9 @@
 //! (no gap between calls), and at 1, 50 and 500 existing attachments (DEL with the ADD's result as prevResult), berth against
 //! Debian's reference plugins, alternated, with a berth network that keeps one attachment
 //! timed in the same rounds; the floors (a process start, the kernel's veth and nf_tables
-//! work) measured beside them at each level; binary sizes; then the default chain
-//! (bench_cni_chain).
+//! work) measured beside them at each level; binary sizes; portmap ADD and DEL against the
+//! reference portmap (berth's default nftables backend and its iptables one), and berth's ADD
+//! of 1000 published ports against one; then the default chain (bench_cni_chain).
 
 use berth_cni::exec::run_plugin;
 use berth_cni::netlink::route::RouteClient;
@@ -217,6 +218,7 @@ pub fn run() {
         ms(adds_at[0]),
         ratio(adds_at[2], adds_at[0]),
     ]);
+    portmap_rows(&mut table);
     let floors = nftables_floors();
     for (what, took) in &floors {
         table.row(vec![format!("floor: {what}"), ms(*took), "".into(), "".into()]);
@@ -311,4 +313,118 @@ fn nftables_floors() -> Vec<(&'static str, Duration)> {
         ("one nf_tables transaction adding a rule (netlink)", median(&mut commit)),
         ("one removing rules, its socket closed (an RCU grace period)", median(&mut released)),
     ]
+}
+
+/// Runs portmap `command` of `bin` for container `id` on network `network`, publishing
+/// `ports` host ports from `first_port` on, with `prev` as prevResult; returns the time it
+/// took.
+#[allow(clippy::too_many_arguments)]
+fn portmap_call(
+    bin: &Path,
+    command: &str,
+    id: &str,
+    network: &str,
+    backend: Option<&str>,
+    first_port: u16,
+    ports: u16,
+    prev: &serde_json::Value,
+) -> Duration {
+    let mappings: Vec<serde_json::Value> = (0..ports)
+        .map(|n| serde_json::json!({ "hostPort": first_port + n, "containerPort": 80, "protocol": "tcp" }))
+        .collect();
+    let mut conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": network, "type": "portmap", "capabilities": { "portMappings": true },
+        "runtimeConfig": { "portMappings": mappings }, "prevResult": prev
+    });
+    if let Some(backend) = backend {
+        conf["backend"] = backend.into();
+    }
+    let args = Args {
+        command: command.into(),
+        container_id: id.into(),
+        netns: format!("/run/netns/{id}"),
+        ifname: "eth0".into(),
+        args: Vec::new(),
+        path: vec![bin.display().to_string()],
+    };
+    std::thread::sleep(QUIET);
+    let started = Instant::now();
+    let (code, printed) = run_plugin(&bin.join("portmap"), &args, &conf).expect("cannot run the portmap plugin");
+    let took = started.elapsed();
+    assert_eq!(code, 0, "portmap {command} {id} ({}): {printed}", bin.display());
+    took
+}
+
+/// portmap ADD and DEL of one published port, berth (each backend) against the reference,
+/// and berth's ADD and DEL of 1000 ports against one, alternated round by round, behind one
+/// bridge attachment whose result is the prevResult.
+fn portmap_rows(table: &mut Table) {
+    let berth = PathBuf::from("/run/bench-portmap-berth");
+    let reference = PathBuf::from("/run/bench-portmap-reference");
+    for (dir, berth_plugin) in [(&berth, true), (&reference, false)] {
+        std::fs::create_dir_all(dir).unwrap();
+        for kind in ["bridge", "host-local", "portmap"] {
+            let target = if berth_plugin || kind != "portmap" {
+                crate::bins::bin("berth-cni")
+            } else {
+                Path::new(REFERENCE_DIR).join(kind)
+            };
+            std::os::unix::fs::symlink(target, dir.join(kind)).unwrap();
+        }
+    }
+    let bridge = Set::new("portmap", true, 9);
+    netns("pm");
+    let (_, prev) = bridge.call("ADD", "pm", None);
+    // (label, bin, backend, network, first port, ports)
+    type Case<'a> = (&'a str, &'a Path, Option<&'a str>, &'a str, u16, u16);
+    let cases: [Case; 5] = [
+        ("berth nftables", &berth, None, "pm-nft", 8000, 1),
+        ("berth iptables", &berth, Some("iptables"), "pm-ipt", 8100, 1),
+        ("reference", &reference, None, "pm-ref", 8200, 1),
+        ("berth nftables, 1000 ports", &berth, None, "pm-many", 10000, 1000),
+        ("berth iptables, 1000 ports", &berth, Some("iptables"), "pm-many-ipt", 20000, 1000),
+    ];
+    let mut adds: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    let mut dels: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    for round in 0..WARMUP + ROUNDS {
+        for (i, (_, bin, backend, network, first, ports)) in cases.iter().enumerate() {
+            let add = portmap_call(bin, "ADD", "pm", network, *backend, *first, *ports, &prev);
+            let del = portmap_call(bin, "DEL", "pm", network, *backend, *first, *ports, &prev);
+            if round >= WARMUP {
+                adds[i].push(add);
+                dels[i].push(del);
+            }
+        }
+    }
+    let add: Vec<Duration> = adds.iter_mut().map(|s| median(s)).collect();
+    let del: Vec<Duration> = dels.iter_mut().map(|s| median(s)).collect();
+    for (i, backend) in [(0, "nftables (default)"), (1, "iptables")] {
+        table.row(vec![
+            format!("portmap ADD, 1 port: berth {backend} vs reference (goal <= 0.1x)"),
+            ms(add[i]),
+            ms(add[2]),
+            ratio(add[i], add[2]),
+        ]);
+        table.row(vec![
+            format!("portmap DEL, 1 port: berth {backend} vs reference (goal <= 0.35x)"),
+            ms(del[i]),
+            ms(del[2]),
+            ratio(del[i], del[2]),
+        ]);
+    }
+    for (many, one, backend) in [(3, 0, "nftables"), (4, 1, "iptables")] {
+        table.row(vec![
+            format!("berth portmap ADD, {backend}: 1000 ports vs 1 (goal <= 3x)"),
+            ms(add[many]),
+            ms(add[one]),
+            ratio(add[many], add[one]),
+        ]);
+        table.row(vec![
+            format!("berth portmap DEL, {backend}: 1000 ports vs 1"),
+            ms(del[many]),
+            ms(del[one]),
+            ratio(del[many], del[one]),
+        ]);
+    }
+    bridge.call("DEL", "pm", Some(&prev));
 }

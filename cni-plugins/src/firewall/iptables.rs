@@ -24,14 +24,14 @@ pub fn comment(network: &str, container_id: &str) -> String {
 
 pub struct Iptables;
 
-#[derive(Clone, Copy)]
-enum Family {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Family {
     V4,
     V6,
 }
 
 impl Family {
-    fn tool(self, suffix: &str) -> String {
+    pub(crate) fn tool(self, suffix: &str) -> String {
         match self {
             Family::V4 => format!("iptables-{suffix}"),
             Family::V6 => format!("ip6tables-{suffix}"),
@@ -41,7 +41,7 @@ impl Family {
     /// Whether this family's tables may hold the chain: iptables-nft keeps it in nf_tables
     /// (asked over netlink, no process), iptables-legacy in x_tables (whose nat table is
     /// listed once anything used it); no iptables at all means no rules to remove.
-    fn may_hold(self, chain: &str) -> bool {
+    pub(crate) fn may_hold(self, chain: &str) -> bool {
         let (table_family, legacy_names) = match self {
             Family::V4 => (TableFamily::Ip, "/proc/net/ip_tables_names"),
             Family::V6 => (TableFamily::Ip6, "/proc/net/ip6_tables_names"),
@@ -52,6 +52,19 @@ impl Family {
         with_shared(|nft| nft.has_chain(table_family, "nat", chain)).unwrap_or(true)
     }
 
+    /// Whether the chain may hold rules: as `may_hold`, but an iptables-nft chain left empty
+    /// (the reference never removes its shared chains) does not count.
+    pub(crate) fn may_have_rules(self, chain: &str) -> bool {
+        let (table_family, legacy_names) = match self {
+            Family::V4 => (TableFamily::Ip, "/proc/net/ip_tables_names"),
+            Family::V6 => (TableFamily::Ip6, "/proc/net/ip6_tables_names"),
+        };
+        if std::fs::read_to_string(legacy_names).is_ok_and(|names| names.lines().any(|n| n == "nat")) {
+            return true;
+        }
+        with_shared(|nft| nft.rules(table_family, "nat", chain)).map(|rules| !rules.is_empty()).unwrap_or(true)
+    }
+
     fn multicast(self) -> &'static str {
         match self {
             Family::V4 => "224.0.0.0/4",
@@ -60,12 +73,12 @@ impl Family {
     }
 }
 
-fn quote(text: &str) -> String {
+pub(crate) fn quote(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Applies `rules` (restore syntax for the nat table) in one transaction.
-fn restore(family: Family, rules: &str) -> CniResult<()> {
+pub(crate) fn restore(family: Family, rules: &str) -> CniResult<()> {
     let tool = family.tool("restore");
     let mut child = Command::new(&tool)
         .args(["--noflush", "-w"])
@@ -92,7 +105,7 @@ fn restore(family: Family, rules: &str) -> CniResult<()> {
 }
 
 /// The nat tables of `families`, read at the same time.
-fn save_all(families: &[Family]) -> Vec<(Family, String)> {
+pub(crate) fn save_all(families: &[Family]) -> Vec<(Family, String)> {
     let readers: Vec<(Family, Option<std::process::Child>)> = families
         .iter()
         .map(|f| {
@@ -122,7 +135,7 @@ fn save_all(families: &[Family]) -> Vec<(Family, String)> {
 }
 
 /// Restore lines removing `chains` and every rule that jumps to them.
-fn removal(saved: &str, chains: &[String]) -> String {
+pub(crate) fn removal(saved: &str, chains: &[String]) -> String {
     let mut rules = String::new();
     for line in saved.lines() {
         if let Some(rule) = line.strip_prefix("-A ") {

@@ -3,6 +3,7 @@
 //! and one error type, under the message builders of rtnetlink (`route`) and nf_tables
 //! (`nftables`). A client acts in the network namespace it was opened in.
 
+pub mod conntrack;
 pub mod nftables;
 pub mod route;
 mod socket;

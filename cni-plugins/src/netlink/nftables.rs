@@ -14,12 +14,17 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
 const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_DELSETELEM: u16 = 14;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -35,6 +40,23 @@ const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_RULE_USERDATA: u16 = 7;
 const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DATA_LEN: u16 = 7;
+const NFTA_SET_ID: u16 = 10;
+const NFT_SET_MAP: u32 = 0x8;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// Elements per message: a message's element list is one attribute, whose length is 16 bits.
+const ELEMENTS_PER_MESSAGE: usize = 200;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
@@ -63,11 +85,35 @@ pub const NFPROTO_IPV6: u8 = 10;
 
 /// Meta keys used here.
 pub const META_NFPROTO: u32 = 15;
+pub const META_L4PROTO: u32 = 16;
 pub const META_IIFNAME: u32 = 6;
+
+/// Registers as the kernel numbers them: the first 16-byte one, and the 4-byte ones (a
+/// concatenation takes consecutive 4-byte registers, each field rounded up to 4 bytes).
+pub const REG_1: u32 = 1;
+pub const REG32_00: u32 = 8;
+
+/// nft's type ids, which `nft list` prints keys and values by (a concatenation's type is
+/// its fields' ids, 6 bits each).
+pub const TYPE_IPADDR: u32 = 7;
+pub const TYPE_IP6ADDR: u32 = 8;
+pub const TYPE_INET_PROTOCOL: u32 = 12;
+pub const TYPE_INET_SERVICE: u32 = 13;
+
+/// The type id of a concatenation of `types`.
+pub fn concat_type(types: &[u32]) -> u32 {
+    types.iter().fold(0, |id, t| (id << 6) | t)
+}
 
 /// Payload bases.
 pub const LINK_HEADER: u32 = 0;
 pub const NETWORK_HEADER: u32 = 1;
+pub const TRANSPORT_HEADER: u32 = 2;
+
+/// `ct status` bit of a connection whose destination was rewritten.
+pub const CT_STATUS_DNAT: u32 = 0x20;
+/// `fib daddr type` value of an address of this host.
+pub const RTN_LOCAL: u32 = 2;
 
 /// What a rule does when it matches.
 #[derive(Clone, Debug)]
@@ -94,6 +140,49 @@ pub enum Expr {
     NotEqual(Vec<u8>),
     Masquerade,
     Verdict(Verdict),
+    /// A meta key loaded into the register given.
+    MetaInto(u32, u32),
+    /// A header field loaded into the register given.
+    PayloadInto {
+        base: u32,
+        offset: u32,
+        len: u32,
+        register: u32,
+    },
+    /// `ct status`.
+    CtStatus,
+    /// `fib daddr type`.
+    FibDestinationType,
+    /// A lookup of the key starting at `key` in the set; for a map, its value goes to
+    /// `value` (a miss ends the rule).
+    Lookup {
+        set: String,
+        key: u32,
+        value: Option<u32>,
+    },
+    /// DNAT to the address in register `address` and the port in register `port`, of the
+    /// nfproto `family`.
+    Dnat {
+        family: u8,
+        address: u32,
+        port: u32,
+    },
+}
+
+/// One element of a set or map: its key, its value (maps only) and its comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub comment: Option<String>,
+}
+
+/// A set or map to create: its key's type id and length, and for a map its value's.
+pub struct SetSpec<'a> {
+    pub name: &'a str,
+    pub key_type: u32,
+    pub key_len: u32,
+    pub value: Option<(u32, u32)>,
 }
 
 /// A chain hooked into the packet path.
@@ -178,6 +267,38 @@ impl Attributes<'_> {
             Expr::Equal(value) => self.compare(0, value),
             Expr::NotEqual(value) => self.compare(1, value),
             Expr::Masquerade => self.nest(NFTA_LIST_ELEM, |e| e.text(NFTA_EXPR_NAME, "masq")),
+            Expr::MetaInto(key, register) => self.expression("meta", |a| {
+                a.be32(2, *key); // NFTA_META_KEY
+                a.be32(1, *register); // NFTA_META_DREG
+            }),
+            Expr::PayloadInto { base, offset, len, register } => self.expression("payload", |a| {
+                a.be32(1, *register); // NFTA_PAYLOAD_DREG
+                a.be32(2, *base);
+                a.be32(3, *offset);
+                a.be32(4, *len);
+            }),
+            Expr::CtStatus => self.expression("ct", |a| {
+                a.be32(2, 2); // NFTA_CT_KEY: NFT_CT_STATUS
+                a.be32(1, REGISTER); // NFTA_CT_DREG
+            }),
+            Expr::FibDestinationType => self.expression("fib", |a| {
+                a.be32(1, REGISTER); // NFTA_FIB_DREG
+                a.be32(2, 3); // NFTA_FIB_RESULT: NFT_FIB_RESULT_ADDRTYPE
+                a.be32(3, 2); // NFTA_FIB_FLAGS: NFTA_FIB_F_DADDR
+            }),
+            Expr::Lookup { set, key, value } => self.expression("lookup", |a| {
+                a.text(1, set); // NFTA_LOOKUP_SET
+                a.be32(2, *key); // NFTA_LOOKUP_SREG
+                if let Some(value) = value {
+                    a.be32(3, *value); // NFTA_LOOKUP_DREG
+                }
+            }),
+            Expr::Dnat { family, address, port } => self.expression("nat", |a| {
+                a.be32(1, 1); // NFTA_NAT_TYPE: NFT_NAT_DNAT
+                a.be32(2, u32::from(*family)); // NFTA_NAT_FAMILY
+                a.be32(3, *address); // NFTA_NAT_REG_ADDR_MIN
+                a.be32(5, *port); // NFTA_NAT_REG_PROTO_MIN
+            }),
             Expr::Verdict(verdict) => self.expression("immediate", |a| {
                 a.be32(1, VERDICT_REGISTER); // NFTA_IMMEDIATE_DREG
                 a.nest(2, |d| {
@@ -208,12 +329,12 @@ fn header(buffer: &mut Vec<u8>, kind: u16, flags: u16, sequence: u32, family: u8
 }
 
 /// What follows an nfnetlink message's headers: its attributes.
-fn attributes_of(answer: &[u8]) -> &[u8] {
+pub(super) fn attributes_of(answer: &[u8]) -> &[u8] {
     answer.get(HEADER_LEN + 4..).unwrap_or_default()
 }
 
 /// The attributes of one netlink message payload (after the nfgenmsg header).
-fn parse_attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+pub(super) fn parse_attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     while data.len() >= 4 {
         let length = u16::from_ne_bytes([data[0], data[1]]) as usize;
@@ -301,6 +422,77 @@ impl Batch {
                 a.be32(NFTA_CHAIN_POLICY, 1);
                 a.text(NFTA_CHAIN_TYPE, base.kind);
             }
+        });
+    }
+
+    /// Removes the table and everything in it.
+    pub fn delete_table(&mut self, family: Family, table: &str) {
+        self.message(NFT_MSG_DELTABLE, 0, family, format!("delete table {table}"), |a| a.text(NFTA_TABLE_NAME, table));
+    }
+
+    /// Creates the set (a map when it has a value type) unless it exists.
+    pub fn add_set(&mut self, family: Family, table: &str, set: &SetSpec) {
+        // The kernel wants an id by which later messages of the batch could name the set.
+        let id = self.steps.len() as u32 + 1;
+        self.message(NFT_MSG_NEWSET, NLM_F_CREATE, family, format!("create set {table} {}", set.name), |a| {
+            a.text(NFTA_SET_TABLE, table);
+            a.text(NFTA_SET_NAME, set.name);
+            a.be32(NFTA_SET_FLAGS, if set.value.is_some() { NFT_SET_MAP } else { 0 });
+            a.be32(NFTA_SET_KEY_TYPE, set.key_type);
+            a.be32(NFTA_SET_KEY_LEN, set.key_len);
+            if let Some((value_type, value_len)) = set.value {
+                a.be32(NFTA_SET_DATA_TYPE, value_type);
+                a.be32(NFTA_SET_DATA_LEN, value_len);
+            }
+            a.be32(NFTA_SET_ID, id);
+        });
+    }
+
+    /// Adds elements to the set; with `exclusive`, a key already there refuses the whole
+    /// transaction (EEXIST).
+    pub fn add_elements(&mut self, family: Family, table: &str, set: &str, elements: &[Element], exclusive: bool) {
+        let flags = NLM_F_CREATE | if exclusive { netlink_packet_core::NLM_F_EXCL } else { 0 };
+        for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+            self.elements(NFT_MSG_NEWSETELEM, flags, family, table, set, chunk, "add elements to");
+        }
+    }
+
+    /// Removes elements (by key) from the set.
+    pub fn delete_elements(&mut self, family: Family, table: &str, set: &str, elements: &[Element]) {
+        for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+            self.elements(NFT_MSG_DELSETELEM, 0, family, table, set, chunk, "remove elements from");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn elements(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        family: Family,
+        table: &str,
+        set: &str,
+        elements: &[Element],
+        doing: &str,
+    ) {
+        self.message(kind, flags, family, format!("{doing} set {table} {set}"), |a| {
+            a.text(NFTA_SET_ELEM_LIST_TABLE, table);
+            a.text(NFTA_SET_ELEM_LIST_SET, set);
+            a.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |list| {
+                for element in elements {
+                    list.nest(NFTA_LIST_ELEM, |e| {
+                        e.nest(NFTA_SET_ELEM_KEY, |k| k.put(NFTA_DATA_VALUE, &element.key));
+                        if kind == NFT_MSG_NEWSETELEM {
+                            if let Some(value) = &element.value {
+                                e.nest(NFTA_SET_ELEM_DATA, |d| d.put(NFTA_DATA_VALUE, value));
+                            }
+                            if let Some(comment) = &element.comment {
+                                e.put(NFTA_SET_ELEM_USERDATA, &comment_data(comment));
+                            }
+                        }
+                    });
+                }
+            });
         });
     }
 
@@ -437,6 +629,43 @@ impl NftClient {
             }
         }
         Ok(rules)
+    }
+
+    /// The elements of a set or map; none when the table or the set does not exist.
+    pub fn elements(&mut self, family: Family, table: &str, set: &str) -> Result<Vec<Element>> {
+        let what = format!("cannot list the elements of {table} {set}");
+        let answers = match self.query(NFT_MSG_GETSETELEM, NLM_F_DUMP, family, &what, |a| {
+            a.text(NFTA_SET_ELEM_LIST_TABLE, table);
+            a.text(NFTA_SET_ELEM_LIST_SET, set);
+        }) {
+            Ok(answers) => answers,
+            Err(e) if e.errno == libc::ENOENT => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let value_of = |nested: &[u8]| {
+            parse_attributes(nested).into_iter().find(|(k, _)| *k == NFTA_DATA_VALUE).map(|(_, v)| v.to_vec())
+        };
+        let mut elements = Vec::new();
+        for answer in &answers {
+            for (kind, list) in parse_attributes(attributes_of(answer)) {
+                if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+                    continue;
+                }
+                for (_, element) in parse_attributes(list) {
+                    let mut parsed = Element { key: Vec::new(), value: None, comment: None };
+                    for (kind, data) in parse_attributes(element) {
+                        match kind {
+                            NFTA_SET_ELEM_KEY => parsed.key = value_of(data).unwrap_or_default(),
+                            NFTA_SET_ELEM_DATA => parsed.value = value_of(data),
+                            NFTA_SET_ELEM_USERDATA => parsed.comment = comment_of(data),
+                            _ => {}
+                        }
+                    }
+                    elements.push(parsed);
+                }
+            }
+        }
+        Ok(elements)
     }
 
     /// Whether the chain exists.

@@ -426,6 +426,41 @@ impl RouteClient {
             .map(|_| ())
     }
 
+    /// The name of the interface the host routes `destination` out of, if it has a route.
+    pub fn route_interface(&mut self, destination: IpAddr) -> Result<Option<String>> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = Self::family(&destination);
+        message.header.destination_prefix_length = if destination.is_ipv4() { 32 } else { 128 };
+        message.attributes.push(RouteAttribute::Destination(match destination {
+            IpAddr::V4(v4) => RouteAddress::Inet(v4),
+            IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+        }));
+        let answers = match self.request(
+            RouteNetlinkMessage::GetRoute(message),
+            NLM_F_ACK,
+            &format!("cannot look up the route to {destination}"),
+        ) {
+            Ok(answers) => answers,
+            Err(e) if [libc::ENETUNREACH, libc::EHOSTUNREACH].contains(&e.errno) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let oif = answers.iter().find_map(|a| match a {
+            RouteNetlinkMessage::NewRoute(m) => m.attributes.iter().find_map(|attribute| match attribute {
+                RouteAttribute::Oif(index) => Some(*index),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let Some(index) = oif else { return Ok(None) };
+        let mut query = LinkMessage::default();
+        query.header.index = index;
+        let links = self.request(RouteNetlinkMessage::GetLink(query), NLM_F_ACK, "cannot look up the route's link")?;
+        Ok(links.iter().find_map(|a| match a {
+            RouteNetlinkMessage::NewLink(m) => Some(Self::to_link(m).name),
+            _ => None,
+        }))
+    }
+
     /// A route to `dst` via `gateway` (or on-link) out of `oif`.
     pub fn add_route(&mut self, dst: IpNet, gateway: Option<IpAddr>, oif: u32) -> Result<()> {
         let mut message = RouteMessage::default();
