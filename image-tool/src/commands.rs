@@ -70,14 +70,17 @@ pub fn unpack(
     bundle: &std::path::Path,
     platform: Option<&str>,
     limits: crate::extract::Limits,
+    storage: &crate::storage_options::StorageOptions,
 ) -> Result<()> {
     let platform = platform.map(manifest::parse_platform).transpose()?;
-    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &mut progress_on_terminal())
+    let storage = storage.requests()?;
+    crate::bundle::unpack(store, name, bundle, platform.as_ref(), limits, &storage, &mut progress_on_terminal())
         .with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
 }
 
-pub fn release(store: &Store, bundle: &std::path::Path) -> Result<()> {
-    crate::bundle::release(store, bundle)
+/// Releases the bundle; with `volumes` its anonymous volumes too.
+pub fn release(store: &Store, bundle: &std::path::Path, volumes: bool) -> Result<()> {
+    crate::bundle::release(store, bundle, volumes)
 }
 
 /// `df` as a table, or the JSON document with `json`.
@@ -94,6 +97,10 @@ pub fn df(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
     writeln!(out, "\nBUNDLE\tIMAGE\tOWN\tVIRTUAL")?;
     for bundle in &usage.bundles {
         writeln!(out, "{}\t{}\t{}\t{}", bundle.bundle, bundle.image, bundle.own_bytes, bundle.virtual_bytes)?;
+    }
+    writeln!(out, "\nVOLUME\tSIZE\tBUNDLES")?;
+    for volume in &usage.volumes {
+        writeln!(out, "{}\t{}\t{}", volume.name, volume.bytes, volume.bundles)?;
     }
     writeln!(out, "\nTOTAL\t{} (shared layers counted once)", usage.total_bytes)?;
     Ok(())

@@ -9,6 +9,9 @@
 //! - Unpack: `image` (the manifest, config and layers for this platform), `layers`
 //!   (extracted layers by ChainID), `extract` (one layer, written safely), `convert`
 //!   (image config to `config.json`), `bundle` (overlay bundles, their record, release).
+//! - Storage: `storage_options` (unpack's `-v`, `--mount`, `--tmpfs` into mounts),
+//!   `volumes` (the store's volumes), `volume_copy` (an image's content into a volume),
+//!   `volume_commands` (`berth-image volume ...`).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
 //! - Containers' files: `cp` (copies into and out of a bundle's container).
 //! - `commands`: one function per CLI command over the modules above.
@@ -29,5 +32,9 @@ pub mod legacy;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+pub mod storage_options;
 pub mod store;
 pub mod usage;
+pub mod volume_commands;
+pub mod volume_copy;
+pub mod volumes;

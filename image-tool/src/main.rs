@@ -58,10 +58,22 @@ enum Command {
         /// Most tar entries one layer may hold.
         #[arg(long, default_value_t = berth_image::extract::DEFAULT_MAX_ENTRIES)]
         max_layer_entries: u64,
+        #[command(flatten)]
+        storage: berth_image::storage_options::StorageOptions,
     },
     /// Unmount a bundle made by unpack and remove it with its writable layer; refused while a process (a container's, created or running) has its root or working directory in the rootfs.
-    Release { bundle: PathBuf },
-    /// Disk usage per image (virtual size) and per bundle (own writable bytes, virtual size).
+    Release {
+        bundle: PathBuf,
+        /// Also remove the bundle's anonymous volumes (named volumes always stay).
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// Volumes of the store: create, ls, inspect, rm, prune.
+    Volume {
+        #[command(subcommand)]
+        command: berth_image::volume_commands::VolumeCommand,
+    },
+    /// Disk usage per image (virtual size), per bundle (own writable bytes, virtual size) and per volume.
     Df {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -110,11 +122,12 @@ fn main() {
         Command::Inspect { name } => commands::inspect(&store, name, &mut out),
         Command::Rm { name } => commands::rm(&store, name),
         Command::Gc => commands::gc(&store, &mut out),
-        Command::Unpack { name, bundle, platform, max_layer_bytes, max_layer_entries } => {
+        Command::Unpack { name, bundle, platform, max_layer_bytes, max_layer_entries, storage } => {
             let limits = berth_image::extract::Limits { max_bytes: *max_layer_bytes, max_entries: *max_layer_entries };
-            commands::unpack(&store, name, bundle, platform.as_deref(), limits)
+            commands::unpack(&store, name, bundle, platform.as_deref(), limits, storage)
         }
-        Command::Release { bundle } => commands::release(&store, bundle),
+        Command::Release { bundle, volumes } => commands::release(&store, bundle, *volumes),
+        Command::Volume { command } => berth_image::volume_commands::run(&store, command, &mut out),
         Command::Df { json } => commands::df(&store, *json, &mut out),
         Command::Cp { src, dst, archive, follow_link } => {
             commands::cp(src, dst, berth_image::cp::Options { archive: *archive, follow_link: *follow_link }, &mut out)
