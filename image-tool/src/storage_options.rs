@@ -14,7 +14,7 @@ use crate::volumes;
 
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct StorageOptions {
-    /// Bind mount or volume: /HOST:/CTR[:OPTS] (a host directory), NAME:/CTR[:OPTS] (a named
+    /// Bind mount or volume: /HOST:/CTR[:OPTS] (a host directory, which must exist), NAME:/CTR[:OPTS] (a named
     /// volume of the store, made on first use and filled from the image when empty) or
     /// /CTR[:OPTS] (an anonymous volume); OPTS, comma-separated: ro, rw, nocopy (volumes), and
     /// for binds a propagation (rprivate, private, rshared, shared, rslave, slave).

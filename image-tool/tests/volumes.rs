@@ -258,3 +258,34 @@ fn bad_storage_options_get_one_clear_error_and_leave_nothing_behind() {
     assert!(err(&store, &["volume", "inspect", "../x"]).contains("not a valid volume name"));
     assert!(err(&store, &["volume", "create", "x"]).contains("not a valid volume name"));
 }
+
+#[test]
+fn a_volume_path_through_an_image_symlink_resolves_inside_the_image() {
+    if !privileged("a_volume_path_through_an_image_symlink_resolves_inside_the_image") {
+        return;
+    }
+    let t = Temp::new();
+    // A host directory the image's symlinks aim at, absolutely and with `..`.
+    let secret = t.0.join("secret");
+    fs::create_dir(&secret).unwrap();
+    fs::write(secret.join("key"), "host secret\n").unwrap();
+    let (absolute, climbing) = (secret.display().to_string(), format!("../../../../../../../..{}", secret.display()));
+    let links = Tar::default()
+        .add(Entry::symlink("absolute", &absolute))
+        .add(Entry::symlink("climbing", &climbing))
+        .add(Entry::symlink("alias", "data"))
+        .finish();
+    let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
+    write_image(&layout, "t", &[busybox_layer(), data_layer(), links], serde_json::json!({ "Cmd": ["sh"] }));
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    let before = common::snapshot(&secret);
+    unpack(&store, &bundle, &["-v", "abs:/absolute", "-v", "up:/climbing", "-v", "alias:/alias"]);
+    for name in ["abs", "up"] {
+        let data = store.join("volumes").join(name).join("_data");
+        assert_eq!(fs::read_dir(&data).unwrap().count(), 0, "volume {name} was filled from outside the image");
+    }
+    assert_eq!(common::snapshot(&secret), before, "the host directory was touched");
+    // A symlink within the image leads where it leads in the container: the image's /data.
+    assert_eq!(fs::read_to_string(store.join("volumes/alias/_data/seed")).unwrap(), "from the image\n");
+    ok(&store, &["release", bundle.to_str().unwrap()]);
+}
