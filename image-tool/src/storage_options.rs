@@ -335,13 +335,13 @@ fn mount_for(locked: &Locked<'_>, rootfs: &Path, request: &Request, attached: &m
         Source::Volume(_) | Source::Anonymous => {
             let name = match &request.source {
                 Source::Volume(name) => {
-                    if volumes::create(locked, Some(name), BTreeMap::new())?.is_some() {
+                    if volumes::create(locked, Some(name), BTreeMap::new(), false)?.is_some() {
                         attached.created.push(name.clone());
                     }
                     name.clone()
                 }
                 _ => {
-                    let volume = volumes::create(locked, None, BTreeMap::new())?
+                    let volume = volumes::create(locked, None, BTreeMap::new(), true)?
                         .context("a new anonymous volume's name was taken")?;
                     attached.created.push(volume.name.clone());
                     attached.anonymous.push(volume.name.clone());

@@ -53,7 +53,7 @@ pub fn run(store: &Store, command: &VolumeCommand, out: &mut impl Write) -> Resu
                 .collect::<BTreeMap<_, _>>();
             let locked = store.lock()?;
             // As Docker: creating a volume that exists is not an error.
-            let name = match volumes::create(&locked, name.as_deref(), labels)? {
+            let name = match volumes::create(&locked, name.as_deref(), labels, false)? {
                 Some(volume) => volume.name,
                 None => name.clone().unwrap_or_default(),
             };

@@ -90,8 +90,10 @@ pub fn list(store: &Store) -> Result<Vec<Volume>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
     };
+    // What has no volume.json is not a volume (nor anything berth-image made).
     let mut names: Vec<String> = entries
         .flatten()
+        .filter(|e| e.path().join("volume.json").is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| check_name(n).is_ok())
         .collect();
@@ -100,9 +102,15 @@ pub fn list(store: &Store) -> Result<Vec<Volume>> {
 }
 
 /// Creates volume `name` (a random one when None), empty; Ok(None) when it already exists.
-pub fn create(locked: &Locked<'_>, name: Option<&str>, labels: BTreeMap<String, String>) -> Result<Option<Volume>> {
+/// `anonymous` marks one made for a bundle (`-v /CTR`, an image VOLUME), which plain
+/// `prune` takes once unused.
+pub fn create(
+    locked: &Locked<'_>,
+    name: Option<&str>,
+    labels: BTreeMap<String, String>,
+    anonymous: bool,
+) -> Result<Option<Volume>> {
     let store = locked.store();
-    let anonymous = name.is_none();
     let name = match name {
         Some(name) => name.to_string(),
         None => random_name()?,

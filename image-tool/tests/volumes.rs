@@ -118,9 +118,24 @@ fn an_empty_named_volume_is_filled_from_the_image_once_and_outlives_its_bundle()
         assert_eq!(fs::read_dir(store.join("volumes").join(name).join("_data")).unwrap().count(), 0, "{name}");
     }
     ok(&store, &["release", third.to_str().unwrap()]);
+    // One made ahead with `volume create` (labels kept; again is no error) is filled the same.
+    assert_eq!(ok(&store, &["volume", "create", "--label", "tier=db", "made"]), "made\n");
+    assert_eq!(ok(&store, &["volume", "create", "made"]), "made\n");
+    assert_eq!(json(&store, &["volume", "inspect", "made"])[0]["Labels"], serde_json::json!({"tier": "db"}));
+    let fourth = t.0.join("fourth");
+    unpack(&store, &fourth, &["-v", "made:/data"]);
+    assert_eq!(fs::read_to_string(store.join("volumes/made/_data/seed")).unwrap(), "from the image\n");
+    ok(&store, &["release", fourth.to_str().unwrap()]);
+    // Unnamed, it gets a random name, and is no anonymous volume: plain prune keeps it.
+    let random = ok(&store, &["volume", "create"]).trim().to_string();
+    assert_eq!(random.len(), 64, "{random}");
+    ok(&store, &["volume", "prune"]);
     let listed = ok(&store, &["volume", "ls"]);
-    assert_eq!(listed, "DRIVER\tVOLUME NAME\nlocal\tdata\nlocal\tlong\nlocal\tshort\n");
-    ok(&store, &["volume", "rm", "data", "short", "long"]);
+    assert_eq!(
+        listed,
+        format!("DRIVER\tVOLUME NAME\nlocal\t{random}\nlocal\tdata\nlocal\tlong\nlocal\tmade\nlocal\tshort\n")
+    );
+    ok(&store, &["volume", "rm", "data", "short", "long", "made", &random]);
     assert_eq!(json(&store, &["volume", "ls", "--json"]), serde_json::json!([]));
     assert_eq!(fs::read_dir(store.join("volumes")).unwrap().count(), 0);
 }
@@ -253,6 +268,15 @@ fn bad_storage_options_get_one_clear_error_and_leave_nothing_behind() {
         assert_eq!(json(&store, &["df", "--json"])["bundles"], serde_json::json!([]), "{options:?} left a record");
         assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0, "{options:?} left staging");
     }
+    // A failure while the volumes are made (here a broken volume of the store, after the new
+    // one was made and filled) takes back the volume it made.
+    fs::create_dir_all(store.join("volumes/broken")).unwrap();
+    let stderr = err(&store, &["unpack", "t", bundle.to_str().unwrap(), "-v", "new:/data", "-v", "broken:/b"]);
+    assert!(stderr.contains("cannot open volume broken's"), "{stderr}");
+    assert!(!bundle.exists() && !store.join("volumes/new").exists(), "the failed unpack left its volume or bundle");
+    assert_eq!(fs::read_dir(store.join("volumes")).unwrap().count(), 1, "only the broken volume stays");
+    assert_eq!(json(&store, &["df", "--json"])["bundles"], serde_json::json!([]));
+    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()));
     // Volume commands refuse what does not exist or is not a name.
     assert!(err(&store, &["volume", "rm", "nothere"]).contains("no volume named \"nothere\""));
     assert!(err(&store, &["volume", "inspect", "../x"]).contains("not a valid volume name"));
