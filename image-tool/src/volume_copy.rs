@@ -28,11 +28,15 @@ pub fn copy_image_dir(rootfs: &Path, path: &str, dst: &OwnedFd) -> Result<bool> 
         Err(e) => return Err(e).with_context(|| format!("cannot open the image's {path}")),
     };
     let mut copy = Copy { dst_root: rustix::io::dup(dst)?, links: HashMap::new() };
-    copy.contents(&src, dst, "").with_context(|| format!("cannot copy the image's {path} into the volume"))?;
+    copy.contents(&src, dst, "", 0).with_context(|| format!("cannot copy the image's {path} into the volume"))?;
     let st = rustix::fs::fstat(&src)?;
     metadata(&src, dst, &st).with_context(|| format!("cannot copy the owner and mode of the image's {path}"))?;
     Ok(true)
 }
+
+/// Deepest directory copied: each level holds two descriptors open, so a hostile tree gets
+/// this clear refusal rather than running out of them.
+const MAX_DEPTH: usize = 256;
 
 struct Copy {
     dst_root: OwnedFd,
@@ -52,8 +56,12 @@ fn open_beneath(dir: &OwnedFd, name: &str, flags: OFlags) -> rustix::io::Result<
 }
 
 impl Copy {
-    /// Copies every entry of `src` into `dst`; `rel` is `dst`'s path below the root.
-    fn contents(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &str) -> Result<()> {
+    /// Copies every entry of `src` into `dst`; `rel` is `dst`'s path below the root, `depth`
+    /// its number of parts.
+    fn contents(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &str, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            bail!("{rel} lies more than {MAX_DEPTH} directories deep; refusing to copy further");
+        }
         let mut names = Vec::new();
         for entry in rustix::fs::Dir::read_from(src)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
@@ -63,12 +71,12 @@ impl Copy {
         }
         for name in names {
             let shown = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-            self.entry(src, dst, &name, &shown).with_context(|| format!("cannot copy {shown}"))?;
+            self.entry(src, dst, &name, &shown, depth).with_context(|| format!("cannot copy {shown}"))?;
         }
         Ok(())
     }
 
-    fn entry(&mut self, src_dir: &OwnedFd, dst_dir: &OwnedFd, name: &str, shown: &str) -> Result<()> {
+    fn entry(&mut self, src_dir: &OwnedFd, dst_dir: &OwnedFd, name: &str, shown: &str, depth: usize) -> Result<()> {
         let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let kind = FileType::from_raw_mode(st.st_mode);
         match kind {
@@ -84,7 +92,7 @@ impl Copy {
                 if kind == FileType::Directory {
                     rustix::fs::mkdirat(dst_dir, name, Mode::from_raw_mode(0o700))?;
                     let dst = open_beneath(dst_dir, name, OFlags::DIRECTORY | OFlags::RDONLY)?;
-                    self.contents(&src, &dst, shown)?;
+                    self.contents(&src, &dst, shown, depth + 1)?;
                     return metadata(&src, &dst, &opened);
                 }
                 let key = (opened.st_dev, opened.st_ino);

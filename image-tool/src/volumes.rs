@@ -38,8 +38,10 @@ pub struct Volume {
     pub anonymous: bool,
 }
 
+/// Absolute, as mount sources in config.json must be whatever `--store` was given as.
 pub fn volumes_dir(store: &Store) -> PathBuf {
-    store.root().join("volumes")
+    let dir = store.root().join("volumes");
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.

@@ -313,3 +313,25 @@ fn a_volume_path_through_an_image_symlink_resolves_inside_the_image() {
     assert_eq!(fs::read_to_string(store.join("volumes/alias/_data/seed")).unwrap(), "from the image\n");
     ok(&store, &["release", bundle.to_str().unwrap()]);
 }
+
+#[test]
+fn an_image_tree_too_deep_to_copy_is_refused_and_leaves_nothing() {
+    if !privileged("an_image_tree_too_deep_to_copy_is_refused_and_leaves_nothing") {
+        return;
+    }
+    let t = Temp::new();
+    let mut tar = Tar::default();
+    let mut path = String::from("data");
+    for _ in 0..300 {
+        path.push_str("/d");
+        tar.pax(&[("path", path.as_bytes())]).add(Entry::dir("long-name-in-pax"));
+    }
+    let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
+    write_image(&layout, "t", &[busybox_layer(), tar.finish()], serde_json::json!({ "Cmd": ["sh"] }));
+    ok(&store, &["import", layout.to_str().unwrap()]);
+    let stderr = err(&store, &["unpack", "t", bundle.to_str().unwrap(), "-v", "deep:/data"]);
+    assert!(stderr.contains("more than 256 directories deep"), "{stderr}");
+    assert!(!bundle.exists() && !store.join("volumes/deep").exists(), "the refused unpack left its bundle or volume");
+    assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0, "staging left behind");
+    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()));
+}
