@@ -14,13 +14,13 @@ use crate::volumes;
 
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct StorageOptions {
-    /// Bind mount or volume: /HOST:/CTR[:OPTS] (a host directory, which must exist), NAME:/CTR[:OPTS] (a named
+    /// Bind mount or volume: /HOST:/CTR[:OPTS] (a host directory, made when missing), NAME:/CTR[:OPTS] (a named
     /// volume of the store, made on first use and filled from the image when empty) or
     /// /CTR[:OPTS] (an anonymous volume); OPTS, comma-separated: ro, rw, nocopy (volumes), and
     /// for binds a propagation (rprivate, private, rshared, shared, rslave, slave).
     #[arg(short = 'v', long = "volume", value_name = "SPEC")]
     pub volume: Vec<String>,
-    /// Docker's long form: type=bind|volume|tmpfs,source=..,target=..[,readonly]
+    /// Docker's long form (a bind's source must exist): type=bind|volume|tmpfs,source=..,target=..[,readonly]
     /// [,volume-nocopy][,bind-propagation=..][,tmpfs-size=..][,tmpfs-mode=..]
     /// (src for source; dst or destination for target; ro for readonly).
     #[arg(long = "mount", value_name = "KEY=VALUE,...")]
@@ -53,6 +53,8 @@ pub struct Request {
     pub propagation: Option<String>,
     /// tmpfs mount options (`size=..`, `mode=..`, ...).
     pub tmpfs_options: Vec<String>,
+    /// A missing bind source is made (`-v`, as Docker) rather than refused (`--mount`).
+    pub make_source: bool,
 }
 
 impl Request {
@@ -65,6 +67,7 @@ impl Request {
             nocopy: false,
             propagation: None,
             tmpfs_options: Vec::new(),
+            make_source: false,
         })
     }
 }
@@ -103,6 +106,7 @@ fn parse_volume(spec: &str) -> Result<Request> {
         _ => bail!("too many colons: the forms are /HOST:/CTR[:OPTS], NAME:/CTR[:OPTS] and /CTR[:OPTS]"),
     };
     let mut request = Request::new(source, target)?;
+    request.make_source = true;
     for option in options.into_iter().flat_map(|o| o.split(',')) {
         match option {
             "ro" => request.readonly = true,
@@ -260,9 +264,9 @@ impl StorageOptions {
         }
         for request in &requests {
             if let Source::Bind(source) = &request.source {
-                if !source.exists() {
+                if !request.make_source && !source.exists() {
                     bail!(
-                        "the bind source {} does not exist; create it first (bound to {})",
+                        "the bind source {} does not exist; create it first (bound to {}), or use -v, which makes it",
                         source.display(),
                         request.target
                     );
@@ -281,15 +285,31 @@ pub struct Attached {
     /// Made by this unpack (named ones on first use, and the anonymous ones): removed again
     /// when the unpack fails.
     pub created: Vec<String>,
+    /// Missing `-v` bind sources made by this unpack, each directory level in the order made.
+    pub created_dirs: Vec<PathBuf>,
 }
 
 impl Attached {
-    /// Removes what this unpack created; for a failed unpack.
+    /// Removes what this unpack created; for a failed unpack. A made bind source is removed
+    /// only while empty.
     pub fn undo(&self, locked: &Locked<'_>) {
         for name in &self.created {
             let _ = volumes::remove_unchecked(locked, name);
         }
+        for dir in self.created_dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
+}
+
+/// Makes the missing directory `path` and its missing parents, recording each one made.
+fn make_dirs(path: &Path, made: &mut Vec<PathBuf>) -> Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    for dir in missing.into_iter().rev() {
+        std::fs::create_dir(dir).with_context(|| format!("cannot make the bind source {}", dir.display()))?;
+        made.push(dir.to_path_buf());
+    }
+    Ok(())
 }
 
 /// Adds the mounts of `requests` and of the image's VOLUMEs (`image_volumes`, absolute and
@@ -329,6 +349,9 @@ fn mount_for(locked: &Locked<'_>, rootfs: &Path, request: &Request, attached: &m
     let access = if request.readonly { "ro" } else { "rw" }.to_string();
     let (source, typ, options) = match &request.source {
         Source::Bind(source) => {
+            if request.make_source {
+                make_dirs(source, &mut attached.created_dirs)?;
+            }
             let propagation = request.propagation.clone().unwrap_or_else(|| "rprivate".into());
             (source.clone(), "bind", vec!["rbind".into(), propagation, access])
         }
@@ -426,6 +449,7 @@ mod tests {
             assert!(one(&[], &[], &[bad]).is_err(), "--tmpfs {bad}");
         }
         assert!(one(&["/a", "v1:/a"], &[], &[]).is_err(), "a duplicate mount point");
-        assert!(one(&["/nonexistent-berth-host-dir:/a"], &[], &[]).is_err(), "a missing bind source");
+        assert!(one(&[], &["type=bind,src=/nonexistent-berth-host-dir,dst=/a"], &[]).is_err(), "a missing bind source");
+        assert!(one(&["/nonexistent-berth-host-dir:/a"], &[], &[]).unwrap().make_source, "-v makes it");
     }
 }

@@ -197,7 +197,7 @@ fn binds_are_read_only_when_asked_and_tmpfs_mounts_have_their_size() {
     let t = Temp::new();
     let berth = berth_tests::runtime::Berth::new("image-volumes");
     let store = store_with_image(&t, serde_json::json!({}));
-    let (readonly, writable) = (t.0.join("ro"), t.0.join("rw"));
+    let (readonly, writable, made) = (t.0.join("ro"), t.0.join("rw"), t.0.join("made/by/v"));
     fs::create_dir(&readonly).unwrap();
     fs::write(readonly.join("given"), "from the host\n").unwrap();
     fs::create_dir(&writable).unwrap();
@@ -205,7 +205,7 @@ fn binds_are_read_only_when_asked_and_tmpfs_mounts_have_their_size() {
     let bind = script(
         &t,
         "s",
-        "cat /ro/given; (echo x > /ro/new) 2>/dev/null && echo wrote || echo refused; echo y > /rw/out
+        "cat /ro/given; (echo x > /ro/new) 2>/dev/null && echo wrote || echo refused; echo y > /rw/out; echo z > /made/out
          busybox grep -E ' /(scratch|sized) ' /proc/mounts | busybox cut -d' ' -f2,4",
     );
     unpack(
@@ -218,6 +218,8 @@ fn binds_are_read_only_when_asked_and_tmpfs_mounts_have_their_size() {
             &format!("{}:/ro:ro", readonly.display()),
             "--mount",
             &format!("type=bind,src={},dst=/rw", writable.display()),
+            "-v",
+            &format!("{}:/made", made.display()),
             "--tmpfs",
             "/scratch:size=1m,mode=700",
             "--mount",
@@ -229,6 +231,7 @@ fn binds_are_read_only_when_asked_and_tmpfs_mounts_have_their_size() {
     assert_eq!(&lines[..2], ["from the host", "refused"], "{out}");
     assert!(!readonly.join("new").exists(), "a write went through a read-only bind");
     assert_eq!(fs::read_to_string(writable.join("out")).unwrap(), "y\n");
+    assert_eq!(fs::read_to_string(made.join("out")).unwrap(), "z\n", "-v did not make its missing host directory");
     let scratch = lines.iter().find(|l| l.starts_with("/scratch ")).unwrap_or_else(|| panic!("no /scratch: {out}"));
     assert!(scratch.contains("size=1024k") && scratch.contains("mode=700") && scratch.contains("noexec"), "{out}");
     let sized = lines.iter().find(|l| l.starts_with("/sized ")).unwrap_or_else(|| panic!("no /sized: {out}"));
@@ -245,7 +248,7 @@ fn bad_storage_options_get_one_clear_error_and_leave_nothing_behind() {
     let store = store_with_image(&t, serde_json::json!({ "Volumes": { "/data": {} } }));
     let bundle = t.0.join("bundle");
     let missing = t.0.join("missing");
-    let missing_bind = format!("{}:/x", missing.display());
+    let missing_bind = format!("type=bind,src={},dst=/x", missing.display());
     let cases: &[(&[&str], &str)] = &[
         (&["-v", "new:/a", "-v", "a:b:c:d"], "too many colons"),
         (&["-v", "new:relative"], "must be absolute"),
@@ -255,7 +258,7 @@ fn bad_storage_options_get_one_clear_error_and_leave_nothing_behind() {
         (&["--mount", "type=bind,target=/x"], "needs an absolute source"),
         (&["--tmpfs", "/t:size=lots"], "tmpfs option \"size=lots\""),
         (&["-v", "new:/a", "-v", "/a"], "duplicate mount point /a"),
-        (&["-v", "new:/a", "-v", &missing_bind], "does not exist"),
+        (&["-v", "new:/a", "--mount", &missing_bind], "does not exist"),
     ];
     for (options, says) in cases {
         let mut args = vec!["unpack", "t", bundle.to_str().unwrap()];
@@ -271,9 +274,13 @@ fn bad_storage_options_get_one_clear_error_and_leave_nothing_behind() {
     // A failure while the volumes are made (here a broken volume of the store, after the new
     // one was made and filled) takes back the volume it made.
     fs::create_dir_all(store.join("volumes/broken")).unwrap();
-    let stderr = err(&store, &["unpack", "t", bundle.to_str().unwrap(), "-v", "new:/data", "-v", "broken:/b"]);
+    // A bind source -v made goes too.
+    let made_bind = format!("{}/sub:/m", missing.display());
+    let stderr =
+        err(&store, &["unpack", "t", bundle.to_str().unwrap(), "-v", "new:/data", "-v", &made_bind, "-v", "broken:/b"]);
     assert!(stderr.contains("cannot open volume broken's"), "{stderr}");
     assert!(!bundle.exists() && !store.join("volumes/new").exists(), "the failed unpack left its volume or bundle");
+    assert!(!missing.exists(), "the failed unpack left the bind source it made");
     assert_eq!(fs::read_dir(store.join("volumes")).unwrap().count(), 1, "only the broken volume stays");
     assert_eq!(json(&store, &["df", "--json"])["bundles"], serde_json::json!([]));
     assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(bundle.to_str().unwrap()));
