@@ -1,7 +1,9 @@
 //! Bundles: `rootfs/` an overlay of the image's shared read-only layers under the bundle's
 //! own `upper/` and `work/`, `config.json` from the image config and `unpack`'s options,
-//! the init layer's `hostname`, `hosts` and `resolv.conf`, and the store's record of
-//! every bundle (`bundles.json`), which gc and df read; `release` undoes all of it.
+//! the init layer's `hostname`, `hosts` and `resolv.conf`, and the store's record of every
+//! bundle (`bundles.json`: its image, layers and volumes), which gc, df and the volume
+//! commands read; `release` undoes all of it but the volumes (its anonymous ones too with
+//! `--volumes`).
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -17,7 +19,9 @@ use crate::image::{self, chain_ids};
 use crate::in_use;
 use crate::layers;
 use crate::run_options::{init_layer, RunOptions};
+use crate::storage_options::{self, Attached, Request};
 use crate::store::{Locked, Store};
+use crate::volumes;
 use oci_spec::image::Platform;
 
 /// What the store remembers of a bundle.
@@ -27,6 +31,12 @@ pub struct BundleRecord {
     pub image: String,
     pub manifest: String,
     pub chain_ids: Vec<String>,
+    /// Every volume of the store the bundle mounts: they are in use while it exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The anonymous volumes made for it, which `release --volumes` removes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anonymous_volumes: Vec<String>,
 }
 
 /// The bundles the store has made, by absolute path.
@@ -66,6 +76,8 @@ pub fn unpack(
     options: &RunOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
+    // Parsed before anything is made, so bad storage options leave nothing.
+    let storage = options.storage.requests()?;
     let locked = store.lock()?;
     let key = bundle_key(bundle)?;
     if key.exists() && std::fs::read_dir(&key).map(|mut d| d.next().is_some()).unwrap_or(true) {
@@ -74,11 +86,13 @@ pub fn unpack(
     let image = image::load(store, name, platform)?;
     let lowers = layers::ensure(&locked, &image, limits, progress)?;
     let created_dir = !key.exists();
-    let made = make(&key, &image, &lowers, options);
-    if let Err(e) = made {
-        let _ = undo(&key, created_dir);
-        return Err(e);
-    }
+    let attached = match make(&locked, &key, &image, &lowers, options, &storage) {
+        Ok(attached) => attached,
+        Err(e) => {
+            let _ = undo(&key, created_dir);
+            return Err(e);
+        }
+    };
     let mut all = records(store)?;
     all.insert(
         key.display().to_string(),
@@ -86,42 +100,57 @@ pub fn unpack(
             image: name.to_string(),
             manifest: image.manifest.to_string(),
             chain_ids: chain_ids(&image.diff_ids).iter().map(|c| c.to_string()).collect(),
+            volumes: attached.volumes.clone(),
+            anonymous_volumes: attached.anonymous.clone(),
         },
     );
-    write_records(&locked, &all)
+    let written = write_records(&locked, &all);
+    if written.is_err() {
+        attached.undo(&locked);
+        let _ = undo(&key, created_dir);
+    }
+    written
 }
 
-fn make(bundle: &Path, image: &image::Image, lowers: &[PathBuf], options: &RunOptions) -> Result<()> {
+fn make(
+    locked: &Locked<'_>,
+    bundle: &Path,
+    image: &image::Image,
+    lowers: &[PathBuf],
+    options: &RunOptions,
+    storage: &[Request],
+) -> Result<Attached> {
     for dir in ["upper", "work", "rootfs"] {
         std::fs::create_dir_all(bundle.join(dir))
             .with_context(|| format!("cannot create {}", bundle.join(dir).display()))?;
     }
     mount_overlay(&bundle.join("rootfs"), lowers, &bundle.join("upper"), &bundle.join("work"))?;
     let hostname: String = image.manifest.hex().chars().take(12).collect();
-    let volumes = bundle.join("volumes");
+    let rootfs = bundle.join("rootfs");
     let mut image_config = image.config.clone();
     options.process.merge_into(&mut image_config)?;
-    let mut spec = convert::runtime_config(&image_config, &bundle.join("rootfs"), &hostname, |path| {
-        volumes.join(path.trim_start_matches('/').replace('/', "_")).display().to_string()
-    })?;
+    let mut spec = convert::runtime_config(&image_config, &rootfs, &hostname)?;
     options.process.apply(&mut spec);
     options.resources.apply(&mut spec)?;
-    for source in spec
-        .mounts()
-        .iter()
-        .flatten()
-        .filter(|m| m.typ().as_deref() == Some("bind"))
-        .filter_map(|m| m.source().as_ref())
-    {
-        std::fs::create_dir_all(source)
-            .with_context(|| format!("cannot create the volume directory {}", source.display()))?;
+    let image_volumes = convert::image_volumes(&image.config)?;
+    let attached = storage_options::apply(locked, &mut spec, &rootfs, storage, &image_volumes)?;
+    let named_and_connected = options.init_layer.name(bundle).and_then(|name| {
+        let network = options.network.apply(&mut spec, bundle, &name)?;
+        options.init_layer.write(bundle, &mut spec, &hostname, &name, &network)
+    });
+    if let Err(e) = named_and_connected {
+        attached.undo(locked);
+        return Err(e);
     }
-    let name = options.init_layer.name(bundle)?;
-    let network = options.network.apply(&mut spec, bundle, &name)?;
-    options.init_layer.write(bundle, &mut spec, &hostname, &name, &network)?;
     let config = bundle.join("config.json");
-    std::fs::write(&config, serde_json::to_vec_pretty(&spec)?)
-        .with_context(|| format!("cannot write {}", config.display()))
+    let written = serde_json::to_vec_pretty(&spec)
+        .map_err(anyhow::Error::from)
+        .and_then(|json| std::fs::write(&config, json).with_context(|| format!("cannot write {}", config.display())));
+    if let Err(e) = written {
+        attached.undo(locked);
+        return Err(e);
+    }
+    Ok(attached)
 }
 
 /// Mounts overlay on `target` with the new mount API, one `lowerdir+` per layer (topmost
@@ -156,6 +185,7 @@ fn undo(bundle: &Path, remove_dir: bool) -> Result<()> {
         rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH)
             .with_context(|| format!("cannot unmount {}", rootfs.display()))?;
     }
+    // `volumes/`: where bundles made before the store kept volumes held the image's VOLUMEs.
     for entry in ["rootfs", "upper", "work", "volumes"] {
         let path = bundle.join(entry);
         if path.exists() {
@@ -203,17 +233,27 @@ fn unescape_mountinfo(field: &str) -> String {
 }
 
 /// Unmounts and removes a bundle unpack made, with its writable layer, and forgets it
-/// (the bundle directory goes too unless something else was put in it).
-pub fn release(store: &Store, bundle: &Path) -> Result<()> {
+/// (the bundle directory goes too unless something else was put in it). Its volumes stay;
+/// with `anonymous_volumes` its anonymous ones go too, unless another bundle mounts them.
+pub fn release(store: &Store, bundle: &Path, anonymous_volumes: bool) -> Result<()> {
     let locked = store.lock()?;
     let key = bundle_key(bundle)?;
     let mut all = records(store)?;
-    if all.remove(&key.display().to_string()).is_none() {
+    let Some(record) = all.remove(&key.display().to_string()) else {
         bail!("{} is not a bundle of the store {}; `berth-image df` lists them", key.display(), store.root().display());
-    }
+    };
     refuse_if_in_use(&key)?;
     undo(&key, false)?;
-    write_records(&locked, &all)
+    write_records(&locked, &all)?;
+    if anonymous_volumes {
+        for name in &record.anonymous_volumes {
+            if !all.values().any(|other| other.volumes.contains(name)) {
+                volumes::remove_unchecked(&locked, name)
+                    .with_context(|| format!("bundle {} is released, but its volume {name} is not", key.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fails, naming the processes, while any process has its root or working directory in the

@@ -77,8 +77,9 @@ pub fn unpack(
         .with_context(|| format!("cannot unpack {name} into {}", bundle.display()))
 }
 
-pub fn release(store: &Store, bundle: &std::path::Path) -> Result<()> {
-    crate::bundle::release(store, bundle)
+/// Releases the bundle; with `volumes` its anonymous volumes too.
+pub fn release(store: &Store, bundle: &std::path::Path, volumes: bool) -> Result<()> {
+    crate::bundle::release(store, bundle, volumes)
 }
 
 /// `df` as a table, or the JSON document with `json`.
@@ -95,6 +96,10 @@ pub fn df(store: &Store, json: bool, out: &mut impl Write) -> Result<()> {
     writeln!(out, "\nBUNDLE\tIMAGE\tOWN\tVIRTUAL")?;
     for bundle in &usage.bundles {
         writeln!(out, "{}\t{}\t{}\t{}", bundle.bundle, bundle.image, bundle.own_bytes, bundle.virtual_bytes)?;
+    }
+    writeln!(out, "\nVOLUME\tSIZE\tBUNDLES")?;
+    for volume in &usage.volumes {
+        writeln!(out, "{}\t{}\t{}", volume.name, volume.bytes, volume.bundles)?;
     }
     writeln!(out, "\nTOTAL\t{} (shared layers counted once)", usage.total_bytes)?;
     Ok(())

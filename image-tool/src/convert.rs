@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     get_default_namespaces, Capabilities, Capability, LinuxCapabilities, LinuxDeviceCgroupBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxResourcesBuilder, RootBuilder, Spec, UserBuilder,
 };
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -127,6 +127,16 @@ pub fn check_volume(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The image's Volumes, sorted, each checked with `check_volume`.
+pub fn image_volumes(image_config: &ImageConfiguration) -> Result<Vec<String>> {
+    let mut paths = image_config.config().as_ref().and_then(|c| c.volumes().clone()).unwrap_or_default();
+    paths.sort();
+    for path in &paths {
+        check_volume(path)?;
+    }
+    Ok(paths)
+}
+
 /// The runtime config for `image_config`: oci-spec's `Spec::default()` (runc's default spec:
 /// mounts, masked and read-only paths, rlimits, no_new_privileges) with what unpack changes:
 /// - process: args, env (plus a default PATH), cwd and user from the image config, no terminal,
@@ -134,17 +144,12 @@ pub fn check_volume(path: &str) -> Result<()> {
 ///   images that chown or switch users at start);
 /// - root: `rootfs`, writable (the bundle's own overlay upper takes the writes);
 /// - hostname: `hostname`;
-/// - mounts: the default ones plus a bind of `volume_dir(path)` for each Volume;
+/// - mounts: the default ones (`storage_options::apply` adds the volumes);
 /// - annotations: the implied ones with the image's Labels over them;
 /// - linux: namespaces pid, network, ipc, uts, mount (no cgroup namespace, as Docker on
 ///   cgroup v1 and runc 1.1's spec) and a deny-all device rule (runc's spec has it; oci-spec's
 ///   default list is empty).
-pub fn runtime_config(
-    image_config: &ImageConfiguration,
-    rootfs: &Path,
-    hostname: &str,
-    volume_dir: impl Fn(&str) -> String,
-) -> Result<Spec> {
+pub fn runtime_config(image_config: &ImageConfiguration, rootfs: &Path, hostname: &str) -> Result<Spec> {
     let config = image_config.config().clone().unwrap_or_default();
     let mut args = config.entrypoint().clone().unwrap_or_default();
     args.extend(config.cmd().clone().unwrap_or_default());
@@ -180,19 +185,8 @@ pub fn runtime_config(
     for (k, v) in config.labels().iter().flatten() {
         annotations.insert(k.clone(), v.clone()); // labels win over implied annotations
     }
+    image_volumes(image_config)?; // a bad Volumes path refuses the image before anything is made
     let mut spec = Spec::default();
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    for path in &sorted(config.volumes()) {
-        check_volume(path)?;
-        mounts.push(
-            MountBuilder::default()
-                .destination(path)
-                .typ("bind")
-                .source(volume_dir(path))
-                .options(vec!["rbind".to_string(), "rw".to_string()])
-                .build()?,
-        );
-    }
     let docker_caps: Capabilities = DOCKER_CAPS.iter().copied().collect();
     let mut capabilities = LinuxCapabilities::default();
     capabilities.set_bounding(Some(docker_caps.clone()));
@@ -221,7 +215,6 @@ pub fn runtime_config(
     spec.set_process(Some(process));
     spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build()?));
     spec.set_hostname(Some(hostname.to_string()));
-    spec.set_mounts(Some(mounts));
     spec.set_annotations(Some(annotations));
     spec.set_linux(Some(linux));
     Ok(spec)
@@ -261,7 +254,7 @@ mod tests {
             "rootfs": {"type": "layers", "diff_ids": []}
         }))
         .unwrap();
-        let spec = runtime_config(&image, Path::new("/nonexistent"), "host1", |path| format!("/vol{path}")).unwrap();
+        let spec = runtime_config(&image, Path::new("/nonexistent"), "host1").unwrap();
         let default = Spec::default();
         let process = spec.process().as_ref().unwrap();
         assert_eq!(process.args().as_ref().unwrap(), &["/bin/app", "--serve"]);
@@ -276,12 +269,8 @@ mod tests {
         assert!(caps.ambient().is_none() && caps.inheritable().is_none());
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(false));
         assert_eq!(spec.hostname().as_deref(), Some("host1"));
-        let mounts = spec.mounts().as_ref().unwrap();
-        let defaults = default.mounts().as_ref().unwrap();
-        assert_eq!(&mounts[..defaults.len()], &defaults[..]);
-        let volumes: Vec<_> =
-            mounts[defaults.len()..].iter().map(|m| (m.destination().clone(), m.source().clone().unwrap())).collect();
-        assert_eq!(volumes, [("/a".into(), "/vol/a".into()), ("/var/b".into(), "/vol/var/b".into())]);
+        assert_eq!(spec.mounts(), default.mounts());
+        assert_eq!(image_volumes(&image).unwrap(), ["/a", "/var/b"]);
         let annotations = spec.annotations().as_ref().unwrap();
         assert_eq!(annotations["org.opencontainers.image.exposedPorts"], "80/tcp,90/udp");
         assert_eq!(annotations["org.opencontainers.image.stopSignal"], "SIGQUIT");

@@ -11,6 +11,9 @@
 //!   (image config to `config.json`), `run_options` (`docker run`'s options: process,
 //!   resources and security, the init layer's hostname/hosts/resolv.conf, the network
 //!   namespace and berth-cni hooks), `bundle` (overlay bundles, their record, release).
+//! - Storage: `storage_options` (unpack's `-v`, `--mount`, `--tmpfs` into mounts),
+//!   `volumes` (the store's volumes), `volume_copy` (an image's content into a volume),
+//!   `volume_commands` (`berth-image volume ...`).
 //! - Upkeep: `gc`, `usage` (`df`), `in_use` (processes using a bundle's rootfs).
 //! - Containers' files: `cp` (copies into and out of a bundle's container).
 //! - `commands`: one function per CLI command over the modules above.
@@ -32,5 +35,9 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod run_options;
+pub mod storage_options;
 pub mod store;
 pub mod usage;
+pub mod volume_commands;
+pub mod volume_copy;
+pub mod volumes;

@@ -48,6 +48,8 @@ struct UnpackArgs {
     init_layer: InitLayerOptions,
     #[command(flatten)]
     network: NetworkOptions,
+    #[command(flatten)]
+    storage: berth_image::storage_options::StorageOptions,
 }
 
 #[derive(Subcommand)]
@@ -80,8 +82,18 @@ enum Command {
     #[command(after_help = UNPACK_NOTES)]
     Unpack(Box<UnpackArgs>),
     /// Unmount a bundle made by unpack and remove it with its writable layer; refused while a process (a container's, created or running) has its root or working directory in the rootfs.
-    Release { bundle: PathBuf },
-    /// Disk usage per image (virtual size) and per bundle (own writable bytes, virtual size).
+    Release {
+        bundle: PathBuf,
+        /// Also remove the bundle's anonymous volumes (named volumes always stay).
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// Volumes of the store: create, ls, inspect, rm, prune.
+    Volume {
+        #[command(subcommand)]
+        command: berth_image::volume_commands::VolumeCommand,
+    },
+    /// Disk usage per image (virtual size), per bundle (own writable bytes, virtual size) and per volume.
     Df {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -138,10 +150,12 @@ fn main() {
                 resources: args.resources.clone(),
                 init_layer: args.init_layer.clone(),
                 network: args.network.clone(),
+                storage: args.storage.clone(),
             };
             commands::unpack(&store, &args.image, &args.bundle, args.platform.as_deref(), limits, &options)
         }
-        Command::Release { bundle } => commands::release(&store, bundle),
+        Command::Release { bundle, volumes } => commands::release(&store, bundle, *volumes),
+        Command::Volume { command } => berth_image::volume_commands::run(&store, command, &mut out),
         Command::Df { json } => commands::df(&store, *json, &mut out),
         Command::Cp { src, dst, archive, follow_link } => {
             commands::cp(src, dst, berth_image::cp::Options { archive: *archive, follow_link: *follow_link }, &mut out)

@@ -1,5 +1,6 @@
-//! Disk usage for `df`: each image's layers (its virtual size) and each bundle's own
-//! writable layer, with layers shared by several images or bundles counted once in the total.
+//! Disk usage for `df`: each image's layers (its virtual size), each bundle's own
+//! writable layer and each volume, with layers shared by several images or bundles counted
+//! once in the total.
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -34,10 +35,21 @@ pub struct BundleUsage {
 
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
+pub struct VolumeUsage {
+    pub name: String,
+    /// Bytes of its data.
+    pub bytes: u64,
+    /// How many bundles mount it.
+    pub bundles: usize,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub images: Vec<ImageUsage>,
     pub bundles: Vec<BundleUsage>,
-    /// Layers (each once), writable layers and blobs.
+    pub volumes: Vec<VolumeUsage>,
+    /// Layers (each once), writable layers, volumes and blobs.
     pub total_bytes: u64,
 }
 
@@ -73,12 +85,20 @@ pub fn measure(store: &Store) -> Result<Usage> {
     }
     let mut bundles = Vec::new();
     let mut uppers = 0;
-    for (path, record) in bundle::records(store)? {
+    let records = bundle::records(store)?;
+    let mut volumes = Vec::new();
+    for volume in crate::volumes::list(store)? {
+        let bytes = disk_bytes(&volume.mountpoint);
+        let users = records.values().filter(|r| r.volumes.contains(&volume.name)).count();
+        volumes.push(VolumeUsage { name: volume.name, bytes, bundles: users });
+    }
+    for (path, record) in records {
         let own_bytes = disk_bytes(&Path::new(&path).join("upper"));
         let layers: u64 = record.chain_ids.iter().filter_map(|c| Digest::parse(c).ok()).map(|c| layer_size(&c)).sum();
         uppers += own_bytes;
         bundles.push(BundleUsage { bundle: path, image: record.image, own_bytes, virtual_bytes: own_bytes + layers });
     }
-    let total_bytes = disk_bytes(&layers_dir) + disk_bytes(&store.blob_dir()) + uppers;
-    Ok(Usage { images, bundles, total_bytes })
+    let volume_bytes: u64 = volumes.iter().map(|v| v.bytes).sum();
+    let total_bytes = disk_bytes(&layers_dir) + disk_bytes(&store.blob_dir()) + uppers + volume_bytes;
+    Ok(Usage { images, bundles, volumes, total_bytes })
 }

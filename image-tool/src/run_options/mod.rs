@@ -24,4 +24,6 @@ pub struct RunOptions {
     pub resources: ResourceOptions,
     pub init_layer: InitLayerOptions,
     pub network: NetworkOptions,
+    /// `-v`, `--mount`, `--tmpfs` (the storage_options module, beside the volumes it makes).
+    pub storage: crate::storage_options::StorageOptions,
 }

@@ -65,8 +65,18 @@ pub fn desc(media_type: &str, data: &[u8], d: &str) -> serde_json::Value {
     serde_json::json!({ "mediaType": media_type, "digest": d, "size": data.len() })
 }
 
+/// Runs berth-image; an `unpack` without `--network` gets `--network none`, since Docker's
+/// default network would attach a test's container to this machine's own network.
 pub fn run(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth-image")).arg("--store").arg(store).args(args).output().unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth-image"));
+    command.arg("--store").arg(store);
+    match args.split_first() {
+        Some((&"unpack", rest)) if !rest.iter().any(|a| a.starts_with("--network")) => {
+            command.args(["unpack", "--network", "none"]).args(rest)
+        }
+        _ => command.args(args),
+    };
+    command.output().unwrap()
 }
 
 pub fn ok(store: &Path, args: &[&str]) -> String {
