@@ -131,10 +131,10 @@ fn an_empty_named_volume_is_filled_from_the_image_once_and_outlives_its_bundle()
     assert_eq!(random.len(), 64, "{random}");
     ok(&store, &["volume", "prune"]);
     let listed = ok(&store, &["volume", "ls"]);
-    assert_eq!(
-        listed,
-        format!("DRIVER\tVOLUME NAME\nlocal\t{random}\nlocal\tdata\nlocal\tlong\nlocal\tmade\nlocal\tshort\n")
-    );
+    let mut names = vec![random.as_str(), "data", "long", "made", "short"];
+    names.sort();
+    let rows: String = names.iter().map(|name| format!("local\t{name}\n")).collect();
+    assert_eq!(listed, format!("DRIVER\tVOLUME NAME\n{rows}"));
     ok(&store, &["volume", "rm", "data", "short", "long", "made", &random]);
     assert_eq!(json(&store, &["volume", "ls", "--json"]), serde_json::json!([]));
     assert_eq!(fs::read_dir(store.join("volumes")).unwrap().count(), 0);
