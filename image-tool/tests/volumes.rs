@@ -131,7 +131,7 @@ fn an_empty_named_volume_is_filled_from_the_image_once_and_outlives_its_bundle()
     assert_eq!(random.len(), 64, "{random}");
     ok(&store, &["volume", "prune"]);
     let listed = ok(&store, &["volume", "ls"]);
-    let mut names = vec![random.as_str(), "data", "long", "made", "short"];
+    let mut names = [random.as_str(), "data", "long", "made", "short"];
     names.sort();
     let rows: String = names.iter().map(|name| format!("local\t{name}\n")).collect();
     assert_eq!(listed, format!("DRIVER\tVOLUME NAME\n{rows}"));
