@@ -61,7 +61,8 @@ struct CniDirs {
 impl CniDirs {
     fn unpack_flags(&self) -> Vec<String> {
         let mut flags = vec!["--berth-cni".to_string(), bin("berth-cni").display().to_string()];
-        for (flag, dir) in [("--cni-conf-dir", &self.conf), ("--cni-bin-dir", &self.bin), ("--cni-state-dir", &self.state)]
+        for (flag, dir) in
+            [("--cni-conf-dir", &self.conf), ("--cni-bin-dir", &self.bin), ("--cni-state-dir", &self.state)]
         {
             flags.extend([flag.to_string(), dir.display().to_string()]);
         }
@@ -147,7 +148,13 @@ fn run_inside(dir: &Path) {
     let berth = Berth::new("unpack-networks");
     let on_web = ["--network", "web", "--cap-add", "NET_RAW"];
 
-    let api = unpack(&store, &image, &dirs, "api", &[&on_web[..], &["--hostname", "api", "-p", "8080:80", "--alias", "backend"]].concat());
+    let api = unpack(
+        &store,
+        &image,
+        &dirs,
+        "api",
+        &[&on_web[..], &["--hostname", "api", "-p", "8080:80", "--alias", "backend"]].concat(),
+    );
     let client = unpack(&store, &image, &dirs, "client", &[&on_web[..], &["--hostname", "client", "-P"]].concat());
     let (api_id, client_id) = (container_id("api"), container_id("client"));
     berth.ok(&["run", "-d", "-b", api.to_str().unwrap(), &api_id]);
@@ -160,6 +167,9 @@ fn run_inside(dir: &Path) {
     let ping = berth.output(&["exec", &api_id, "ping", "-c1", "-W2", "client"]);
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stderr));
     assert_eq!(from_test_host("http://192.0.2.1:8080/"), "api\n");
+    // From the host itself on 127.0.0.1, and from api through the host's address (hairpin).
+    assert_eq!(sh("timeout 5 busybox wget -qO- http://127.0.0.1:8080/"), "api\n");
+    assert_eq!(wget(&berth, &api_id, "http://192.0.2.1:8080/"), "api\n");
     let web = dirs.json(&["network", "inspect", "web"]);
     let members = web["containers"].as_array().unwrap();
     let client_member = members.iter().find(|m| m["name"] == "client").expect("client is not on web");
@@ -168,7 +178,13 @@ fn run_inside(dir: &Path) {
     assert_eq!(from_test_host(&format!("http://192.0.2.1:{host_port}/")), "client\n");
 
     // --link: the running api under another name, in a foreground run's hosts file.
-    let linker = unpack(&store, &image, &dirs, "linker", &[&on_web[..], &["--link", "api:db", "--", "wget", "-qO-", "http://db/"]].concat());
+    let linker = unpack(
+        &store,
+        &image,
+        &dirs,
+        "linker",
+        &[&on_web[..], &["--link", "api:db", "--", "wget", "-qO-", "http://db/"]].concat(),
+    );
     assert_eq!(run(&berth, &linker, "linker"), "api\n");
     let linker_hosts = std::fs::read_to_string(linker.join("hosts")).unwrap();
     assert!(linker_hosts.contains("\tdb\n") && linker_hosts.contains("\tapi\n"), "{linker_hosts}");
@@ -179,7 +195,14 @@ fn run_inside(dir: &Path) {
         &image,
         &dirs,
         "sidecar",
-        &["--network", "container:api", "--", "sh", "-c", "hostname; wget -qO- http://127.0.0.1/; grep -c backend /etc/hosts"],
+        &[
+            "--network",
+            "container:api",
+            "--",
+            "sh",
+            "-c",
+            "hostname; wget -qO- http://127.0.0.1/; grep -c backend /etc/hosts",
+        ],
     );
     assert_eq!(run(&berth, &sidecar, "sidecar"), "api\napi\n1\n");
     let config: Value = serde_json::from_slice(&std::fs::read(sidecar.join("config.json")).unwrap()).unwrap();
@@ -191,6 +214,7 @@ fn run_inside(dir: &Path) {
         (vec!["--network", "container:api", "--hostname", "x"], "drop --hostname"),
         (vec!["--network", "container:nobody"], "no running container is named \"nobody\""),
         (vec!["--network", "none", "--link", "api"], "--link need a bridge or named network"),
+        (vec!["--network", "web", "-p", "8081:99999"], "\"99999\" is not a port"),
     ] {
         let bundle = store.bundle_path("refused");
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -203,7 +227,13 @@ fn run_inside(dir: &Path) {
     }
 
     // none: only a loopback, up; host: the host's interfaces (this test's th0).
-    let none = unpack(&store, &image, &dirs, "none", &["--network", "none", "--", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate"]);
+    let none = unpack(
+        &store,
+        &image,
+        &dirs,
+        "none",
+        &["--network", "none", "--", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate"],
+    );
     assert_eq!(run(&berth, &none, "none"), "lo\nunknown\n");
     let host = unpack(&store, &image, &dirs, "host", &["--network", "host", "--", "ls", "/sys/class/net"]);
     assert!(run(&berth, &host, "host").lines().any(|l| l == "th0"));

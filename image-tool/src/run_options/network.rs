@@ -104,6 +104,9 @@ impl NetworkOptions {
         }
         match mode {
             NetworkMode::Attached(network) => {
+                for published in &self.publish {
+                    berth_cni::network::publish::PublishSpec::parse(published)?;
+                }
                 let berth_cni = self.berth_cni()?;
                 let mut add = vec!["hook".to_string(), "add".into(), network.clone(), "--name".into(), name.into()];
                 add.extend(["--hosts-file".into(), bundle.join("hosts").display().to_string()]);
