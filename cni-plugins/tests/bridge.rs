@@ -13,42 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const REFERENCE_DIR: &str = "/usr/lib/cni";
-
-/// True inside the private namespace (run the body); outside, re-runs `test` there.
-fn inside_private_netns(test: &str) -> bool {
-    if std::env::var_os("BERTH_CNI_PRIVATE_NETNS").is_some() {
-        // /sys shows the namespace that mounted it: mount one for the private namespace.
-        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && mount -t sysfs sysfs /sys && ip link set lo up");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root (CI runs as root)");
-        eprintln!("skipping {test}: needs root");
-        return false;
-    }
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BERTH_CNI_PRIVATE_NETNS", "1")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "{test} failed inside its private namespace:\n{text}");
-    false
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn succeeds(script: &str) -> bool {
-    Command::new("sh").arg("-c").arg(script).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
-}
+#[path = "support/private_netns.rs"]
+mod private_netns;
+use private_netns::{inside_private_netns, sh, succeeds, REFERENCE_DIR};
 
 /// A CNI bin directory holding berth's plugins (and, with `reference`, the reference ones
 /// for the kinds not in `berth_kinds`).

@@ -10,49 +10,10 @@ use berth_cni::exec::run_plugin;
 use berth_cni::skel::Args;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-const REFERENCE_DIR: &str = "/usr/lib/cni";
-
-/// True inside the private namespace (run the body); outside, re-runs `test` there.
-fn inside_private_netns(test: &str) -> bool {
-    if std::env::var_os("BERTH_CNI_PRIVATE_NETNS").is_some() {
-        // /sys shows the namespace that mounted it: mount one for the private namespace.
-        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && mount -t sysfs sysfs /sys && ip link set lo up");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root (CI runs as root)");
-        eprintln!("skipping {test}: needs root");
-        return false;
-    }
-    if !Path::new(REFERENCE_DIR).join("firewall").exists() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs Debian's containernetworking-plugins");
-        eprintln!("skipping {test}: needs Debian's containernetworking-plugins");
-        return false;
-    }
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BERTH_CNI_PRIVATE_NETNS", "1")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "{test} failed inside its private namespace:\n{text}");
-    false
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn succeeds(script: &str) -> bool {
-    Command::new("sh").arg("-c").arg(script).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success()
-}
+#[path = "support/private_netns.rs"]
+mod private_netns;
+use private_netns::{inside_private_netns_with_reference, sh, succeeds, REFERENCE_DIR};
 
 fn berth(kind: &str) -> PathBuf {
     // The multicall binary runs as the plugin its file name says: a link per kind.
@@ -141,7 +102,7 @@ fn tables(host: &str) -> (String, String) {
 
 #[test]
 fn same_chains_and_rules_as_the_reference_firewall() {
-    if !inside_private_netns("same_chains_and_rules_as_the_reference_firewall") {
+    if !inside_private_netns_with_reference("same_chains_and_rules_as_the_reference_firewall", "firewall") {
         return;
     }
     let configs = [
@@ -203,7 +164,7 @@ fn rules_of(host: &str, address: &str) -> Vec<String> {
 
 #[test]
 fn del_without_prev_result_and_gc_remove_the_containers_rules() {
-    if !inside_private_netns("del_without_prev_result_and_gc_remove_the_containers_rules") {
+    if !inside_private_netns_with_reference("del_without_prev_result_and_gc_remove_the_containers_rules", "firewall") {
         return;
     }
     add_netns("h");
@@ -238,7 +199,7 @@ fn del_without_prev_result_and_gc_remove_the_containers_rules() {
 
 #[test]
 fn firewalld_backend_is_refused_while_firewalld_is_not_running() {
-    if !inside_private_netns("firewalld_backend_is_refused_while_firewalld_is_not_running") {
+    if !inside_private_netns_with_reference("firewalld_backend_is_refused_while_firewalld_is_not_running", "firewall") {
         return;
     }
     add_netns("h");
@@ -318,7 +279,7 @@ fn ping(from: &str, to: &Value) -> bool {
 
 #[test]
 fn same_bridge_policy_isolates_bridges_in_mixed_chains() {
-    if !inside_private_netns("same_bridge_policy_isolates_bridges_in_mixed_chains") {
+    if !inside_private_netns_with_reference("same_bridge_policy_isolates_bridges_in_mixed_chains", "firewall") {
         return;
     }
     let isolated = json!({ "type": "firewall", "ingressPolicy": "same-bridge" });
@@ -379,7 +340,7 @@ fn tables_here() -> (String, String) {
 
 #[test]
 fn parallel_adds_write_each_shared_rule_once() {
-    if !inside_private_netns("parallel_adds_write_each_shared_rule_once") {
+    if !inside_private_netns_with_reference("parallel_adds_write_each_shared_rule_once", "firewall") {
         return;
     }
     add_netns("h");

@@ -14,34 +14,12 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-const REFERENCE_DIR: &str = "/usr/lib/cni";
+#[path = "support/private_netns.rs"]
+mod private_netns;
+use private_netns::{inside_private_netns, sh, REFERENCE_DIR};
+
 const TEST_HOST: &str = "192.168.77.1";
 const TEST_HOST_V6: &str = "fd77::1";
-
-/// True inside the private namespace (run the body); outside, re-runs `test` there.
-fn inside_private_netns(test: &str) -> bool {
-    if std::env::var_os("BERTH_CNI_PRIVATE_NETNS").is_some() {
-        // /sys shows the namespace that mounted it: mount one for the private namespace.
-        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && mount -t sysfs sysfs /sys && ip link set lo up");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root (CI runs as root)");
-        eprintln!("skipping {test}: needs root");
-        return false;
-    }
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BERTH_CNI_PRIVATE_NETNS", "1")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "{test} failed inside its private namespace:\n{text}");
-    false
-}
 
 fn reference_ready(test: &str) -> bool {
     let found = Path::new(REFERENCE_DIR).join("portmap").exists();
@@ -49,12 +27,6 @@ fn reference_ready(test: &str) -> bool {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs Debian's containernetworking-plugins");
     }
     found
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What `script` prints, or None when it fails.

@@ -8,45 +8,10 @@ use berth_cni::exec::run_plugin;
 use berth_cni::skel::Args;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const REFERENCE_DIR: &str = "/usr/lib/cni";
-
-/// True inside the private namespace (run the body); outside, re-runs `test` there.
-fn inside_private_netns(test: &str) -> bool {
-    if std::env::var_os("BERTH_CNI_PRIVATE_NETNS").is_some() {
-        // /sys shows the namespace that mounted it: mount one for the private namespace.
-        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && mount -t sysfs sysfs /sys && ip link set lo up");
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root (CI runs as root)");
-        eprintln!("skipping {test}: needs root");
-        return false;
-    }
-    if !Path::new(REFERENCE_DIR).join("tuning").exists() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs Debian's containernetworking-plugins");
-        eprintln!("skipping {test}: needs Debian's containernetworking-plugins");
-        return false;
-    }
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("BERTH_CNI_PRIVATE_NETNS", "1")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "{test} failed inside its private namespace:\n{text}");
-    false
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+#[path = "support/private_netns.rs"]
+mod private_netns;
+use private_netns::{inside_private_netns_with_reference, sh, REFERENCE_DIR};
 
 fn berth() -> PathBuf {
     // The multicall binary runs as the plugin its file name says.
@@ -120,7 +85,7 @@ fn saved_settings(path: &str) -> Value {
 
 #[test]
 fn same_link_state_results_and_saved_settings_as_the_reference() {
-    if !inside_private_netns("same_link_state_results_and_saved_settings_as_the_reference") {
+    if !inside_private_netns_with_reference("same_link_state_results_and_saved_settings_as_the_reference", "tuning") {
         return;
     }
     let configs = [
@@ -184,7 +149,7 @@ fn same_link_state_results_and_saved_settings_as_the_reference() {
 
 #[test]
 fn each_plugin_restores_what_the_other_changed() {
-    if !inside_private_netns("each_plugin_restores_what_the_other_changed") {
+    if !inside_private_netns_with_reference("each_plugin_restores_what_the_other_changed", "tuning") {
         return;
     }
     let extra = json!({ "mac": "c2:11:22:33:44:55", "mtu": 1400, "promisc": true, "allmulti": true });
@@ -203,7 +168,7 @@ fn each_plugin_restores_what_the_other_changed() {
 
 #[test]
 fn txqlen_check_del_without_netns_and_refusals() {
-    if !inside_private_netns("txqlen_check_del_without_netns_and_refusals") {
+    if !inside_private_netns_with_reference("txqlen_check_del_without_netns_and_refusals", "tuning") {
         return;
     }
     let ns = container("q");
