@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod fixtures;
 pub mod image_store;
 pub mod oci_image;
+pub mod private_namespaces;
 pub mod privilege;
 pub mod pty;
 pub mod runtime;

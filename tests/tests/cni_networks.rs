@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_tests::bins::bin;
-use berth_tests::fixtures::{container_id, Bundle, TempDir};
+use berth_tests::fixtures::{container_id, Bundle};
+use berth_tests::private_namespaces;
 use berth_tests::privilege::require_root;
 use berth_tests::runtime::Berth;
 use serde_json::{json, Value};
@@ -22,23 +23,10 @@ const TEST: &str = "bundles_on_a_named_network_reach_each_other_by_name";
 
 #[test]
 fn bundles_on_a_named_network_reach_each_other_by_name() {
-    if let Some(dir) = std::env::var_os(INSIDE) {
-        run_inside(Path::new(&dir));
+    if std::env::var_os(INSIDE).is_none() && !require_root(TEST) {
         return;
     }
-    if !require_root(TEST) {
-        return;
-    }
-    let dir = TempDir::new("berth-cni-networks");
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, dir.path())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "{TEST} failed in its private namespace:\n{text}");
+    private_namespaces::run(TEST, INSIDE, "berth-cni-networks", None, run_inside);
 }
 
 fn sh(script: &str) -> String {

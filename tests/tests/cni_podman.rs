@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::fixtures::{debian_rootfs_tar, TempDir};
+use berth_tests::fixtures::debian_rootfs_tar;
+use berth_tests::private_namespaces;
 use berth_tests::privilege::{have_program, missing, require_root};
 
 const INSIDE: &str = "BERTH_CNI_PODMAN_INSIDE";
@@ -15,40 +16,18 @@ const TEST: &str = "podman_containers_reach_each_other_through_berths_bridge";
 
 #[test]
 fn podman_containers_reach_each_other_through_berths_bridge() {
-    if let Some(dir) = std::env::var_os(INSIDE) {
-        run_inside(Path::new(&dir));
-        return;
-    }
-    if !require_root(TEST) {
-        return;
-    }
-    if !have_program("podman") || !Path::new("/usr/lib/cni/portmap").exists() {
-        missing(TEST, "podman and containernetworking-plugins (make deps installs them)");
-        return;
-    }
-    debian_rootfs_tar(); // built outside: debootstrap needs the network
-    let dir = TempDir::new("bcpod"); // short: podman refuses a runroot over 50 characters
-    let cgroup_parent = format!("berth-cni-podman-{}", std::process::id());
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, dir.path())
-        .env("BERTH_CGROUP_PARENT", &cgroup_parent)
-        .output()
-        .unwrap();
-    for mount in berth_tests::runtime::cgroup_mounts() {
-        let parent = mount.join(&cgroup_parent);
-        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(child.path());
+    if std::env::var_os(INSIDE).is_none() {
+        if !require_root(TEST) {
+            return;
         }
-        let _ = std::fs::remove_dir(parent);
+        if !have_program("podman") || !Path::new("/usr/lib/cni/portmap").exists() {
+            missing(TEST, "podman and containernetworking-plugins (make deps installs them)");
+            return;
+        }
+        debian_rootfs_tar(); // built outside: debootstrap needs the network
     }
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "the podman test failed in its private namespace:\n{text}"
-    );
+    // Short: podman refuses a runroot over 50 characters.
+    private_namespaces::run(TEST, INSIDE, "bcpod", Some("berth-cni-podman"), run_inside);
 }
 
 /// The part that runs in the private namespaces; `dir` is the test's private directory.

@@ -9,7 +9,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::fixtures::{debian_rootfs_tar, TempDir};
+use berth_tests::fixtures::debian_rootfs_tar;
+use berth_tests::private_namespaces;
 use berth_tests::privilege::{have_program, missing, require_root};
 
 const INSIDE: &str = "BERTH_CNI_PODMAN_NETWORKS_INSIDE";
@@ -20,40 +21,18 @@ const PLUGINS: [&str; 6] = ["bridge", "host-local", "loopback", "portmap", "fire
 
 #[test]
 fn podman_default_and_created_networks_on_berths_plugins_alone() {
-    if let Some(dir) = std::env::var_os(INSIDE) {
-        run_inside(Path::new(&dir));
-        return;
-    }
-    if !require_root(TEST) {
-        return;
-    }
-    if !have_program("podman") {
-        missing(TEST, "podman (make deps installs it)");
-        return;
-    }
-    debian_rootfs_tar(); // built outside: debootstrap needs the network
-    let dir = TempDir::new("bcpn"); // short: podman refuses a runroot over 50 characters
-    let cgroup_parent = format!("berth-cni-podman-networks-{}", std::process::id());
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, dir.path())
-        .env("BERTH_CGROUP_PARENT", &cgroup_parent)
-        .output()
-        .unwrap();
-    for mount in berth_tests::runtime::cgroup_mounts() {
-        let parent = mount.join(&cgroup_parent);
-        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(child.path());
+    if std::env::var_os(INSIDE).is_none() {
+        if !require_root(TEST) {
+            return;
         }
-        let _ = std::fs::remove_dir(parent);
+        if !have_program("podman") {
+            missing(TEST, "podman (make deps installs it)");
+            return;
+        }
+        debian_rootfs_tar(); // built outside: debootstrap needs the network
     }
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "the podman networks test failed in its private namespace:\n{text}"
-    );
+    // Short: podman refuses a runroot over 50 characters.
+    private_namespaces::run(TEST, INSIDE, "bcpn", Some("berth-cni-podman-networks"), run_inside);
 }
 
 /// The part that runs in the private namespaces; `dir` is the test's private directory.

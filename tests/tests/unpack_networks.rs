@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_tests::bins::bin;
-use berth_tests::fixtures::{container_id, TempDir};
+use berth_tests::fixtures::container_id;
 use berth_tests::image_store::ImageStore;
 use berth_tests::oci_image::{LayerDir, OciArchive};
+use berth_tests::private_namespaces;
 use berth_tests::privilege::require_root;
 use berth_tests::runtime::Berth;
 use serde_json::{json, Value};
@@ -26,23 +27,10 @@ const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 
 #[test]
 fn unpacked_bundles_publish_resolve_and_share_networks_as_docker_does() {
-    if let Some(dir) = std::env::var_os(INSIDE) {
-        run_inside(Path::new(&dir));
+    if std::env::var_os(INSIDE).is_none() && !require_root(TEST) {
         return;
     }
-    if !require_root(TEST) {
-        return;
-    }
-    let dir = TempDir::new("berth-unpack-networks");
-    let out = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INSIDE, dir.path())
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("1 passed"), "{TEST} failed in its private namespace:\n{text}");
+    private_namespaces::run(TEST, INSIDE, "berth-unpack-networks", None, run_inside);
 }
 
 fn sh(script: &str) -> String {

@@ -1,0 +1,38 @@
+//! Running an end-to-end test's body inside private network and mount namespaces: the test
+//! re-runs itself under `unshare -n -m` with a private directory, so nothing it attaches,
+//! publishes or mounts reaches this machine's own network; cgroups the body made below a
+//! per-run parent are removed afterwards, also when it failed.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::fixtures::TempDir;
+
+/// Inside (`var` set): runs `body` with the test's private directory. Outside: makes that
+/// directory (named from `dir_prefix`: keep it short, podman refuses a long runroot),
+/// re-runs `test` inside the namespaces with `var` and, when given, `BERTH_CGROUP_PARENT`
+/// set to `cgroup_parent`-PID, removes that cgroup parent, and asserts the run passed.
+pub fn run(test: &str, var: &str, dir_prefix: &str, cgroup_parent: Option<&str>, body: impl FnOnce(&Path)) {
+    if let Some(dir) = std::env::var_os(var) {
+        body(Path::new(&dir));
+        return;
+    }
+    let dir = TempDir::new(dir_prefix);
+    let mut command = Command::new("unshare");
+    command.args(["-n", "-m", "--"]).arg(std::env::current_exe().unwrap());
+    command.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(var, dir.path());
+    let cgroup_parent = cgroup_parent.map(|parent| format!("{parent}-{}", std::process::id()));
+    if let Some(parent) = &cgroup_parent {
+        command.env("BERTH_CGROUP_PARENT", parent);
+    }
+    let out = command.output().unwrap();
+    for parent in cgroup_parent.iter().flat_map(|p| crate::runtime::cgroup_mounts().into_iter().map(move |m| m.join(p)))
+    {
+        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(child.path());
+        }
+        let _ = std::fs::remove_dir(parent);
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{test} failed in its private namespaces:\n{text}");
+}
