@@ -203,6 +203,7 @@ fn run_inside(dir: &Path) {
         (vec!["--network", "container:nobody"], "no running container is named \"nobody\""),
         (vec!["--network", "none", "--link", "api"], "--link need a bridge or named network"),
         (vec!["--network", "web", "-p", "8081:99999"], "\"99999\" is not a port"),
+        (vec!["--network", "web", "--name", "api"], "the name \"api\" is already used by the running container"),
     ] {
         let bundle = store.bundle_path("refused");
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();

@@ -108,6 +108,7 @@ impl NetworkOptions {
                     berth_cni::network::publish::PublishSpec::parse(published)?;
                 }
                 let berth_cni = self.berth_cni()?;
+                self.refuse_a_name_in_use(&berth_cni, name)?;
                 let mut add = vec!["hook".to_string(), "add".into(), network.clone(), "--name".into(), name.into()];
                 add.extend(["--hosts-file".into(), bundle.join("hosts").display().to_string()]);
                 for spec in self.publish.iter().cloned().chain(self.exposed_ports(spec)) {
@@ -195,6 +196,25 @@ impl NetworkOptions {
             bail!("{}", String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("berth-cni: "));
         }
         serde_json::from_slice(&out.stdout).with_context(|| format!("berth-cni {} printed no JSON", args.join(" ")))
+    }
+
+    /// A name a running container holds on berth-cni's networks is refused here, as Docker
+    /// refuses `--name` twice (berth-cni's hook would refuse it at create otherwise).
+    fn refuse_a_name_in_use(&self, berth_cni: &Path, name: &str) -> Result<()> {
+        let out = Command::new(berth_cni)
+            .args(["container", "inspect", name])
+            .args(self.dir_flags())
+            .output()
+            .with_context(|| format!("cannot run {}", berth_cni.display()))?;
+        if !out.status.success() {
+            return Ok(());
+        }
+        let holder: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        bail!(
+            "the name {name:?} is already used by the running container {} (bundle {}); give another --name",
+            holder["id"].as_str().unwrap_or("?"),
+            holder["bundle"].as_str().unwrap_or("?")
+        )
     }
 
     /// `--link NAME[:ALIAS]`: NAME's address on `network`, named NAME and ALIAS.
