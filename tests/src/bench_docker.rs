@@ -45,6 +45,7 @@ fn sh(script: &str) {
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Asserts that the command `what` succeeded, with what it printed if not; its stdout.
 fn check(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
