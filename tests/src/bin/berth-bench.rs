@@ -3,7 +3,7 @@
 
 fn main() {
     let sections: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["runtime", "shim", "image", "cni"];
+    let all = ["runtime", "shim", "image", "cni", "docker"];
     let chosen: Vec<&str> =
         if sections.is_empty() { all.to_vec() } else { sections.iter().map(|s| s.as_str()).collect() };
     for section in chosen {
@@ -12,6 +12,7 @@ fn main() {
             "shim" => berth_tests::bench_shim::run(),
             "image" => berth_tests::bench_image::run(),
             "cni" => berth_tests::bench_cni::run(),
+            "docker" => berth_tests::bench_docker::run(),
             other => {
                 eprintln!("berth-bench: unknown section {other:?}; known: {}", all.join(", "));
                 std::process::exit(2);
