@@ -492,6 +492,16 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     let out = cli.hook(&["hook", "add", "names"], &json!({ "id": "x", "pid": 0 }));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no process in its state"));
 
+    // A container gone without its poststop hook leaves a stale pin: the name is free again
+    // (the pin is removed when asked), and the late poststop still succeeds.
+    let ghost = Sleeper::start();
+    let ghost_state = ghost.state("id-ghost");
+    assert!(cli.hook(&["hook", "add", "berth", "--name", "ghost"], &ghost_state).status.success());
+    assert_eq!(cli.json(&["container", "inspect", "ghost"])["id"], "id-ghost");
+    drop(ghost);
+    assert!(cli.fails(&["container", "inspect", "ghost"]).contains("no running container is named \"ghost\""));
+    assert!(cli.hook(&["hook", "del", "berth"], &ghost_state).status.success());
+
     for (state, network) in [
         (one.state("id-one"), "names"),
         (three.state("id-three"), "names"),

@@ -132,13 +132,13 @@ fn make(
     let mut spec = convert::runtime_config(&image_config, &rootfs, &hostname)?;
     options.process.apply(&mut spec);
     options.resources.apply(&mut spec)?;
+    // Everything that can refuse the options comes before volumes are made or filled.
+    let name = options.init_layer.name(bundle)?;
+    let network = options.network.apply(&mut spec, bundle, &name)?;
+    options.init_layer.check(&network)?;
     let image_volumes = convert::image_volumes(&image.config)?;
     let attached = storage_options::apply(locked, &mut spec, &rootfs, storage, &image_volumes)?;
-    let named_and_connected = options.init_layer.name(bundle).and_then(|name| {
-        let network = options.network.apply(&mut spec, bundle, &name)?;
-        options.init_layer.write(bundle, &mut spec, &hostname, &name, &network)
-    });
-    if let Err(e) = named_and_connected {
+    if let Err(e) = options.init_layer.write(bundle, &mut spec, &hostname, &name, &network) {
         attached.undo(locked);
         return Err(e);
     }

@@ -191,14 +191,17 @@ fn components(raw: &str) -> Result<Vec<&str>> {
 /// Extracts a tar stream that `berth-image cp` copies into `dir` (opened by the caller, who
 /// resolved it): entries are plain files (no whiteouts), written below `dir` with the same
 /// care as a layer's; `owner` replaces every entry's owner unless None (`cp -a`).
-pub fn apply_copy(stream: impl Read, dir: OwnedFd, owner: Option<(u32, u32)>) -> Result<()> {
-    apply_all(stream, Writer { root: dir, purpose: Purpose::Copy { owner }, dir_times: Vec::new() }, Limits::default())
+/// `unprivileged` (a copy out of a container onto the host, without `-a`) leaves device
+/// nodes out and drops setuid and setgid bits, so a container cannot plant them on the host.
+pub fn apply_copy(stream: impl Read, dir: OwnedFd, owner: Option<(u32, u32)>, unprivileged: bool) -> Result<()> {
+    let purpose = Purpose::Copy { owner, unprivileged };
+    apply_all(stream, Writer { root: dir, purpose, dir_times: Vec::new() }, Limits::default())
 }
 
 /// What a tar stream is: an image layer (whiteouts, its own owners) or a copy.
 enum Purpose {
     Layer,
-    Copy { owner: Option<(u32, u32)> },
+    Copy { owner: Option<(u32, u32)>, unprivileged: bool },
 }
 
 impl Purpose {
@@ -279,9 +282,14 @@ impl Writer {
         }
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let mode = Mode::from_raw_mode(header.mode().context("bad mode")? & 0o7777);
+        let unprivileged = matches!(self.purpose, Purpose::Copy { unprivileged: true, .. });
+        let mode_bits = header.mode().context("bad mode")? & if unprivileged { 0o1777 } else { 0o7777 };
+        let mode = Mode::from_raw_mode(mode_bits);
+        if unprivileged && matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            return Ok(()); // device nodes stay in the container
+        }
         let (uid, gid) = match self.purpose {
-            Purpose::Copy { owner: Some(owner) } => owner,
+            Purpose::Copy { owner: Some(owner), .. } => owner,
             _ => (header.uid().context("bad uid")? as u32, header.gid().context("bad gid")? as u32),
         };
         let mtime = header.mtime().unwrap_or(0) as i64;
@@ -364,7 +372,7 @@ impl Writer {
         )
         .context("cannot set the owner")?;
         if kind != tar::EntryType::Symlink {
-            rustix::fs::chmodat(&parent, *name, mode, AtFlags::empty()).context("cannot set the mode")?;
+            chmod_no_follow(&parent, name, mode)?;
         }
         if let Some(extensions) = entry.pax_extensions()? {
             for extension in extensions {
@@ -406,6 +414,20 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Sets the mode of `name` in `parent` unless it is (now) a symlink: chmod follows links,
+/// and something else (a running container, for `cp`) may have swapped one in since the
+/// entry was made. The mode goes to the inode opened without following anything.
+fn chmod_no_follow(parent: &OwnedFd, name: &str, mode: Mode) -> Result<()> {
+    let fd = rustix::fs::openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .with_context(|| format!("cannot open {name:?} to set its mode"))?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+        bail!("{name:?} was replaced by a symlink while it was written; refusing to follow it");
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::chmod(path.as_str(), mode).context("cannot set the mode")
 }
 
 /// Access and modification time both set to the entry's mtime.

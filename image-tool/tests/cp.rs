@@ -134,6 +134,25 @@ fn copies_into_and_out_of_a_stopped_bundle_follow_dockers_rules() {
     cp_ok(&store, &[out.join("conf").to_str().unwrap(), &at(&bundle, "/data/")]);
     assert!(t.0.join("volume/conf").is_file() && !rootfs.join("data/conf").exists());
 
+    // A file bound over a file (the init layer's /etc/hosts) is copied from its source once
+    // stopped; a path through `..` under a volume is that path, not the whole volume.
+    cp_ok(&store, &[&at(&bundle, "/etc/hosts"), out.join("hosts").to_str().unwrap()]);
+    assert_eq!(fs::read(out.join("hosts")).unwrap(), fs::read(bundle.join("hosts")).unwrap());
+    cp_ok(&store, &[&at(&bundle, "/etc/../data/kept"), out.join("kept-again").to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(out.join("kept-again")).unwrap(), "in the volume\n");
+
+    // Out of the container without -a: no device node and no setuid bit reach the host.
+    fs::create_dir(rootfs.join("planted")).unwrap();
+    common::sh(&format!(
+        "mknod '{0}/planted/disk' b 8 0 && cp /bin/busybox '{0}/planted/suid' && chmod 4755 '{0}/planted/suid'",
+        rootfs.display()
+    ));
+    cp_ok(&store, &[&at(&bundle, "/planted"), out.to_str().unwrap()]);
+    assert!(!out.join("planted/disk").exists(), "a device node was copied onto the host");
+    assert_eq!(fs::metadata(out.join("planted/suid")).unwrap().mode() & 0o7777, 0o755);
+    cp_ok(&store, &["-a", &at(&bundle, "/planted"), out.join("archived").to_str().unwrap()]);
+    assert_eq!(fs::metadata(out.join("archived/suid")).unwrap().mode() & 0o7777, 0o4755, "-a keeps the mode");
+
     // A tmpfs exists only while the container runs.
     let refused = cp_err(&store, &[out.join("conf").to_str().unwrap(), &at(&bundle, "/scratch/")]);
     assert!(refused.contains("tmpfs mount at /scratch") && refused.contains("start it"), "{refused}");

@@ -115,11 +115,14 @@ fn stop_timeout_annotation_is_the_grace_period_without_t() {
     }
     let (store, image) = store_with_busybox("stop-annotated");
     let berth = Berth::new("stop-annotated");
-    let bundle = store.unpack(&image, "annotated", &["--stop-timeout", "1", "--", "sh", "-c", IGNORES_TERM], &[]);
+    // It would leave 2 s after SIGTERM (exit 3), well inside the 10 s default: only a grace
+    // period of 0 taken from the annotation ends it by SIGKILL.
+    let leaves_late = "trap 'sleep 2; exit 3' TERM; touch /ready; while :; do sleep 1; done";
+    let bundle = store.unpack(&image, "annotated", &["--stop-timeout", "0", "--", "sh", "-c", leaves_late], &[]);
     let container = Foreground::start(&berth, &bundle, "stop-annotated");
     let id = container.id.clone();
     berth.ok(&["stop", &id]);
-    assert_eq!(container.exit_code(), 128 + 9, "the container was not ended by SIGKILL");
+    assert_eq!(container.exit_code(), 128 + 9, "the annotation's grace period of 0 was not used");
 }
 
 #[test]

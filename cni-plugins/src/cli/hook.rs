@@ -97,6 +97,8 @@ pub fn add(dirs: &Dirs, args: &HookAddArgs) -> Result<()> {
 pub fn del(dirs: &Dirs, args: &HookDelArgs) -> Result<()> {
     // No namespace: the process is gone, and its pid may already name another process.
     let state = read_state()?;
-    attach::del(dirs, &args.network, &state.id, &args.ifname, "")?;
-    pin::unpin(dirs, &state.id)
+    // The pin goes whatever DEL says: a pin left behind would keep the namespace alive.
+    let detached = attach::del(dirs, &args.network, &state.id, &args.ifname, "");
+    let unpinned = pin::unpin(dirs, &state.id);
+    detached.and(unpinned)
 }

@@ -20,6 +20,10 @@ pub struct Pinned {
     pub bundle: PathBuf,
     /// The pinned namespace.
     pub netns: PathBuf,
+    /// The container's process: the pin is live while its namespace is still the pinned one
+    /// (the pin itself keeps a namespace alive, so a container gone without its poststop
+    /// hook would otherwise hold the name for ever).
+    pub pid: i64,
 }
 
 fn dir(dirs: &Dirs) -> PathBuf {
@@ -31,6 +35,7 @@ fn dir(dirs: &Dirs) -> PathBuf {
 /// a stale pin (its container gone without poststop) is replaced.
 pub fn pin(dirs: &Dirs, name: &str, id: &str, pid: i64, bundle: &Path) -> Result<()> {
     check_component("container name", name)?;
+    let _lock = super::state::lock(dirs)?;
     let dir = dir(dirs);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if !available(dirs, name, id)? {
@@ -41,7 +46,7 @@ pub fn pin(dirs: &Dirs, name: &str, id: &str, pid: i64, bundle: &Path) -> Result
     std::fs::File::create(&netns).with_context(|| format!("cannot create {}", netns.display()))?;
     let source = format!("/proc/{pid}/ns/net");
     bind_mount(&source, &netns).with_context(|| format!("cannot pin {source} at {}", netns.display()))?;
-    let record = Pinned { id: id.to_string(), bundle: bundle.to_path_buf(), netns: netns.clone() };
+    let record = Pinned { id: id.to_string(), bundle: bundle.to_path_buf(), netns: netns.clone(), pid };
     let path = dir.join(format!("{name}.json"));
     let written = serde_json::to_vec_pretty(&record)
         .map_err(anyhow::Error::from)
@@ -66,7 +71,7 @@ pub fn available(dirs: &Dirs, name: &str, id: &str) -> Result<bool> {
     }
 }
 
-/// The live pin of `name`, if any (a record whose namespace is no longer mounted is stale).
+/// The live pin of `name`, if any; a stale one (its container gone) is removed.
 pub fn pinned(dirs: &Dirs, name: &str) -> Result<Option<Pinned>> {
     check_component("container name", name)?;
     let path = dir(dirs).join(format!("{name}.json"));
@@ -77,11 +82,17 @@ pub fn pinned(dirs: &Dirs, name: &str) -> Result<Option<Pinned>> {
     };
     let record: Pinned =
         serde_json::from_slice(&data).with_context(|| format!("{} is not a pin record", path.display()))?;
-    Ok(is_namespace(&record.netns).then_some(record))
+    if same_namespace(&record.netns, &format!("/proc/{}/ns/net", record.pid)) {
+        return Ok(Some(record));
+    }
+    // Its container is gone (or the pid is another process's now): the pin is stale.
+    unpin_files(dirs, name);
+    Ok(None)
 }
 
 /// Removes every pin container `id` holds (a poststop hook knows the id, not always the name).
 pub fn unpin(dirs: &Dirs, id: &str) -> Result<()> {
+    let _lock = super::state::lock(dirs)?;
     let dir = dir(dirs);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -112,17 +123,13 @@ fn unpin_files(dirs: &Dirs, name: &str) {
     let _ = std::fs::remove_file(dir(dirs).join(format!("{name}.json")));
 }
 
-/// True when `path` is a mounted network namespace (nsfs).
-fn is_namespace(path: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: statfs fills the struct on success.
-    if unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
-        return false;
+/// True when the pin and the process's namespace link are one namespace (same nsfs inode).
+fn same_namespace(pin: &Path, process: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(pin), std::fs::metadata(process)) {
+        (Ok(pinned), Ok(current)) => (pinned.dev(), pinned.ino()) == (current.dev(), current.ino()),
+        _ => false,
     }
-    // SAFETY: initialised by the successful call.
-    unsafe { stat.assume_init() }.f_type == NSFS_MAGIC
 }
 
 fn bind_mount(source: &str, target: &Path) -> std::io::Result<()> {

@@ -27,7 +27,7 @@ pub fn write(from: &Place, follow: bool, top: &str, out: &mut impl Write) -> Res
         }
         FileType::Directory | FileType::RegularFile => {
             let fd = from
-                .open(OFlags::RDONLY | OFlags::CLOEXEC | nofollow)
+                .open(OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | nofollow)
                 .with_context(|| format!("cannot open {}", from.shown))?;
             let opened = rustix::fs::fstat(&fd)?;
             if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) {
@@ -106,7 +106,8 @@ fn directory<W: Write>(builder: &mut tar::Builder<W>, dir: &OwnedFd, path: &str)
                 let child = rustix::fs::openat2(
                     dir,
                     name.as_str(),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    // Non-blocking: a FIFO swapped in since the stat must not hang the copy.
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
                     Mode::empty(),
                     ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
                 )

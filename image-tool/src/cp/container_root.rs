@@ -48,13 +48,24 @@ pub fn resolve(bundle: &Path, path: &str, arg: &str) -> Result<Place> {
         .as_ref()
         .with_context(|| format!("the mount at {} has no source", mount.destination().display()))?;
     let source = bundle.join(source);
-    let rest = inside.strip_prefix(mount.destination()).unwrap_or(Path::new("")).to_path_buf();
-    Ok(Place {
-        root: open_dir(&source)?,
-        path: rest,
-        shown: arg.to_string(),
-        read_only: options.iter().any(|o| o == "ro"),
-    })
+    let rest = lexical(&inside).strip_prefix(lexical(mount.destination())).unwrap_or(Path::new("")).to_path_buf();
+    let read_only = options.iter().any(|o| o == "ro");
+    // A file bound over a file (the init layer's /etc/hosts and friends): its directory is
+    // the root, the file the path.
+    if !source.is_dir() {
+        let (Some(dir), Some(file)) = (source.parent(), source.file_name()) else {
+            bail!("the mount source {} names no file", source.display())
+        };
+        if !rest.as_os_str().is_empty() {
+            bail!(
+                "{arg} lies below {}, which is a file bound over {}",
+                source.display(),
+                mount.destination().display()
+            );
+        }
+        return Ok(Place { root: open_dir(dir)?, path: PathBuf::from(file), shown: arg.to_string(), read_only });
+    }
+    Ok(Place { root: open_dir(&source)?, path: rest, shown: arg.to_string(), read_only })
 }
 
 /// The deepest mount whose destination is `path` or one of its parents (not `/`).
@@ -86,7 +97,7 @@ fn lexical(path: &Path) -> PathBuf {
 
 /// The root of the running container whose root directory is `rootfs`, when one runs.
 fn running_root(rootfs: &Path, path: &str, arg: &str) -> Result<Option<Place>> {
-    let rootfs_device = rustix::fs::stat(rootfs).with_context(|| format!("cannot stat {}", rootfs.display()))?.st_dev;
+    let rootfs_stat = rustix::fs::stat(rootfs).with_context(|| format!("cannot stat {}", rootfs.display()))?;
     for user in crate::in_use::users(rootfs)? {
         if user.through != "root directory" {
             continue;
@@ -98,8 +109,9 @@ fn running_root(rootfs: &Path, path: &str, arg: &str) -> Result<Option<Place>> {
         ) else {
             continue; // gone meanwhile
         };
-        // The pid may have been reused since the scan: its root must still be this rootfs.
-        if rustix::fs::fstat(&root).map(|st| st.st_dev == rootfs_device).unwrap_or(false) {
+        // Its root must be the rootfs itself: not a directory below it (a chroot inside the
+        // container), nor another process's after the pid was reused since the scan.
+        if rustix::fs::fstat(&root).is_ok_and(|st| (st.st_dev, st.st_ino) == (rootfs_stat.st_dev, rootfs_stat.st_ino)) {
             return Ok(Some(Place { root, path: relative(path), shown: arg.to_string(), read_only: false }));
         }
     }

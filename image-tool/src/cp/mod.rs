@@ -161,38 +161,71 @@ pub fn copy(src: &str, dst: &str, options: Options, stdin: impl Read, stdout: im
                 bail!("{dst} is not an existing directory; a tar stream is extracted into one");
             }
             let dir = to.open(OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC)?;
-            crate::extract::apply_copy(stdin, dir, owner).with_context(|| format!("cannot extract stdin into {dst}"))
+            crate::extract::apply_copy(stdin, dir, owner, false)
+                .with_context(|| format!("cannot extract stdin into {dst}"))
         }
         (_, Endpoint::Stream) => {
             let from = place(&source, src)?;
-            let name = source_name(&from, src)?;
+            let name = source_name(&from, user_path(&source))?;
             let mut out = stdout;
             archive::write(&from, options.follow_link, name.as_deref().unwrap_or(""), &mut out)?;
             out.flush().context("cannot write the archive to stdout")
         }
         _ => {
             let (from, to) = (place(&source, src)?, place(&target, dst)?);
-            copy_between(&from, src, &to, dst, options.follow_link, owner)
+            // Out of a container onto the host without -a: no device nodes, no setuid bits.
+            let unprivileged = !into_container && !options.archive;
+            let name = source_name(&from, user_path(&source))?;
+            copy_between(&from, src, name, &to, dst, options.follow_link, owner, unprivileged)
         }
     }
 }
 
-/// The name the source takes in the archive: its last component, or None for `DIR/.`
-/// (its contents). Fails when nothing is there.
-fn source_name(from: &Place, src: &str) -> Result<Option<String>> {
+/// The name the source takes in the archive: the last name of `path` as the user wrote it
+/// (`..` taken into account), or None for `DIR/.` and `/` (their contents). Fails when
+/// nothing is there.
+fn source_name(from: &Place, path: &str) -> Result<Option<String>> {
     if from.kind(false)?.is_none() {
-        bail!("{src}: no such file or directory");
+        bail!("{}: no such file or directory", from.shown);
     }
-    if src.ends_with("/.") || from.path.as_os_str().is_empty() {
+    if path.ends_with("/.") || path == "." {
         return Ok(None);
     }
-    Ok(from.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+    let mut names = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            std::path::Component::Normal(name) => names.push(name.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                names.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(names.pop())
+}
+
+/// The path part of an endpoint as the user wrote it.
+fn user_path(end: &Endpoint) -> &str {
+    match end {
+        Endpoint::Host(path) => path.to_str().unwrap_or(""),
+        Endpoint::Container { path, .. } => path,
+        Endpoint::Stream => "",
+    }
 }
 
 /// Docker's rules: into an existing directory under the source's name (its contents for
 /// `SRC/.`); onto a missing path or an existing file under that path's name.
-fn copy_between(from: &Place, src: &str, to: &Place, dst: &str, follow: bool, owner: Option<(u32, u32)>) -> Result<()> {
-    let name = source_name(from, src)?;
+#[allow(clippy::too_many_arguments)] // one call site; the options travel together
+fn copy_between(
+    from: &Place,
+    src: &str,
+    name: Option<String>,
+    to: &Place,
+    dst: &str,
+    follow: bool,
+    owner: Option<(u32, u32)>,
+    unprivileged: bool,
+) -> Result<()> {
     let source_kind = from.kind(follow)?.with_context(|| format!("{src}: no such file or directory"))?;
     refuse_read_only(to)?;
     let (dir, top) = match (source_kind, to.kind(true)?) {
@@ -214,7 +247,7 @@ fn copy_between(from: &Place, src: &str, to: &Place, dst: &str, follow: bool, ow
     let (reader, mut writer) = std::io::pipe().context("cannot make a pipe")?;
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || archive::write(from, follow, top.as_deref().unwrap_or(""), &mut writer));
-        let extracted = crate::extract::apply_copy(reader, dir, owner);
+        let extracted = crate::extract::apply_copy(reader, dir, owner, unprivileged);
         let archived = producer.join().map_err(|_| anyhow::anyhow!("the archiving thread panicked"))?;
         archived.with_context(|| format!("cannot read {src}"))?;
         extracted.with_context(|| format!("cannot write {dst}"))

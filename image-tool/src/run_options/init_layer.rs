@@ -132,8 +132,6 @@ fn default_name(bundle: &Path) -> Result<String> {
 }
 
 impl InitLayerOptions {
-    /// Writes the three files into `bundle` and adds their bind mounts, the hostname and the
-    /// name annotation to `spec` (read-only mounts when the root is read-only, as Docker).
     /// The container's name: `--name`, else the bundle directory's.
     pub fn name(&self, bundle: &Path) -> Result<String> {
         match &self.name {
@@ -142,9 +140,28 @@ impl InitLayerOptions {
         }
     }
 
-    /// `network` says whether the files are shared with another container (`container:`
-    /// networks, which own them: none is written and the options that would change them are
-    /// refused) and which `--link` lines the hosts file gets.
+    /// Refuses the options a `container:` network cannot take: the target owns the files.
+    pub fn check(&self, network: &NetworkPlan) -> Result<()> {
+        let Some(target) = &network.shared_from else { return Ok(()) };
+        let given = self.hostname.is_some()
+            || !self.add_hosts.is_empty()
+            || !self.dns.is_empty()
+            || !self.dns_search.is_empty()
+            || !self.dns_options.is_empty();
+        if given {
+            bail!(
+                "--network container: shares the hostname, hosts and resolv.conf of the bundle {}; \
+                 drop --hostname, --add-host and the --dns options",
+                target.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the three files into `bundle` and adds their bind mounts, the hostname and the
+    /// name annotation to `spec` (read-only mounts when the root is read-only, as Docker).
+    /// With a `container:` network the target's files are shared instead and none is
+    /// written; `--link` lines go into the hosts file.
     pub fn write(
         &self,
         bundle: &Path,
@@ -154,16 +171,10 @@ impl InitLayerOptions {
         network: &NetworkPlan,
     ) -> Result<()> {
         let name = name.to_string();
-        if let Some(target) = &network.shared_from {
-            if self.hostname.is_some() || !self.add_hosts.is_empty() || !self.dns.is_empty() {
-                bail!(
-                    "--network container: shares the hostname, hosts and resolv.conf of the bundle {}; \
-                     drop --hostname, --add-host and --dns",
-                    target.display()
-                );
-            }
+        if network.shared_from.is_some() {
             return annotate_name(spec, name);
         }
+        let default_hostname = network.hostname.as_deref().unwrap_or(default_hostname);
         let hostname = self.hostname.clone().unwrap_or_else(|| default_hostname.to_string());
         let resolv = resolv_conf(&host_resolv_conf()?, &self.dns, &self.dns_search, &self.dns_options, false);
         let mut extra = self.add_hosts.clone();

@@ -71,6 +71,8 @@ pub struct NetworkPlan {
     pub shared_from: Option<PathBuf>,
     /// `--link` lines for the hosts file: an address and its names.
     pub link_hosts: Vec<(String, Vec<String>)>,
+    /// `host`: the host's hostname, the container's unless `--hostname` says otherwise.
+    pub hostname: Option<String>,
 }
 
 impl NetworkOptions {
@@ -121,32 +123,51 @@ impl NetworkOptions {
                 add_hooks(spec, self.hook(&berth_cni, add)?, self.hook(&berth_cni, del)?)?;
                 let link_hosts =
                     self.links.iter().map(|link| self.link(&berth_cni, &network, link)).collect::<Result<_>>()?;
-                Ok(NetworkPlan { shared_from: None, link_hosts })
+                Ok(NetworkPlan { link_hosts, ..NetworkPlan::default() })
             }
             NetworkMode::Host => {
                 set_network_namespace(spec, None)?;
-                Ok(NetworkPlan::default())
+                let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string());
+                Ok(NetworkPlan { hostname, ..NetworkPlan::default() })
             }
             NetworkMode::None => Ok(NetworkPlan::default()),
             NetworkMode::Container(target) => {
                 let pinned = self.inspect(&self.berth_cni()?, &["container", "inspect", &target])?;
                 let netns = pinned["netns"].as_str().context("berth-cni's container inspect gave no netns")?;
-                let target_bundle = PathBuf::from(pinned["bundle"].as_str().unwrap_or_default());
+                let target_bundle =
+                    pinned["bundle"].as_str().filter(|b| Path::new(b).is_absolute()).map(PathBuf::from).with_context(
+                        || format!("berth-cni pinned {target} without its bundle; it cannot be shared"),
+                    )?;
                 set_network_namespace(spec, Some(Path::new(netns)))?;
                 share_files(spec, &target_bundle)?;
-                Ok(NetworkPlan { shared_from: Some(target_bundle), link_hosts: Vec::new() })
+                Ok(NetworkPlan { shared_from: Some(target_bundle), ..NetworkPlan::default() })
             }
         }
     }
 
-    /// `-P`: every port the image exposes (the exposedPorts annotation), on a free host port.
+    /// `-P`: every port the image exposes (the exposedPorts annotation) that `-p` does not
+    /// publish already, on a free host port.
     fn exposed_ports(&self, spec: &Spec) -> Vec<String> {
         if !self.publish_all {
             return Vec::new();
         }
+        let explicit: Vec<(u16, String)> = self
+            .publish
+            .iter()
+            .filter_map(|p| berth_cni::network::publish::PublishSpec::parse(p).ok())
+            .flat_map(|p| (p.container_ports.0..=p.container_ports.1).map(move |port| (port, p.protocol.clone())))
+            .collect();
         let annotation =
             spec.annotations().as_ref().and_then(|a| a.get("org.opencontainers.image.exposedPorts").cloned());
-        annotation.unwrap_or_default().split(',').filter(|p| !p.is_empty()).map(String::from).collect()
+        annotation
+            .unwrap_or_default()
+            .split(',')
+            .filter(|exposed| {
+                let (port, protocol) = exposed.split_once('/').unwrap_or((exposed, "tcp"));
+                !exposed.is_empty() && !explicit.iter().any(|(p, proto)| port == p.to_string() && protocol == proto)
+            })
+            .map(String::from)
+            .collect()
     }
 
     /// The berth-cni hooks run: given, beside this program (`make install` puts both in
@@ -207,7 +228,11 @@ impl NetworkOptions {
             .output()
             .with_context(|| format!("cannot run {}", berth_cni.display()))?;
         if !out.status.success() {
-            return Ok(());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("no running container is named") {
+                return Ok(());
+            }
+            bail!("cannot ask berth-cni whether the name {name:?} is taken: {}", stderr.trim());
         }
         let holder: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         bail!(
@@ -305,6 +330,18 @@ fn share_files(spec: &mut Spec, target: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A berth-cni that answers `container inspect` as berth-cni does for a free name.
+    fn free_name_berth_cni() -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("berth-cni-free-name-{}", std::process::id()));
+        if !path.exists() {
+            let script = "#!/bin/sh\necho 'berth-cni: no running container is named \"app\"' >&2\nexit 1\n";
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        path
+    }
+
     fn options(network: &str) -> NetworkOptions {
         NetworkOptions { network: network.into(), ..NetworkOptions::default() }
     }
@@ -349,20 +386,21 @@ mod tests {
             publish_all: true,
             aliases: vec!["api".into()],
             cni_state_dir: Some("/s".into()),
-            berth_cni: Some("/opt/berth/bin/berth-cni".into()),
+            berth_cni: Some(free_name_berth_cni()),
             ..options("web")
         };
         assert_eq!(chosen.apply(&mut spec, Path::new("/b"), "app").unwrap(), NetworkPlan::default());
         let hooks = spec.hooks().clone().unwrap();
         let add = &hooks.create_runtime().as_ref().unwrap()[0];
-        assert_eq!(add.path(), Path::new("/opt/berth/bin/berth-cni"));
+        assert_eq!(add.path(), &free_name_berth_cni());
         let args = add.args().clone().unwrap().join(" ");
         assert_eq!(
             args,
-            "berth-cni hook add web --name app --hosts-file /b/hosts --publish 8080:80 --publish 80/tcp \
+            "berth-cni hook add web --name app --hosts-file /b/hosts --publish 8080:80 \
              --publish 53/udp --alias api --state-dir /s"
         );
         let del = hooks.poststop().as_ref().unwrap()[0].args().clone().unwrap().join(" ");
         assert_eq!(del, "berth-cni hook del web --state-dir /s");
+        std::fs::remove_file(free_name_berth_cni()).unwrap();
     }
 }
