@@ -339,7 +339,10 @@ fn containers_attach_through_the_chain_and_detach_cleanly() {
         .collect();
     assert_eq!(allocations, Vec::<String>::new());
     assert_eq!(cli.json(&["network", "inspect", "web"])["containers"], json!([]));
+    let bridge = cli.json(&["network", "inspect", "web"])["bridge"].as_str().unwrap().to_string();
+    assert!(succeeds(&format!("ip link show {bridge}")));
     cli.ok(&["network", "rm", "web"]);
+    assert!(!succeeds(&format!("ip link show {bridge}")), "network rm left its bridge {bridge}");
     // Deleting from a network that no longer exists succeeds with nothing to do.
     cli.ok(&["del", "web", "--id", "ctr-two"]);
 }

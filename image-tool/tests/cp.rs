@@ -12,28 +12,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// A store, and a bundle of a busybox image with `/etc/app/conf`, a bind mount of
-/// `<t>/volume` at /data and a tmpfs at /scratch; the container runs `script`.
+/// A store, and a bundle of a busybox image with `/etc/app/conf`, made as a Docker user
+/// makes it: `-v <t>/volume:/data` (a bind mount) and `--tmpfs /scratch`; the container
+/// runs `script`.
 fn bundle(t: &Temp, script: &str) -> (PathBuf, PathBuf) {
     let (layout, store, bundle) = (t.0.join("layout"), t.0.join("store"), t.0.join("bundle"));
     let mut app = common::Tar::default();
     app.add(common::Entry::dir("etc/app")).add(common::Entry::file("etc/app/conf", b"port=80\n"));
     write_image(&layout, "t", &[busybox_layer(), app.finish()], serde_json::json!({ "Cmd": ["sh", "-c", script] }));
     ok(&store, &["import", layout.to_str().unwrap()]);
-    ok(&store, &["unpack", "--network", "none", "t", bundle.to_str().unwrap()]);
     let volume = t.0.join("volume");
     fs::create_dir(&volume).unwrap();
     fs::write(volume.join("kept"), "in the volume\n").unwrap();
-    let config = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
-    let mounts = spec["mounts"].as_array_mut().unwrap();
-    mounts.push(
-        serde_json::json!({"destination": "/data", "type": "bind", "source": volume, "options": ["rbind", "rw"]}),
-    );
-    mounts.push(
-        serde_json::json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}),
-    );
-    fs::write(&config, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    let bind = format!("{}:/data", volume.display());
+    ok(&store, &["unpack", "t", bundle.to_str().unwrap(), "-v", &bind, "--tmpfs", "/scratch:size=1m"]);
     (store, bundle)
 }
 

@@ -182,3 +182,33 @@ fn stop_of_a_paused_container_thaws_it_so_the_signal_acts() {
     assert_eq!(fs::read_to_string(marker(&bundle)).unwrap(), "TERM\n", "the trap did not run after the thaw");
     assert_eq!(container.exit_code(), 3);
 }
+
+#[test]
+fn stop_of_a_created_container_ends_it_without_a_grace_period() {
+    if !require_root("stop_of_a_created_container_ends_it_without_a_grace_period") {
+        return;
+    }
+    let (store, image) = store_with_busybox("stop-created");
+    let berth = Berth::new("stop-created");
+    let bundle = store.unpack(&image, "created", &["--", "sh", "-c", IGNORES_TERM], &[]);
+    let id = berth_tests::fixtures::container_id("stop-created");
+    berth.ok(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+    // Nothing runs yet, so an hour's grace period is not waited: stop ends it and returns.
+    let mut stop = berth.command(&["stop", "-t", "3600", &id]).spawn().unwrap();
+    let mut finished = None;
+    for _ in 0..600 {
+        finished = stop.try_wait().unwrap();
+        if finished.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if finished.is_none() {
+        let _ = stop.kill();
+        let _ = stop.wait();
+        panic!("berth stop of a created container waited for its grace period");
+    }
+    assert!(finished.unwrap().success());
+    assert_eq!(berth.state(&id)["status"], "stopped");
+    berth.ok(&["delete", &id]);
+}

@@ -22,6 +22,8 @@ impl std::fmt::Display for NetlinkError {
     }
 }
 
+impl std::error::Error for NetlinkError {}
+
 pub type Result<T> = std::result::Result<T, NetlinkError>;
 
 pub(crate) fn failed(what: &str, errno: i32) -> NetlinkError {

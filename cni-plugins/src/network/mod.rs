@@ -294,7 +294,14 @@ pub fn remove(dirs: &Dirs, name: &str) -> Result<()> {
         let ids: Vec<&str> = attached.iter().map(|m| m.id.as_str()).collect();
         bail!("network {name} has containers attached ({}): remove them first (`berth-cni del`)", ids.join(", "));
     }
+    let bridge = Network::from_conflist(&path, &read_conflist(&path)?).bridge;
     std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     let _ = std::fs::remove_dir_all(dirs.ipam_dir().join(name));
+    // Its bridge goes too, as podman's network rm removes it; the plugins make it again if
+    // the network is created anew.
+    let mut links = crate::netlink::route::RouteClient::open().context("cannot open netlink")?;
+    if let Some(link) = links.link(&bridge).with_context(|| format!("cannot look up bridge {bridge}"))? {
+        links.delete_link(link.index).with_context(|| format!("cannot delete bridge {bridge} of network {name}"))?;
+    }
     Ok(())
 }

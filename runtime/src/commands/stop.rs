@@ -42,6 +42,9 @@ pub fn stop(store: &Store, args: &StopArgs) -> Result<()> {
         })?,
         (None, None) => DEFAULT_GRACE_SECONDS,
     };
+    // A created container runs nothing yet: its init waits for start and, as PID 1 without
+    // a handler, ignores the stop signal. Waiting a grace period for it would be waiting for nothing.
+    let grace = if container.status() == ContainerStatus::Created { 0 } else { grace };
     // A pidfd names this very process: signals cannot reach a later owner of the pid.
     let init = match Pidfd::open(pid.as_raw()) {
         Ok(init) => init,
