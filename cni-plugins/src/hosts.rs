@@ -61,8 +61,10 @@ pub fn with_block(text: &str, network: &str, entries: &[HostsEntry]) -> String {
 /// Sets the network's block of the hosts file at `path` in place. A file that no longer
 /// exists (its bundle is gone) is left alone.
 pub fn write_block(path: &Path, network: &str, entries: &[HostsEntry]) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    // Read as bytes: a container may write anything into its own hosts file, and what is not
+    // UTF-8 there must not stop its block from being kept.
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot read hosts file {}", path.display())),
     };

@@ -505,6 +505,15 @@ fn hooks_attach_from_the_oci_state_and_keep_every_hosts_file() {
     assert!(cli.fails(&["container", "inspect", "ghost"]).contains("no running container is named \"ghost\""));
     assert!(cli.hook(&["hook", "del", "berth"], &ghost_state).status.success());
 
+    // A member that filled its own hosts file with bytes that are not text blocks nobody:
+    // a newcomer still joins and every other member's file still lists it.
+    std::fs::write(&h3, b"\xff\xfe written by the container\n").unwrap();
+    let late = Sleeper::start();
+    let h_late = hosts_file("late");
+    add(&late, "id-late", &["--name", "late"], &h_late);
+    assert!(block(&h1, "names").iter().any(|l| l.ends_with("\tlate")), "{:?}", block(&h1, "names"));
+    assert!(cli.hook(&["hook", "del", "names"], &late.state("id-late")).status.success());
+
     for (state, network) in [
         (one.state("id-one"), "names"),
         (three.state("id-three"), "names"),

@@ -247,7 +247,7 @@ impl Writer {
                     )?
                 }
                 Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::XDEV) => {
-                    bail!("the parent directory {part:?} is a symlink or not a directory in this layer; refusing to write through it")
+                    bail!("the parent directory {part:?} is a symlink or not a directory here; refusing to write through it")
                 }
                 Err(e) => return Err(e).with_context(|| format!("cannot open directory {part:?}")),
             };
@@ -346,7 +346,7 @@ impl Writer {
                 let (major, minor) = (header.device_major()?.unwrap_or(0), header.device_minor()?.unwrap_or(0));
                 let file_type = match kind {
                     tar::EntryType::Char if major == 0 && minor == 0 => {
-                        bail!("a 0/0 character device would read as an overlay whiteout; refusing the layer")
+                        bail!("a 0/0 character device would read as an overlay whiteout; refusing it")
                     }
                     tar::EntryType::Char => FileType::CharacterDevice,
                     tar::EntryType::Block => FileType::BlockDevice,

@@ -90,13 +90,15 @@ pub fn add(dirs: &Dirs, request: &AddRequest) -> Result<Value> {
     member.result = result.clone();
     // An attachment that cannot be recorded, or whose names cannot be written, is undone:
     // a runtime whose createRuntime hook failed runs no poststop hook to free it.
-    if let Err(e) = state::save(dirs, &network.name, &member).and_then(|()| sync_hosts(dirs, &network)) {
+    if let Err(e) =
+        state::save(dirs, &network.name, &member).and_then(|()| sync_hosts(dirs, &network, Some(&member.id)))
+    {
         let _ = chain.del(&attachment, Some(&result));
         let _ = state::forget(dirs, &network.name, &member.id, &member.ifname);
         if let Some(own) = &member.hosts_file {
             let _ = hosts::write_block(own, &network.name, &[]);
         }
-        let _ = sync_hosts(dirs, &network);
+        let _ = sync_hosts(dirs, &network, None);
         return Err(e);
     }
     Ok(result)
@@ -136,7 +138,7 @@ pub fn del(dirs: &Dirs, network_name: &str, container_id: &str, ifname: &str, ne
         }
     }
     if dirs.conflist(network_name).exists() {
-        sync_hosts(dirs, &super::load(dirs, network_name)?.0)?;
+        sync_hosts(dirs, &super::load(dirs, network_name)?.0, None)?;
     }
     Ok(())
 }
@@ -171,7 +173,10 @@ fn entries_of(member: &Member) -> Vec<HostsEntry> {
 
 /// Rewrites the network's block of every member's hosts file: its own lines first, then
 /// every other member's (only its own on the default network, which resolves no names).
-fn sync_hosts(dirs: &Dirs, network: &Network) -> Result<()> {
+/// Only the file of `subject` (the member being added) may fail the call: another member's
+/// unwritable file (its container may have filled it with anything) is reported on stderr
+/// and the others are still written.
+fn sync_hosts(dirs: &Dirs, network: &Network, subject: Option<&str>) -> Result<()> {
     let members = state::members(dirs, &network.name)?;
     for member in &members {
         let Some(file) = &member.hosts_file else { continue };
@@ -181,8 +186,13 @@ fn sync_hosts(dirs: &Dirs, network: &Network) -> Result<()> {
                 entries.extend(entries_of(other));
             }
         }
-        hosts::write_block(file, &network.name, &entries)
-            .with_context(|| format!("cannot update the hosts file of container {}", member.id))?;
+        let written = hosts::write_block(file, &network.name, &entries)
+            .with_context(|| format!("cannot update the hosts file of container {}", member.id));
+        match written {
+            Err(e) if subject == Some(member.id.as_str()) => return Err(e),
+            Err(e) => eprintln!("berth-cni: {e:#}; the other members' files are still updated"),
+            Ok(()) => {}
+        }
     }
     Ok(())
 }
