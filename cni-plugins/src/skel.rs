@@ -49,14 +49,42 @@ impl Args {
 
     fn require(&self, what: &[(&str, &str)]) -> CniResult<()> {
         let missing: Vec<&str> = what.iter().filter(|(_, v)| v.is_empty()).map(|(k, _)| *k).collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(CniError::new(
+        if !missing.is_empty() {
+            return Err(CniError::new(
                 INVALID_ENVIRONMENT,
                 format!("required environment variables missing: {}", missing.join(", ")),
-            ))
+            ));
         }
+        self.check_attachment()
+    }
+
+    /// The container id and interface name as libcni checks them before calling a plugin:
+    /// plugins build paths from both, so one that could climb out of a directory is refused.
+    fn check_attachment(&self) -> CniResult<()> {
+        let id = &self.container_id;
+        let id_ok = id.is_empty()
+            || (id.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+        if !id_ok {
+            return Err(CniError::new(
+                INVALID_ENVIRONMENT,
+                format!("CNI_CONTAINERID {id:?} is invalid: letters, digits, '_', '.' and '-', starting with a letter or digit"),
+            ));
+        }
+        let ifname = &self.ifname;
+        let ifname_ok = ifname.is_empty()
+            || (ifname.len() <= 15
+                && ifname != "."
+                && ifname != ".."
+                && !ifname.contains(['/', ':'])
+                && !ifname.contains(char::is_whitespace));
+        if !ifname_ok {
+            return Err(CniError::new(
+                INVALID_ENVIRONMENT,
+                format!("CNI_IFNAME {ifname:?} is not a valid interface name"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -188,4 +216,34 @@ pub fn refuse_unknown_plugin(name: &str, plugins: &[&str]) -> i32 {
     println!("{}", serde_json::to_string(&error.to_json(&version)).unwrap_or_default());
     eprintln!("berth-cni: {}", error.msg);
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(container_id: &str, ifname: &str) -> Args {
+        Args {
+            command: "ADD".into(),
+            container_id: container_id.into(),
+            netns: "/run/netns/x".into(),
+            ifname: ifname.into(),
+            args: Vec::new(),
+            path: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ids_and_interface_names_that_could_make_paths_are_refused() {
+        for (id, ifname) in [("c1", "eth0"), ("a1b2_c.d-e", "net1"), ("0123456789abcdef", "x")] {
+            assert!(args(id, ifname).check_attachment().is_ok(), "{id} {ifname}");
+        }
+        for (id, ifname) in
+            [("../x", "eth0"), ("a/b", "eth0"), ("-x", "eth0"), ("c1", "../e"), ("c1", "a/b"), ("c1", "..")]
+        {
+            let refused = args(id, ifname).check_attachment().unwrap_err();
+            assert_eq!(refused.code, INVALID_ENVIRONMENT, "{id} {ifname}");
+        }
+        assert!(args("c1", "sixteen-chars-xx").check_attachment().is_err());
+    }
 }
