@@ -1,4 +1,5 @@
-//! Signal names and numbers as runc's `kill` takes them: `TERM`, `SIGTERM`, `15`.
+//! Signal names and numbers as runc's `kill` takes them (`TERM`, `SIGTERM`, `15`), and the stop
+//! signals images name, real-time ones included.
 
 use anyhow::{bail, Result};
 use nix::sys::signal::Signal;
@@ -16,9 +17,57 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     }
 }
 
+/// A signal as a number, for the stop signal an image or `unpack --stop-signal` names:
+/// what `parse_signal` takes, the aliases IOT and POLL, and the real-time signals (a number
+/// up to 64, `RTMIN+N`, `RTMAX-N`; systemd images stop on `SIGRTMIN+3`).
+pub fn parse_signal_number(text: &str) -> Result<i32> {
+    let upper = text.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let realtime = |base: i32, offset: &str, sign: i32| -> Result<i32> {
+        let offset: i32 = offset.parse().map_err(|_| anyhow::anyhow!("unknown signal {text:?}"))?;
+        let number = base + sign * offset;
+        if !(rtmin..=rtmax).contains(&number) {
+            bail!("signal {text:?} is outside the real-time signals {rtmin}-{rtmax}");
+        }
+        Ok(number)
+    };
+    match bare {
+        "IOT" => return Ok(libc::SIGIOT),
+        "POLL" => return Ok(libc::SIGPOLL),
+        "RTMIN" => return Ok(rtmin),
+        "RTMAX" => return Ok(rtmax),
+        _ => {}
+    }
+    if let Some(offset) = bare.strip_prefix("RTMIN+") {
+        return realtime(rtmin, offset, 1);
+    }
+    if let Some(offset) = bare.strip_prefix("RTMAX-") {
+        return realtime(rtmax, offset, -1);
+    }
+    match text.parse::<i32>() {
+        Ok(number) if (1..=rtmax).contains(&number) => Ok(number),
+        Ok(_) => bail!("signal number {text} is out of range (1-{rtmax})"),
+        Err(_) => parse_signal(text).map(|signal| signal as i32),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_signals_take_real_time_signals_and_aliases() {
+        assert_eq!(parse_signal_number("SIGRTMIN+3").unwrap(), libc::SIGRTMIN() + 3);
+        assert_eq!(parse_signal_number("RTMAX-1").unwrap(), libc::SIGRTMAX() - 1);
+        assert_eq!(parse_signal_number("40").unwrap(), 40);
+        assert_eq!(parse_signal_number("IOT").unwrap(), libc::SIGABRT);
+        assert_eq!(parse_signal_number("POLL").unwrap(), libc::SIGIO);
+        assert_eq!(parse_signal_number("TERM").unwrap(), libc::SIGTERM);
+        assert!(parse_signal_number("RTMIN+99").is_err());
+        assert!(parse_signal_number("65").is_err());
+        assert!(parse_signal_number("NOPE").is_err());
+    }
 
     #[test]
     fn names_numbers_and_prefixes_parse_alike() {

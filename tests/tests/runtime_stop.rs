@@ -157,6 +157,23 @@ fn stop_sends_the_stop_signal_from_the_annotation() {
 }
 
 #[test]
+fn stop_sends_a_real_time_stop_signal_as_systemd_images_name_it() {
+    if !require_root("stop_sends_a_real_time_stop_signal_as_systemd_images_name_it") {
+        return;
+    }
+    let (store, image) = store_with_busybox("stop-rt");
+    let berth = Berth::new("stop-rt");
+    let rtmin_plus_3 = (libc::SIGRTMIN() + 3).to_string();
+    let script = format!("trap 'echo RT > /marker; exit 5' {rtmin_plus_3}; touch /ready; while :; do sleep 1; done");
+    let bundle = store.unpack(&image, "rt", &["--stop-signal", "SIGRTMIN+3", "--", "sh", "-c", &script], &[]);
+    let container = Foreground::start(&berth, &bundle, "stop-rt");
+    let id = container.id.clone();
+    berth.ok(&["stop", "-t", "30", &id]);
+    assert_eq!(fs::read_to_string(marker(&bundle)).unwrap(), "RT\n", "SIGRTMIN+3 was not the signal sent");
+    assert_eq!(container.exit_code(), 5);
+}
+
+#[test]
 fn stop_of_an_unknown_id_is_a_clear_error() {
     if !require_root("stop_of_an_unknown_id_is_a_clear_error") {
         return;

@@ -171,6 +171,11 @@ pub fn parse_signal(text: &str) -> Result<String> {
     if SIGNAL_NAMES.contains(&bare) {
         return Ok(format!("SIG{bare}"));
     }
+    // Real-time signals by offset, as systemd images name theirs (SIGRTMIN+3); glibc has 30.
+    let offset = bare.strip_prefix("RTMIN+").or_else(|| bare.strip_prefix("RTMAX-"));
+    if offset.and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n <= 30) {
+        return Ok(format!("SIG{bare}"));
+    }
     bail!("unknown signal {text:?}: give a name such as SIGTERM or TERM, or a number")
 }
 

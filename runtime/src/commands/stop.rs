@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::{Container, ContainerStatus};
-use nix::sys::signal::Signal;
 
 use crate::cli::StopArgs;
-use crate::signal::parse_signal;
+use crate::signal::parse_signal_number;
 use crate::store::Store;
 
 /// The annotation holding the signal to stop with (image-spec's name; `berth-image unpack`
@@ -30,10 +29,10 @@ pub fn stop(store: &Store, args: &StopArgs) -> Result<()> {
     };
     let annotations = bundle_annotations(&container)?;
     let signal = match annotations.get(STOP_SIGNAL_ANNOTATION) {
-        Some(name) => parse_signal(name).with_context(|| {
+        Some(name) => parse_signal_number(name).with_context(|| {
             format!("container {}: bad {STOP_SIGNAL_ANNOTATION} annotation {name:?} in its config.json", args.id)
         })?,
-        None => Signal::SIGTERM,
+        None => libc::SIGTERM,
     };
     let grace = match (args.time, annotations.get(STOP_TIMEOUT_ANNOTATION)) {
         (Some(seconds), _) => seconds,
@@ -55,7 +54,7 @@ pub fn stop(store: &Store, args: &StopArgs) -> Result<()> {
     if store.load(&args.id)?.0.status() == ContainerStatus::Stopped {
         return Ok(());
     }
-    init.signal(signal).with_context(|| format!("cannot send {signal} to container {}", args.id))?;
+    init.signal(signal).with_context(|| format!("cannot send signal {signal} to container {}", args.id))?;
     if container.status() == ContainerStatus::Paused {
         // A frozen process cannot act on the signal; thaw it, as docker stop does.
         let (mut paused, _) = store.load(&args.id)?;
@@ -65,7 +64,7 @@ pub fn stop(store: &Store, args: &StopArgs) -> Result<()> {
     if init.wait_exit(deadline)? {
         return Ok(());
     }
-    init.signal(Signal::SIGKILL).with_context(|| format!("cannot send SIGKILL to container {}", args.id))?;
+    init.signal(libc::SIGKILL).with_context(|| format!("cannot send SIGKILL to container {}", args.id))?;
     init.wait_exit(None)?;
     Ok(())
 }
@@ -96,10 +95,10 @@ impl Pidfd {
         Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
     }
 
-    fn signal(&self, signal: Signal) -> Result<()> {
+    fn signal(&self, signal: i32) -> Result<()> {
         // SAFETY: a pidfd, a signal number, no siginfo, no flags.
         let rc = unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), signal as i32, std::ptr::null::<u8>(), 0)
+            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), signal, std::ptr::null::<u8>(), 0)
         };
         match rc {
             0 => Ok(()),
