@@ -41,6 +41,7 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     refuse_selinux_labels(&spec).with_context(|| format!("invalid config.json in {}", path.display()))?;
     let rootfs = rootfs_of(&path, &spec)?;
     check_bind_sources(&path, &spec)?;
+    check_namespace_paths(&spec)?;
     let mut mounts =
         mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
     if spec.linux().as_ref().is_some_and(|l| l.mount_label().is_some()) {
@@ -50,6 +51,26 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     }
     store.ensure_root()?;
     Ok(CheckedBundle { path, spec, rootfs, mounts })
+}
+
+/// A namespace joined by path must exist, or create fails with a bare ENOENT: say which.
+/// (A path pinned for another container, e.g. by berth-cni for `--network container:NAME`,
+/// disappears when that container stops.)
+fn check_namespace_paths(spec: &Spec) -> Result<()> {
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    for namespace in namespaces {
+        if let Some(path) = namespace.path() {
+            if !path.exists() {
+                bail!(
+                    "the {} namespace to join, {}, does not exist: the process or container that held it \
+                     may have stopped",
+                    namespace.typ(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// selinuxfs's switch: present where the host runs SELinux (enforcing or permissive).

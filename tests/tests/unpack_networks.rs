@@ -230,6 +230,9 @@ fn run_inside(dir: &Path) {
     // Deleting both leaves the network empty and unpins api.
     stop_and_delete(&berth, &client_id);
     stop_and_delete(&berth, &api_id);
+    // The joiner's create fails once its target is gone, naming the namespace it wanted.
+    let (code, _, stderr) = berth.run_bundle(&sidecar, &container_id("sidecar-late"));
+    assert!(code != 0 && stderr.contains("netns/api"), "the joiner ran without its target: {stderr}");
     assert_eq!(dirs.json(&["network", "inspect", "web"])["containers"], json!([]));
     assert!(!dirs.berth_cni(&["container", "inspect", "api"]).status.success());
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(dirs.state.to_str().unwrap()));
