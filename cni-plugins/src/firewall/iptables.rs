@@ -24,13 +24,30 @@ pub fn comment(network: &str, container_id: &str) -> String {
 
 pub struct Iptables;
 
+/// An address family, as iptables and ip6tables split them.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Family {
+pub enum Family {
     V4,
     V6,
 }
 
 impl Family {
+    pub fn of(address: &std::net::IpAddr) -> Family {
+        if address.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// The prefix length of one address of the family.
+    pub fn host_prefix(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
     pub(crate) fn tool(self, suffix: &str) -> String {
         match self {
             Family::V4 => format!("iptables-{suffix}"),
@@ -79,6 +96,11 @@ pub(crate) fn quote(text: &str) -> String {
 
 /// Applies `rules` (restore syntax for the nat table) in one transaction.
 pub(crate) fn restore(family: Family, rules: &str) -> CniResult<()> {
+    restore_table(family, "nat", rules)
+}
+
+/// Applies `rules` (restore syntax) to `table` in one `iptables-restore --noflush`.
+pub(crate) fn restore_table(family: Family, table: &str, rules: &str) -> CniResult<()> {
     let tool = family.tool("restore");
     let mut child = Command::new(&tool)
         .args(["--noflush", "-w"])
@@ -87,19 +109,18 @@ pub(crate) fn restore(family: Family, rules: &str) -> CniResult<()> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("*nat\n{rules}COMMIT\n").as_bytes())
-        .map_err(|e| CniError::io(format!("cannot feed {tool}"), e))?;
+    let input = format!("*{table}\n{rules}COMMIT\n");
+    let fed = child.stdin.take().map(|mut stdin| stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
+    if let Some(Err(e)) = fed {
+        return Err(CniError::io(format!("cannot feed {tool}"), e));
+    }
     if !out.status.success() {
         return Err(CniError::new(
             IO_FAILURE,
-            format!("{tool} refused the rules: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            format!("{tool} refused the {table} table's rules: {}", String::from_utf8_lossy(&out.stderr).trim()),
         )
-        .with_details(rules.to_string()));
+        .with_details(input));
     }
     Ok(())
 }

@@ -6,47 +6,18 @@
 //! `iptables-restore --noflush` transaction, under a lock so that parallel ADDs do not
 //! both add a shared rule.
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use crate::error::{CniError, CniResult, IO_FAILURE};
+use crate::firewall::iptables::restore_table;
+pub use crate::firewall::iptables::Family;
 
 /// The chain holding the containers' accept rules.
 pub const FORWARD_CHAIN: &str = "CNI-FORWARD";
 const STAGE_1: &str = "CNI-ISOLATION-STAGE-1";
 const STAGE_2: &str = "CNI-ISOLATION-STAGE-2";
 const ISOLATION_NOTE: &str = "\"CNI firewall plugin rules (ingressPolicy: same-bridge)\"";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    pub fn of(address: &IpAddr) -> Family {
-        if address.is_ipv4() {
-            Family::V4
-        } else {
-            Family::V6
-        }
-    }
-
-    fn tool(self, suffix: &str) -> String {
-        match self {
-            Family::V4 => format!("iptables-{suffix}"),
-            Family::V6 => format!("ip6tables-{suffix}"),
-        }
-    }
-
-    fn host_prefix(self) -> u8 {
-        match self {
-            Family::V4 => 32,
-            Family::V6 => 128,
-        }
-    }
-}
 
 /// One rule: its chain and its matches and target, in the words `iptables-save` prints
 /// them (so a rule is found in the saved table by its text).
@@ -132,28 +103,7 @@ impl Transaction {
         if self.0.is_empty() {
             return Ok(());
         }
-        let tool = family.tool("restore");
-        let mut child = Command::new(&tool)
-            .args(["--noflush", "-w"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
-        let input = format!("*filter\n{}COMMIT\n", self.0);
-        let fed = child.stdin.take().map(|mut stdin| stdin.write_all(input.as_bytes()));
-        let out = child.wait_with_output().map_err(|e| CniError::io(format!("cannot run {tool}"), e))?;
-        if let Some(Err(e)) = fed {
-            return Err(CniError::io(format!("cannot feed {tool}"), e));
-        }
-        if !out.status.success() {
-            return Err(CniError::new(
-                IO_FAILURE,
-                format!("{tool} refused the firewall plugin's rules: {}", String::from_utf8_lossy(&out.stderr).trim()),
-            )
-            .with_details(input));
-        }
-        Ok(())
+        restore_table(family, "filter", &self.0)
     }
 }
 
