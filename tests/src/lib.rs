@@ -9,6 +9,7 @@ pub mod bench_image;
 pub mod bench_runtime;
 pub mod bench_shim;
 pub mod bins;
+pub mod cni_dirs;
 pub mod containerd;
 pub mod fixtures;
 pub mod image_store;

@@ -8,10 +8,11 @@
 #[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
 mod plugin_dir;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use berth_tests::bins::bin;
+use berth_tests::cni_dirs::CniDirs;
 use berth_tests::fixtures::{container_id, Bundle};
 use berth_tests::private_namespaces;
 use berth_tests::privilege::require_root;
@@ -33,30 +34,6 @@ fn sh(script: &str) -> String {
     let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// berth-cni's dir flags for this test.
-struct CniDirs {
-    conf: PathBuf,
-    bin: PathBuf,
-    state: PathBuf,
-}
-
-impl CniDirs {
-    fn flags(&self) -> Vec<String> {
-        let mut flags = Vec::new();
-        for (flag, dir) in [("--conf-dir", &self.conf), ("--bin-dir", &self.bin), ("--state-dir", &self.state)] {
-            flags.push(flag.to_string());
-            flags.push(dir.display().to_string());
-        }
-        flags
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("berth-cni")).args(args).args(self.flags()).output().unwrap();
-        assert!(out.status.success(), "berth-cni {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
 }
 
 /// A busybox bundle serving `hello from NAME` over HTTP on port 80, its own hosts file
@@ -131,9 +108,9 @@ fn stop_and_delete(berth: &Berth, id: &str) {
 /// The part that runs in the private namespaces; `dir` is the test's private directory.
 fn run_inside(dir: &Path) {
     sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up");
-    let dirs = CniDirs { conf: dir.join("net.d"), bin: dir.join("lib/cni"), state: dir.join("state") };
+    let dirs = CniDirs::under(dir);
     plugin_dir::fill(&dirs.bin, &bin("berth-cni"));
-    dirs.run(&["network", "create", "app"]);
+    dirs.ok(&["network", "create", "app"]);
     // A test host joined to this namespace: 192.0.2.2 there, 192.0.2.1 here.
     sh("ip netns add th && ip link add th0 type veth peer name eth0 netns th
         ip addr add 192.0.2.1/24 dev th0 && ip link set th0 up
@@ -174,7 +151,7 @@ fn run_inside(dir: &Path) {
     let hosts_a = exec(&berth, &id_a, &["cat", "/etc/hosts"]).1;
     assert!(!hosts_a.contains("web-b"), "web-b is still in web-a's /etc/hosts:\n{hosts_a}");
     stop_and_delete(&berth, &id_a);
-    let app: Value = serde_json::from_str(&dirs.run(&["network", "inspect", "app"])).unwrap();
+    let app: Value = dirs.json(&["network", "inspect", "app"]);
     assert_eq!(app["containers"], json!([]));
     let addresses = sh(&format!("ls {}/ipam/app | grep -c '^10\\.' || true", dirs.state.display()));
     assert_eq!(addresses.trim(), "0");
@@ -186,5 +163,5 @@ fn run_inside(dir: &Path) {
         std::fs::read_to_string(web_b.path().join("hosts")).unwrap(),
         "127.0.0.1\tlocalhost\n10.1.1.1\tadded-by-the-bundle-web-b\n"
     );
-    dirs.run(&["network", "rm", "app"]);
+    dirs.ok(&["network", "rm", "app"]);
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use berth_tests::bins::bin;
+use berth_tests::cni_dirs::CniDirs;
 use berth_tests::fixtures::container_id;
 use berth_tests::image_store::ImageStore;
 use berth_tests::oci_image::{LayerDir, OciArchive};
@@ -37,40 +38,6 @@ fn sh(script: &str) -> String {
     let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// berth-cni's directories for this test, as unpack's flags and as berth-cni's own.
-struct CniDirs {
-    conf: PathBuf,
-    bin: PathBuf,
-    state: PathBuf,
-}
-
-impl CniDirs {
-    fn unpack_flags(&self) -> Vec<String> {
-        let mut flags = vec!["--berth-cni".to_string(), bin("berth-cni").display().to_string()];
-        for (flag, dir) in
-            [("--cni-conf-dir", &self.conf), ("--cni-bin-dir", &self.bin), ("--cni-state-dir", &self.state)]
-        {
-            flags.extend([flag.to_string(), dir.display().to_string()]);
-        }
-        flags
-    }
-
-    fn berth_cni(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("berth-cni"))
-            .args(args)
-            .args(["--conf-dir", self.conf.to_str().unwrap(), "--bin-dir", self.bin.to_str().unwrap()])
-            .args(["--state-dir", self.state.to_str().unwrap()])
-            .output()
-            .unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.berth_cni(args);
-        assert!(out.status.success(), "berth-cni {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
 }
 
 /// Unpacks bundle `name` with `args` plus berth-cni's directories; its path.
@@ -120,10 +87,9 @@ fn stop_and_delete(berth: &Berth, id: &str) {
 
 fn run_inside(dir: &Path) {
     sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up");
-    let dirs = CniDirs { conf: dir.join("net.d"), bin: dir.join("lib/cni"), state: dir.join("state") };
+    let dirs = CniDirs::under(dir);
     plugin_dir::fill(&dirs.bin, &bin("berth-cni"));
-    let created = dirs.berth_cni(&["network", "create", "web"]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    dirs.ok(&["network", "create", "web"]);
     sh("ip netns add th && ip link add th0 type veth peer name eth0 netns th
         ip addr add 192.0.2.1/24 dev th0 && ip link set th0 up
         ip -n th addr add 192.0.2.2/24 dev eth0 && ip -n th link set eth0 up && ip -n th link set lo up");
@@ -234,6 +200,6 @@ fn run_inside(dir: &Path) {
     let (code, _, stderr) = berth.run_bundle(&sidecar, &container_id("sidecar-late"));
     assert!(code != 0 && stderr.contains("netns/api"), "the joiner ran without its target: {stderr}");
     assert_eq!(dirs.json(&["network", "inspect", "web"])["containers"], json!([]));
-    assert!(!dirs.berth_cni(&["container", "inspect", "api"]).status.success());
+    assert!(!dirs.output(&["container", "inspect", "api"]).status.success());
     assert!(!std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(dirs.state.to_str().unwrap()));
 }
