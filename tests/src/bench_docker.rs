@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::bench::{median, ms, ratio, Table};
 use crate::bins::bin;
+use crate::cni_dirs::CniDirs;
 use crate::oci_image::{LayerDir, OciArchive};
 
 #[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
@@ -138,25 +139,9 @@ impl Dirs {
         command
     }
 
-    /// berth-cni's directories as unpack's flags.
-    fn unpack_cni_flags(&self) -> Vec<String> {
-        let mut flags = vec!["--berth-cni".to_string(), bin("berth-cni").display().to_string()];
-        for (flag, dir) in
-            [("--cni-conf-dir", "cni/net.d"), ("--cni-bin-dir", "cni/bin"), ("--cni-state-dir", "cni/state")]
-        {
-            flags.extend([flag.to_string(), self.path(dir).display().to_string()]);
-        }
-        flags
-    }
-
-    /// `berth-cni ARGS... --conf-dir .. --bin-dir .. --state-dir ..`.
-    fn berth_cni(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(bin("berth-cni"));
-        command.args(args);
-        for (flag, dir) in [("--conf-dir", "cni/net.d"), ("--bin-dir", "cni/bin"), ("--state-dir", "cni/state")] {
-            command.arg(flag).arg(self.path(dir));
-        }
-        command
+    /// berth-cni's private directories.
+    fn cni(&self) -> CniDirs {
+        CniDirs::under(&self.path("cni"))
     }
 
     /// `podman` with private storage, run root, tmp dir, CNI config dir and events log,
@@ -311,7 +296,7 @@ struct Round {
 fn bench() {
     let dirs = Dirs::from_env();
     std::fs::create_dir_all(dirs.path("bundles")).unwrap();
-    plugin_dir::fill(&dirs.path("cni/bin"), &bin("berth-cni"));
+    plugin_dir::fill(&dirs.cni().bin, &bin("berth-cni"));
     dirs.write_podman_conf();
 
     // The web image: busybox httpd serving one page on port 80, the same archive for both.
@@ -333,10 +318,7 @@ fn bench() {
         dirs.podman(&["pull", "-q", &format!("oci-archive:{archive_path}")]).output().unwrap(),
     );
     let podman_image = pulled.lines().last().expect("podman pull printed no image id").trim().to_string();
-    check(
-        "berth-cni network create",
-        dirs.berth_cni(&["network", "create", NETWORK, "--subnet", "10.99.0.0/24"]).output().unwrap(),
-    );
+    check("berth-cni network create", dirs.cni().output(&["network", "create", NETWORK, "--subnet", "10.99.0.0/24"]));
 
     let prober = Prober::start(Path::new("/run/netns/testhost"));
     let cgroup_parent = format!("/{}", std::env::var(CGROUP_PARENT).expect("the cgroup parent is not set"));
@@ -396,7 +378,7 @@ fn berth_round(dirs: &Dirs, prober: &Prober, image: &str, round: usize) -> Round
     let bundle_arg = bundle.display().to_string();
     let publish = format!("{port}:80");
     let mut unpack = vec!["unpack", image, &bundle_arg, "--network", NETWORK, "-p", &publish];
-    let cni_flags = dirs.unpack_cni_flags();
+    let cni_flags = dirs.cni().unpack_flags();
     unpack.extend(cni_flags.iter().map(String::as_str));
     // A detached container inherits berth's stdio: a pipe would stay open while it runs.
     let run_log = std::fs::File::create(dirs.path("berth-run.log")).unwrap();
