@@ -6,32 +6,17 @@
 //! differential runs and mixed chains with Debian's reference plugins, keys of the wrong
 //! type and unknown keys included.
 
-use berth_cni::exec::run_plugin;
-use berth_cni::skel::Args;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+#[path = "support/plugin_bin.rs"]
+mod plugin_bin;
 #[path = "support/private_netns.rs"]
 mod private_netns;
+use plugin_bin::bin_dir;
 use private_netns::{inside_private_netns, sh, succeeds, REFERENCE_DIR};
-
-/// A CNI bin directory holding berth's plugins (and, with `reference`, the reference ones
-/// for the kinds not in `berth_kinds`).
-fn bin_dir(name: &str, berth_kinds: &[&str]) -> PathBuf {
-    let dir = PathBuf::from("/run").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for kind in ["bridge", "host-local", "loopback", "portmap"] {
-        let target = if berth_kinds.contains(&kind) {
-            PathBuf::from(env!("CARGO_BIN_EXE_berth-cni"))
-        } else {
-            Path::new(REFERENCE_DIR).join(kind)
-        };
-        let _ = std::os::unix::fs::symlink(target, dir.join(kind));
-    }
-    dir
-}
 
 fn berth_bin() -> PathBuf {
     bin_dir("berth-bin", &["bridge", "host-local", "loopback"])
@@ -44,15 +29,7 @@ fn add_netns(name: &str) -> String {
 
 /// Runs the `bridge` of `bin` for one container, as a runtime does.
 fn call(bin: &Path, command: &str, id: &str, netns: &str, conf: &Value) -> (i32, Value) {
-    let args = Args {
-        command: command.into(),
-        container_id: id.into(),
-        netns: netns.into(),
-        ifname: "eth0".into(),
-        args: Vec::new(),
-        path: vec![bin.display().to_string()],
-    };
-    run_plugin(&bin.join("bridge"), &args, conf).unwrap()
+    plugin_bin::call(bin, "bridge", command, id, netns, conf)
 }
 
 fn network(version: &str, name: &str, bridge: &str, extra: Value) -> Value {

@@ -8,14 +8,15 @@
 //! reference portmap 1.1.1's for the same configs; chains mixing berth's and the reference
 //! plugins; keys of the wrong type.
 
-use berth_cni::exec::run_plugin;
-use berth_cni::skel::Args;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+#[path = "support/plugin_bin.rs"]
+mod plugin_bin;
 #[path = "support/private_netns.rs"]
 mod private_netns;
+use plugin_bin::{bin_dir, call};
 use private_netns::{inside_private_netns, sh, REFERENCE_DIR};
 
 const TEST_HOST: &str = "192.168.77.1";
@@ -35,21 +36,6 @@ fn try_sh(script: &str) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// A CNI bin directory: berth's binary for `berth_kinds`, the reference plugins for the rest.
-fn bin_dir(name: &str, berth_kinds: &[&str]) -> PathBuf {
-    let dir = PathBuf::from("/run").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for kind in ["bridge", "host-local", "portmap"] {
-        let target = if berth_kinds.contains(&kind) {
-            PathBuf::from(env!("CARGO_BIN_EXE_berth-cni"))
-        } else {
-            Path::new(REFERENCE_DIR).join(kind)
-        };
-        let _ = std::os::unix::fs::symlink(target, dir.join(kind));
-    }
-    dir
-}
-
 fn berth_bin() -> PathBuf {
     bin_dir("berth-bin", &["bridge", "host-local", "portmap"])
 }
@@ -57,19 +43,6 @@ fn berth_bin() -> PathBuf {
 fn add_netns(name: &str) -> String {
     sh(&format!("ip netns add {name} && ip netns exec {name} ip link set lo up"));
     format!("/run/netns/{name}")
-}
-
-/// Runs plugin `kind` of `bin` for one container, as a runtime does.
-fn call(bin: &Path, kind: &str, command: &str, id: &str, netns: &str, conf: &Value) -> (i32, Value) {
-    let args = Args {
-        command: command.into(),
-        container_id: id.into(),
-        netns: netns.into(),
-        ifname: "eth0".into(),
-        args: Vec::new(),
-        path: vec![bin.display().to_string()],
-    };
-    run_plugin(&bin.join(kind), &args, conf).unwrap()
 }
 
 /// A bridge network (IPv4, and IPv6 with `v6`) with its own bridge and IPAM directory, as
