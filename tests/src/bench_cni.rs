@@ -69,19 +69,24 @@ impl Set {
         if let Some(prev) = prev {
             conf["prevResult"] = prev.clone();
         }
-        let args = Args {
-            command: command.into(),
-            container_id: id.into(),
-            netns: format!("/run/netns/{id}"),
-            ifname: "eth0".into(),
-            args: Vec::new(),
-            path: vec![self.bin.display().to_string()],
-        };
+        let args = attachment(command, id, &self.bin);
         let started = Instant::now();
         let (code, printed) = run_plugin(&self.bin.join("bridge"), &args, &conf).expect("cannot run the bridge plugin");
         let took = started.elapsed();
         assert_eq!(code, 0, "{} {command} {id}: {printed}", self.label);
         (took, printed)
+    }
+}
+
+/// The CNI call for container `id` on `eth0` in `/run/netns/ID`, plugins found in `bin`.
+fn attachment(command: &str, id: &str, bin: &Path) -> Args {
+    Args {
+        command: command.into(),
+        container_id: id.into(),
+        netns: format!("/run/netns/{id}"),
+        ifname: "eth0".into(),
+        args: Vec::new(),
+        path: vec![bin.display().to_string()],
     }
 }
 
@@ -339,14 +344,7 @@ fn portmap_call(
     if let Some(backend) = backend {
         conf["backend"] = backend.into();
     }
-    let args = Args {
-        command: command.into(),
-        container_id: id.into(),
-        netns: format!("/run/netns/{id}"),
-        ifname: "eth0".into(),
-        args: Vec::new(),
-        path: vec![bin.display().to_string()],
-    };
+    let args = attachment(command, id, bin);
     std::thread::sleep(QUIET);
     let started = Instant::now();
     let (code, printed) = run_plugin(&bin.join("portmap"), &args, &conf).expect("cannot run the portmap plugin");
