@@ -106,14 +106,16 @@ impl NetworkOptions {
         }
         match mode {
             NetworkMode::Attached(network) => {
-                for published in &self.publish {
-                    berth_cni::network::publish::PublishSpec::parse(published)?;
-                }
+                let published = self
+                    .publish
+                    .iter()
+                    .map(|p| berth_cni::network::publish::PublishSpec::parse(p))
+                    .collect::<Result<Vec<_>>>()?;
                 let berth_cni = self.berth_cni()?;
                 self.refuse_a_name_in_use(&berth_cni, name)?;
                 let mut add = vec!["hook".to_string(), "add".into(), network.clone(), "--name".into(), name.into()];
                 add.extend(["--hosts-file".into(), bundle.join("hosts").display().to_string()]);
-                for spec in self.publish.iter().cloned().chain(self.exposed_ports(spec)) {
+                for spec in self.publish.iter().cloned().chain(self.exposed_ports(spec, &published)) {
                     add.extend(["--publish".into(), spec]);
                 }
                 for alias in &self.aliases {
@@ -121,8 +123,12 @@ impl NetworkOptions {
                 }
                 let del = vec!["hook".to_string(), "del".into(), network.clone()];
                 add_hooks(spec, self.hook(&berth_cni, add)?, self.hook(&berth_cni, del)?)?;
-                let link_hosts =
-                    self.links.iter().map(|link| self.link(&berth_cni, &network, link)).collect::<Result<_>>()?;
+                let link_hosts = if self.links.is_empty() {
+                    Vec::new()
+                } else {
+                    let members = self.inspect(&berth_cni, &["network", "inspect", &network])?;
+                    self.links.iter().map(|link| link_line(&members, &network, link)).collect::<Result<_>>()?
+                };
                 Ok(NetworkPlan { link_hosts, ..NetworkPlan::default() })
             }
             NetworkMode::Host => {
@@ -147,14 +153,12 @@ impl NetworkOptions {
 
     /// `-P`: every port the image exposes (the exposedPorts annotation) that `-p` does not
     /// publish already, on a free host port.
-    fn exposed_ports(&self, spec: &Spec) -> Vec<String> {
+    fn exposed_ports(&self, spec: &Spec, published: &[berth_cni::network::publish::PublishSpec]) -> Vec<String> {
         if !self.publish_all {
             return Vec::new();
         }
-        let explicit: Vec<(u16, String)> = self
-            .publish
+        let explicit: Vec<(u16, String)> = published
             .iter()
-            .filter_map(|p| berth_cni::network::publish::PublishSpec::parse(p).ok())
             .flat_map(|p| (p.container_ports.0..=p.container_ports.1).map(move |port| (port, p.protocol.clone())))
             .collect();
         let annotation =
@@ -241,25 +245,25 @@ impl NetworkOptions {
             holder["bundle"].as_str().unwrap_or("?")
         )
     }
+}
 
-    /// `--link NAME[:ALIAS]`: NAME's address on `network`, named NAME and ALIAS.
-    fn link(&self, berth_cni: &Path, network: &str, link: &str) -> Result<(String, Vec<String>)> {
-        let (target, alias) = link.split_once(':').unwrap_or((link, link));
-        if target.is_empty() || alias.is_empty() {
-            bail!("--link {link:?} is not NAME[:ALIAS]");
-        }
-        let shown = self.inspect(berth_cni, &["network", "inspect", network])?;
-        let member = shown["containers"].as_array().into_iter().flatten().find(|c| c["name"] == target);
-        let address = member
-            .and_then(|m| m["ips"][0]["address"].as_str())
-            .and_then(|cidr| cidr.split('/').next())
-            .with_context(|| format!("--link {link}: no running container named {target:?} is on network {network}"))?;
-        let mut names = vec![alias.to_string()];
-        if alias != target {
-            names.push(target.to_string());
-        }
-        Ok((address.to_string(), names))
+/// `--link NAME[:ALIAS]`: NAME's address among the `network inspect` output `members`,
+/// named ALIAS and NAME.
+fn link_line(members: &serde_json::Value, network: &str, link: &str) -> Result<(String, Vec<String>)> {
+    let (target, alias) = link.split_once(':').unwrap_or((link, link));
+    if target.is_empty() || alias.is_empty() {
+        bail!("--link {link:?} is not NAME[:ALIAS]");
     }
+    let member = members["containers"].as_array().into_iter().flatten().find(|c| c["name"] == target);
+    let address = member
+        .and_then(|m| m["ips"][0]["address"].as_str())
+        .and_then(|cidr| cidr.split('/').next())
+        .with_context(|| format!("--link {link}: no running container named {target:?} is on network {network}"))?;
+    let mut names = vec![alias.to_string()];
+    if alias != target {
+        names.push(target.to_string());
+    }
+    Ok((address.to_string(), names))
 }
 
 /// Adds the hooks after any the spec has.
