@@ -19,6 +19,20 @@ pub struct Containerd {
     env: Vec<(String, String)>,
 }
 
+/// What a test's containerd runs with beyond its private root, state and sockets.
+#[derive(Default)]
+pub struct Setup<'a> {
+    /// Searched before PATH when containerd looks up shim binaries.
+    pub shim_dir: Option<&'a Path>,
+    /// Environment containerd (and so every shim it starts) gets on top of the test's.
+    pub env: &'a [(&'a str, &'a str)],
+    /// TOML appended to the config: plugin sections.
+    pub plugins: String,
+    /// Keep the CRI plugin; the containerd namespace is then its `k8s.io`. Run such a
+    /// containerd only inside private mount and network namespaces with a tmpfs on /run.
+    pub cri: bool,
+}
+
 impl Containerd {
     /// Starts containerd (without its CRI plugin) and waits for its socket.
     pub fn start() -> Containerd {
@@ -33,20 +47,31 @@ impl Containerd {
 
     /// As `start_with_shims`, with extra environment for containerd and its shims.
     pub fn start_with(shim_dir: Option<&Path>, env: &[(&str, &str)]) -> Containerd {
+        Containerd::start_setup(Setup { shim_dir, env, ..Setup::default() })
+    }
+
+    /// containerd as `setup` says, and waits for its socket.
+    pub fn start_setup(setup: Setup) -> Containerd {
         let dir = TempDir::new("berth-ctd"); // short: socket paths are limited to 108 bytes
         let d = dir.path();
+        let disabled = if setup.cri { "" } else { "\"io.containerd.grpc.v1.cri\"" };
         let config = format!(
-            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n",
-            d.display()
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [{disabled}]\n[grpc]\n  address = \"{0}/containerd.sock\"\n[ttrpc]\n  address = \"{0}/containerd.sock.ttrpc\"\n{1}",
+            d.display(),
+            setup.plugins
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let shim_dir = shim_dir.map(Path::to_path_buf);
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let shim_dir = setup.shim_dir.map(Path::to_path_buf);
+        let env: Vec<(String, String)> = setup.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let daemon = spawn_daemon(d, shim_dir.as_deref(), &env);
-        // Short: containerd's identifiers are at most 76 characters.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let namespace =
-            format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let namespace = if setup.cri {
+            // The CRI plugin keeps everything in this one namespace.
+            "k8s.io".to_string()
+        } else {
+            // Short: containerd's identifiers are at most 76 characters.
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        };
         let containerd = Containerd { dir, namespace, daemon, shim_dir, env };
         containerd.wait_ready();
         containerd
