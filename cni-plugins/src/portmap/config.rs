@@ -39,14 +39,19 @@ struct RuntimeConfig {
     port_mappings: Vec<MappingKeys>,
 }
 
-/// One `portMappings` entry as the runtime writes it.
+/// One `portMappings` entry as the runtime writes it. containerd's CRI plugin (through
+/// go-cni, whose struct has no JSON tags) writes the keys capitalised (`HostPort`), which the
+/// reference plugin accepts because Go matches keys case-insensitively.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct MappingKeys {
+    #[serde(alias = "HostPort")]
     host_port: i64,
+    #[serde(alias = "ContainerPort")]
     container_port: i64,
+    #[serde(alias = "Protocol")]
     protocol: String,
-    #[serde(rename = "hostIP")]
+    #[serde(rename = "hostIP", alias = "HostIP")]
     host_ip: String,
 }
 
@@ -281,5 +286,14 @@ mod tests {
             json!({ "runtimeConfig": { "portMappings": [{ "hostPort": 1, "containerPort": 80, "protocol": "icmp" }] } })
         )
         .contains("is not tcp, udp or sctp"));
+    }
+
+    #[test]
+    fn containerds_capitalised_mapping_keys_are_read() {
+        let c = PortMapConf::parse(&conf(json!({ "runtimeConfig": { "portMappings": [{ "HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": "" }] } }))).unwrap();
+        assert_eq!(
+            (c.mappings[0].host_port, c.mappings[0].container_port, c.mappings[0].protocol),
+            (8080, 80, Protocol::Tcp)
+        );
     }
 }
