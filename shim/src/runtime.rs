@@ -186,6 +186,7 @@ impl BerthCli {
         let captured = io.is_none();
         let io = io.unwrap_or(CallIo { stdin: Stdio::null(), stdout: Stdio::piped(), stderr: Stdio::piped() });
         process.stdin(io.stdin).stdout(io.stdout).stderr(io.stderr);
+        crate::server::unblock_signals_in_child(&mut process);
         let mut child = process.spawn().map_err(|e| failed(format!("cannot run {}: {e}", self.binary.display())))?;
         let pid = child.id() as i32;
         let timeout = call_timeout();

@@ -41,13 +41,26 @@ enum Outcome {
     Hold(WaitRequest),
 }
 
+/// Makes `command`'s process start with no signal blocked. The shim blocks SIGTERM, SIGINT
+/// and SIGCHLD for its signalfd, a child inherits that mask, and berth's container process
+/// would inherit it from berth: a container trapping SIGTERM would then never see it.
+pub fn unblock_signals_in_child(command: &mut std::process::Command) {
+    // SAFETY: pthread_sigmask is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, || {
+            SigSet::empty().thread_set_mask().map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Serves until containerd's Shutdown finds no container left.
 pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String> {
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         signals.add(signal);
     }
-    // Blocked here so they arrive on the signalfd; children get a clean mask from std.
+    // Blocked here so they arrive on the signalfd; every child unblocks them again
+    // (`unblock_signals_in_child`).
     signals.thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("cannot create a signalfd: {e}"))?;

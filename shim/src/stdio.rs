@@ -214,6 +214,7 @@ fn start_logger(uri: &str, id: &str, namespace: &str) -> Result<(File, File, Chi
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    crate::server::unblock_signals_in_child(&mut command);
     let fds = [out_read.as_raw_fd(), err_read.as_raw_fd(), ready_write.as_raw_fd()];
     // SAFETY: only dup2 between fork and exec.
     unsafe {
