@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 
+use crate::capability;
 use crate::cgroups;
 use crate::cli::CreateArgs;
 use crate::mount_options;
@@ -42,6 +43,7 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
     let rootfs = rootfs_of(&path, &spec)?;
     check_bind_sources(&path, &spec)?;
     check_namespace_paths(&spec)?;
+    check_oom_score_adj(&spec)?;
     let mut mounts =
         mount_options::plan(&spec, &rootfs).with_context(|| format!("invalid config.json in {}", path.display()))?;
     if spec.linux().as_ref().is_some_and(|l| l.mount_label().is_some()) {
@@ -71,6 +73,22 @@ fn check_namespace_paths(spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Lowering oom_score_adj below berth's own needs CAP_SYS_RESOURCE; where berth runs without
+/// it (inside a container), the kernel's bare EACCES would surface as "io error": name the
+/// value and the fix instead. (containerd's CRI plugin asks -998 for every pod sandbox.)
+fn check_oom_score_adj(spec: &Spec) -> Result<()> {
+    let Some(wanted) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else { return Ok(()) };
+    let own: i32 = fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    if wanted >= own || capability::has_effective(capability::CAP_SYS_RESOURCE) {
+        return Ok(());
+    }
+    bail!(
+        "process.oomScoreAdj {wanted} is below berth's own oom_score_adj ({own}), and lowering it needs \
+         CAP_SYS_RESOURCE, which berth does not have here: ask for {own} or more (containerd's CRI plugin: \
+         restrict_oom_score_adj = true)"
+    )
 }
 
 /// selinuxfs's switch: present where the host runs SELinux (enforcing or permissive).

@@ -2,6 +2,7 @@
 //! these modules, so tests and other crates use the same code.
 
 pub mod bundle;
+pub mod capability;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod cli;

@@ -51,8 +51,9 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         .as_ref()
         .map(|r| r.socket().to_path_buf())
         .or_else(|| args.console_socket.as_ref().map(bundle::absolute));
+    let seccomp = bundle::load_spec(container.bundle())?.linux().as_ref().and_then(|l| l.seccomp().clone());
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_executor(BerthExecutor::new(&args.id, true))
+        .with_executor(BerthExecutor::for_exec(&args.id, seccomp))
         .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
         .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
