@@ -21,9 +21,6 @@ use crate::bins::bin;
 use crate::cni_dirs::CniDirs;
 use crate::oci_image::{LayerDir, OciArchive};
 
-#[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
-mod plugin_dir;
-
 const ROUNDS: usize = 15;
 /// Which part of the bench this process is: unset (outside), the namespace's supervisor,
 /// or the bench itself.
@@ -296,7 +293,7 @@ struct Round {
 fn bench() {
     let dirs = Dirs::from_env();
     std::fs::create_dir_all(dirs.path("bundles")).unwrap();
-    plugin_dir::fill(&dirs.cni().bin, &bin("berth-cni"));
+    crate::plugin_dir::fill(&dirs.cni().bin, &bin("berth-cni"));
     dirs.write_podman_conf();
 
     // The web image: busybox httpd serving one page on port 80, the same archive for both.

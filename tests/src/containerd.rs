@@ -17,6 +17,8 @@ pub struct Containerd {
     shim_dir: Option<PathBuf>,
     /// Environment containerd (and so every shim it starts) gets on top of the test's.
     env: Vec<(String, String)>,
+    /// With the CRI plugin (`Setup::cri`).
+    cri: bool,
 }
 
 /// What a test's containerd runs with beyond its private root, state and sockets.
@@ -63,7 +65,7 @@ impl Containerd {
         std::fs::write(d.join("config.toml"), config).unwrap();
         let shim_dir = setup.shim_dir.map(Path::to_path_buf);
         let env: Vec<(String, String)> = setup.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let daemon = spawn_daemon(d, shim_dir.as_deref(), &env);
+        let daemon = spawn_daemon(d, shim_dir.as_deref(), &env, setup.cri);
         let namespace = if setup.cri {
             // The CRI plugin keeps everything in this one namespace.
             "k8s.io".to_string()
@@ -72,7 +74,7 @@ impl Containerd {
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             format!("berth-test-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
         };
-        let containerd = Containerd { dir, namespace, daemon, shim_dir, env };
+        let containerd = Containerd { dir, namespace, daemon, shim_dir, env, cri: setup.cri };
         containerd.wait_ready();
         containerd
     }
@@ -156,7 +158,7 @@ impl Containerd {
     /// Starts containerd again on the same directory.
     pub fn restart(&mut self) {
         self.stop_daemon();
-        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref(), &self.env);
+        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref(), &self.env, self.cri);
         self.wait_ready();
     }
 }
@@ -215,13 +217,29 @@ impl Containerd {
     }
 }
 
-/// containerd on the config in `dir`, logging to `dir/containerd.log`.
-fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>, env: &[(String, String)]) -> Child {
+/// containerd on the config in `dir`, logging to `dir/containerd.log`. With the CRI plugin it
+/// runs at the highest oom_score_adj: these machines lack CAP_SYS_RESOURCE, so no process
+/// may lower its own, and containerd's runc shim puts itself one above containerd while the
+/// CRI plugin (restrict_oom_score_adj) asks containerd's own for pods; at the top all are equal.
+fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>, env: &[(String, String)], cri: bool) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
     let mut command = Command::new("containerd");
     command.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(shims) = shim_dir {
         command.env("PATH", format!("{}:{}", shims.display(), std::env::var("PATH").unwrap_or_default()));
+    }
+    if cri {
+        // SAFETY: open, write and close only (no allocation) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"1000".as_ptr().cast(), 4) != 4 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
     }
     command
         .arg("--config")

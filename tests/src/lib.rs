@@ -11,9 +11,14 @@ pub mod bench_shim;
 pub mod bins;
 pub mod cni_dirs;
 pub mod containerd;
+pub mod cri_client;
+pub mod cri_node;
 pub mod fixtures;
 pub mod image_store;
 pub mod oci_image;
+/// The CNI bin directory `make install` would fill, shared with cni-plugins' tests.
+#[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
+pub mod plugin_dir;
 pub mod private_namespaces;
 pub mod privilege;
 pub mod pty;

@@ -5,15 +5,13 @@
 //! leaves the others' hosts files; nothing is left. All inside a private network and mount
 //! namespace the test creates (`unshare -n -m`, a tmpfs on /run).
 
-#[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
-mod plugin_dir;
-
 use std::path::Path;
 use std::process::Command;
 
 use berth_tests::bins::bin;
 use berth_tests::cni_dirs::CniDirs;
 use berth_tests::fixtures::{container_id, Bundle};
+use berth_tests::plugin_dir;
 use berth_tests::private_namespaces;
 use berth_tests::privilege::require_root;
 use berth_tests::runtime::Berth;

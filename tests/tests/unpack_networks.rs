@@ -14,13 +14,11 @@ use berth_tests::cni_dirs::CniDirs;
 use berth_tests::fixtures::container_id;
 use berth_tests::image_store::ImageStore;
 use berth_tests::oci_image::{LayerDir, OciArchive};
+use berth_tests::plugin_dir;
 use berth_tests::private_namespaces;
 use berth_tests::privilege::require_root;
 use berth_tests::runtime::Berth;
 use serde_json::{json, Value};
-
-#[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
-mod plugin_dir;
 
 const INSIDE: &str = "BERTH_UNPACK_NETWORKS_INSIDE";
 const TEST: &str = "unpacked_bundles_publish_resolve_and_share_networks_as_docker_does";
