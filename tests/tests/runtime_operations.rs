@@ -261,6 +261,66 @@ fn seccomp_profiles_are_enforced() {
 }
 
 #[test]
+fn exec_processes_run_under_the_containers_seccomp_profile() {
+    if !require_root("exec_processes_run_under_the_containers_seccomp_profile") {
+        return;
+    }
+    let mut bundle = Bundle::busybox("seccomp-exec", &["sleep", "300"]);
+    bundle.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    // Unset, as containerd and podman leave it (an explicit false trips libcontainer 0.7).
+    bundle.spec["process"].as_object_mut().unwrap().remove("noNewPrivileges");
+    bundle.write_spec();
+    let berth = Berth::new("seccomp-exec");
+    let id = container_id("seccomp-exec");
+    berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
+    let script = "mkdir /tmp/blocked 2>&1; echo mkdir=$?; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status";
+    // The bundle's capabilities lack CAP_SYS_ADMIN: the filter is loaded under no_new_privs.
+    let out = berth.ok(&["exec", &id, "sh", "-c", script]);
+    assert!(out.contains("mkdir=1") && out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("Seccomp:\t2\n") && out.contains("NoNewPrivs:\t1\n"), "{out}");
+    // With CAP_SYS_ADMIN kept, the filter needs no no_new_privs.
+    let out = berth.ok(&["exec", "--cap", "CAP_SYS_ADMIN", &id, "sh", "-c", script]);
+    assert!(out.contains("mkdir=1") && out.contains("Seccomp:\t2\n") && out.contains("NoNewPrivs:\t0\n"), "{out}");
+    berth.ok(&["kill", &id, "KILL"]);
+    berth.wait_status(&id, "stopped");
+    berth.ok(&["delete", &id]);
+}
+
+#[test]
+fn an_oom_score_adj_below_berths_own_needs_cap_sys_resource() {
+    if !require_root("an_oom_score_adj_below_berths_own_needs_cap_sys_resource") {
+        return;
+    }
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap().trim().parse().unwrap();
+    let lower = (own - 1).max(-1000);
+    let mut bundle = Bundle::busybox("oom-adj", &["sh", "-c", "cat /proc/self/oom_score_adj"]);
+    bundle.spec["process"]["oomScoreAdj"] = json!(lower);
+    bundle.write_spec();
+    let berth = Berth::new("oom-adj");
+    let (code, stdout, stderr) = berth.run_bundle(bundle.path(), &container_id("oom-adj"));
+    let has_cap_sys_resource = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|caps| u64::from_str_radix(caps.trim(), 16).unwrap() & (1 << 24) != 0)
+        .unwrap();
+    if has_cap_sys_resource || lower == own {
+        assert_eq!((code, stdout.trim()), (0, lower.to_string().as_str()), "{stderr}");
+    } else {
+        assert_ne!(code, 0);
+        assert!(
+            stderr.contains(&format!("process.oomScoreAdj {lower} is below berth's own oom_score_adj ({own})")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("CAP_SYS_RESOURCE"), "{stderr}");
+    }
+}
+
+#[test]
 fn checkpoint_and_restore_report_criu_when_it_cannot_work() {
     if !require_root("checkpoint_and_restore_report_criu_when_it_cannot_work") {
         return;

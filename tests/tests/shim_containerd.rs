@@ -639,3 +639,22 @@ fn containers_of_one_pod_share_one_shim() {
     );
     assert_eq!(task_status(&ctd, "pod-a"), "RUNNING");
 }
+
+#[test]
+fn a_containers_sigterm_handler_runs_when_ctr_stops_it() {
+    let Some(ctd) = containerd_ready("a_containers_sigterm_handler_runs_when_ctr_stops_it") else { return };
+    let image = OciArchive::build("berth.test/trap:latest", &[LayerDir::busybox()], &["sh"]);
+    ctd.import(&image);
+    let script = "trap 'echo stopping; exit 7' TERM; while :; do sleep 1; done";
+    let out = ctr_run_image(&ctd, &["-d"], &image.name, "trap", &["sh", "-c", script]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), ctd.log());
+    let mut events = ctd.watch_events();
+    std::thread::sleep(std::time::Duration::from_millis(300)); // ctr subscribes
+                                                               // `ctr task kill` sends SIGTERM, as a stop with a grace period does first; the shim must
+                                                               // not leave it blocked in the container's process.
+    assert!(ctd.ctr(&["task", "kill", "trap"]).status.success());
+    let exit = events.wait_for("/tasks/exit", "trap");
+    assert!(exit.contains("\"exit_status\":7"), "{exit}");
+    assert!(ctd.ctr(&["task", "delete", "trap"]).status.success());
+    assert!(ctd.ctr(&["containers", "delete", "trap"]).status.success());
+}
