@@ -51,6 +51,9 @@ pub fn prepare(store: &Store, args: &CreateArgs) -> Result<CheckedBundle> {
         // can change nothing, as under runc.
         mounts.drop_mount_label(&spec, &rootfs);
     }
+    if spec.process().as_ref().and_then(|p| p.no_new_privileges()) == Some(false) {
+        mounts.unset_false_no_new_privileges(&spec, &rootfs);
+    }
     store.ensure_root()?;
     Ok(CheckedBundle { path, spec, rootfs, mounts })
 }

@@ -580,6 +580,15 @@ impl Plan {
         }
     }
 
+    /// Leaves an explicit `process.noNewPrivileges: false` out of libcontainer's spec: 0.7
+    /// takes any value there as set, loads the seccomp filter only after dropping the
+    /// capabilities, and fails the create ("failed to load seccomp context") that runc makes.
+    pub fn unset_false_no_new_privileges(&mut self, spec: &Spec, rootfs: &Path) {
+        if let Some(process) = self.rewritten_from(spec, rootfs).process_mut() {
+            process.set_no_new_privileges(None);
+        }
+    }
+
     /// libcontainer's copy of the spec, made from `spec` on first use.
     fn rewritten_from(&mut self, spec: &Spec, rootfs: &Path) -> &mut Spec {
         self.rewritten.get_or_insert_with(|| {

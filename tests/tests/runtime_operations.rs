@@ -271,8 +271,8 @@ fn exec_processes_run_under_the_containers_seccomp_profile() {
         "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
     });
-    // Unset, as containerd and podman leave it (an explicit false trips libcontainer 0.7).
-    bundle.spec["process"].as_object_mut().unwrap().remove("noNewPrivileges");
+    // Written out, as hand-made configs do (containerd and podman leave it unset).
+    bundle.spec["process"]["noNewPrivileges"] = json!(false);
     bundle.write_spec();
     let berth = Berth::new("seccomp-exec");
     let id = container_id("seccomp-exec");
