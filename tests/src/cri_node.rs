@@ -37,10 +37,12 @@ pub struct CriNode {
 
 impl CriNode {
     /// Starts the node in `dir`. Only inside the test's private mount and network namespaces
-    /// (`private_namespaces::run`): it mounts a tmpfs on /run, where containerd keeps its
-    /// shims' sockets and the CRI plugin its network namespaces.
+    /// (`private_namespaces::run`): it mounts tmpfs on /run, where containerd keeps its
+    /// shims' sockets, and on /var/lib, where the CRI plugin's libcni caches its results in
+    /// a fixed /var/lib/cni (nothing else of the node's reads /var/lib).
     pub fn start(dir: &Path) -> CriNode {
-        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up");
+        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up
+            mount -t tmpfs tmpfs /var/lib");
         let cni = CniDirs::under(dir);
         crate::plugin_dir::fill(&cni.bin, &bin("berth-cni"));
         cni.ok(&["network", "create", POD_NETWORK, "--subnet", POD_SUBNET]);

@@ -43,7 +43,8 @@ fn run(test: &str, handler: &'static str) {
             return;
         }
     }
-    private_namespaces::run(test, INSIDE, "bcri", Some("berth-cri"), |dir| pods_on(dir, handler));
+    // A cgroup parent per handler: the two tests run at once, each checks its parent is left empty.
+    private_namespaces::run(test, INSIDE, "bcri", Some(&format!("cri-{handler}")), |dir| pods_on(dir, handler));
 }
 
 fn sh(script: &str) -> String {
