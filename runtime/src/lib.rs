@@ -16,6 +16,7 @@ pub mod loopback;
 pub mod mount_namespace;
 pub mod mount_options;
 pub mod propagation;
+pub mod sealed_exe;
 pub mod signal;
 pub mod state;
 pub mod store;
@@ -37,6 +38,9 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
     let Some(command) = cli.command else {
         anyhow::bail!("no command given; see `berth --help`");
     };
+    if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+        sealed_exe::ensure()?;
+    }
     match command {
         Command::Create(args) => commands::create::create(&store, &args)?,
         Command::Start(args) => commands::start::start(&store, &args.id, reporter)?,

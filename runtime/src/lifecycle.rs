@@ -62,23 +62,21 @@ fn take_hooks(container: &Container, kind: Kind) -> Result<Vec<oci_spec::runtime
     Ok(taken)
 }
 
-/// Waits until the container's first process has been executed: its executable is no
-/// longer berth's own (the process berth forked runs the startContainer hooks, then
-/// executes the user's program), or it is gone.
-fn await_exec(container: &Container) {
+/// The (device, inode) of the executable process `pid` runs, if it still runs.
+fn executable_of(pid: Pid) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let Some(pid) = container.pid() else { return };
-    let Ok(own) = std::fs::metadata("/proc/self/exe") else { return };
-    let exe = format!("/proc/{pid}/exe");
+    std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|meta| (meta.dev(), meta.ino()))
+}
+
+/// Waits until the container's first process has been executed: its executable is no
+/// longer `setup`, the one it ran while created (berth's binary, or the sealed copy the
+/// creating berth ran from: the process berth forked runs the startContainer hooks, then
+/// executes the user's program), or it is gone.
+fn await_exec(pid: Pid, setup: (u64, u64)) {
     // A process that runs berth itself would never look executed: bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        match std::fs::metadata(&exe) {
-            Ok(meta) if (meta.dev(), meta.ino()) == (own.dev(), own.ino()) => {
-                std::thread::sleep(std::time::Duration::from_millis(1))
-            }
-            _ => return,
-        }
+    while std::time::Instant::now() < deadline && executable_of(pid) == Some(setup) {
+        std::thread::sleep(std::time::Duration::from_millis(1))
     }
 }
 
@@ -87,6 +85,8 @@ fn await_exec(container: &Container) {
 pub fn start(container: &mut Container, reporter: &Reporter) -> Result<()> {
     let id = container.id().to_string();
     let poststart = take_hooks(container, Kind::Poststart)?;
+    // Read while the process still waits for start, so still runs its setup executable.
+    let setup = container.pid().and_then(|pid| Some((pid, executable_of(pid)?)));
     let started = container
         .start()
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot start container {id}")))
@@ -94,7 +94,9 @@ pub fn start(container: &mut Container, reporter: &Reporter) -> Result<()> {
             if poststart.is_empty() {
                 return Ok(());
             }
-            await_exec(container);
+            if let Some((pid, executable)) = setup {
+                await_exec(pid, executable);
+            }
             run_hooks(Some(&poststart), Some(&container.state), Some(&container.root), None, None).map_err(|e| {
                 anyhow::Error::new(e).context(format!("cannot start container {id}: a poststart hook failed"))
             })
