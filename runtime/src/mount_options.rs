@@ -204,6 +204,7 @@ fn bind_attributes(options: &[String]) -> u64 {
 
 /// Gives a detached tree (and its submounts) exactly the per-mount attributes `set`.
 pub(crate) fn set_bind_attributes(tree: &OwnedFd, set: u64) -> std::io::Result<()> {
+    // The kernel takes an access-time mode only with the whole access-time group cleared.
     mount_setattr(tree, set, (ALL_PER_MOUNT & !set) | MOUNT_ATTR_ATIME, true)
 }
 
@@ -350,6 +351,7 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
     for (index, mount) in mounts.iter().enumerate() {
         let (for_libcontainer, fixup) = plan_mount(mount)?;
         if cgroup_v1_by_berth && cgroup_v1_mount::is_cgroup_mount(mount) {
+            // plan_mount's refusals (options no cgroup mount can take) hold here too.
             let refusal = MadeByBerth {
                 what: "make the cgroup v1".to_string(),
                 remedy: "libcontainer cannot make it in a container that joins a PID namespace, so move what lies \
