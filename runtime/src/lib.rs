@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod capability;
+pub mod cgroup_v1_mount;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod cli;

@@ -174,8 +174,9 @@ fn apply_mounts_inside(init: Pid, bundle: &CheckedBundle, id: &str) -> Result<()
         return Ok(());
     }
     let host_proc = mount_options::open_host_proc()?;
+    let host_parts = bundle.mounts.open_host_parts(init).with_context(|| format!("container {id}"))?;
     mount_namespace::run_inside(init, id, || {
-        mount_options::apply_inside(&bundle.mounts, &host_proc, init)?;
+        mount_options::apply_inside(&bundle.mounts, &host_proc, init, host_parts)?;
         propagation::apply_inside(&bundle.spec)
     })
 }

@@ -46,6 +46,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
 use oci_spec::runtime::{Mount, Spec};
 
+use crate::cgroup_v1_mount;
+
 // mount_setattr(2) attributes.
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -68,7 +70,7 @@ const ST_NODIRATIME: i64 = 0x800;
 const ST_RELATIME: i64 = 0x1000;
 const ST_NOSYMFOLLOW: i64 = 0x2000;
 
-const TMPFS_MAGIC: i64 = 0x0102_1994;
+pub(crate) const TMPFS_MAGIC: i64 = 0x0102_1994;
 
 /// Options for mount(2) flags that only mount(2) can pass (see the module's notes).
 const MOUNT2_ONLY: &[&str] = &["iversion", "noiversion", "silent", "loud"];
@@ -173,6 +175,39 @@ const PER_MOUNT: &[(&str, u64, bool)] = &[
     ("symfollow", MOUNT_ATTR_NOSYMFOLLOW, false),
 ];
 
+/// Every per-mount attribute a bind's options can set, the access-time group included.
+const ALL_PER_MOUNT: u64 = MOUNT_ATTR_RDONLY
+    | MOUNT_ATTR_NOSUID
+    | MOUNT_ATTR_NODEV
+    | MOUNT_ATTR_NOEXEC
+    | MOUNT_ATTR_NODIRATIME
+    | MOUNT_ATTR_NOSYMFOLLOW
+    | MOUNT_ATTR_ATIME;
+
+/// The per-mount attributes a bind made with `options` has, as runc's remount of a bind
+/// leaves them: what the options set, in order, over none.
+fn bind_attributes(options: &[String]) -> u64 {
+    let mut attributes = 0;
+    for option in options {
+        if let Some(&(_, attribute, set)) = PER_MOUNT.iter().find(|(name, _, _)| name == option) {
+            if set {
+                attributes |= attribute;
+            } else {
+                attributes &= !attribute;
+            }
+        } else if let Some(Atime::Set(mode)) = atime_option(option) {
+            attributes = (attributes & !MOUNT_ATTR_ATIME) | mode;
+        }
+    }
+    attributes
+}
+
+/// Gives a detached tree (and its submounts) exactly the per-mount attributes `set`.
+pub(crate) fn set_bind_attributes(tree: &OwnedFd, set: u64) -> std::io::Result<()> {
+    // The kernel takes an access-time mode only with the whole access-time group cleared.
+    mount_setattr(tree, set, (ALL_PER_MOUNT & !set) | MOUNT_ATTR_ATIME, true)
+}
+
 /// The access-time mode a mount ends with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Atime {
@@ -215,6 +250,9 @@ struct Fixup {
     acl: Option<bool>,
     /// The mount berth makes itself in place of the one libcontainer made there.
     own: Option<OwnMount>,
+    /// A cgroup v1 mount berth makes itself (see `cgroup_v1_mount`): the per-mount
+    /// attributes of its binds.
+    cgroup_v1: Option<u64>,
 }
 
 /// A mount berth makes with one mount(2) call, with the flags and data runc 1.1 passes,
@@ -309,10 +347,33 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
     let mut kept = Vec::new();
     let mut changed = false;
     let mounts = spec.mounts().clone().unwrap_or_default();
+    let cgroup_v1_by_berth = cgroup_v1_mount::made_by_berth(spec);
     for (index, mount) in mounts.iter().enumerate() {
         let (for_libcontainer, fixup) = plan_mount(mount)?;
+        if cgroup_v1_by_berth && cgroup_v1_mount::is_cgroup_mount(mount) {
+            // plan_mount's refusals (options no cgroup mount can take) hold here too.
+            let refusal = MadeByBerth {
+                what: "make the cgroup v1".to_string(),
+                remedy: "libcontainer cannot make it in a container that joins a PID namespace, so move what lies \
+                         below it to another place",
+            };
+            check_nothing_below(spec, &mounts[index + 1..], mount, &refusal)?;
+            kept.push(cgroup_v1_mount::placeholder(mount)?);
+            changed = true;
+            let options = mount.options().clone().unwrap_or_default();
+            plan.fixups.push(Fixup {
+                destination: mount.destination().to_path_buf(),
+                cgroup_v1: Some(bind_attributes(&options)),
+                ..Fixup::default()
+            });
+            continue;
+        }
         if let Some(own) = fixup.as_ref().and_then(|fixup| fixup.own.as_ref()) {
-            check_nothing_below(spec, &mounts[index + 1..], mount, own)?;
+            let refusal = MadeByBerth {
+                what: format!("apply mount option {:?} to", own.option),
+                remedy: "drop the option, or move what lies below to another place",
+            };
+            check_nothing_below(spec, &mounts[index + 1..], mount, &refusal)?;
         }
         changed |= for_libcontainer.as_ref() != Some(mount);
         kept.extend(for_libcontainer);
@@ -487,12 +548,20 @@ fn plan_mount(mount: &Mount) -> Result<(Option<Mount>, Option<Fixup>)> {
     Ok((Some(kept), needed.then_some(fixup)))
 }
 
-/// Refuses a mount berth makes itself (after all the others, see `OwnMount`) where it would
-/// hide what the container gets later in runc's order: a mount listed after it, a masked or
-/// read-only path, the devices libcontainer creates in /dev, or the process's working
-/// directory (its init enters it before berth mounts). Paths are compared as written; what
-/// symlinks in the image hide, the unmount in the helper finds busy.
-fn check_nothing_below(spec: &Spec, later: &[Mount], mount: &Mount, own: &OwnMount) -> Result<()> {
+/// Why berth makes a mount itself, for refusing it where it would hide something.
+struct MadeByBerth {
+    /// What berth cannot do: "apply mount option \"silent\" to".
+    what: String,
+    remedy: &'static str,
+}
+
+/// Refuses a mount berth makes itself (after all the others, see `OwnMount` and
+/// `cgroup_v1_mount`) where it would hide what the container gets later in runc's order: a
+/// mount listed after it, a masked or read-only path, the devices libcontainer creates in
+/// /dev, or the process's working directory (its init enters it before berth mounts).
+/// Paths are compared as written; what symlinks in the image hide, the unmount in the
+/// helper finds busy.
+fn check_nothing_below(spec: &Spec, later: &[Mount], mount: &Mount, made: &MadeByBerth) -> Result<()> {
     let destination = lexical(mount.destination());
     let linux = spec.linux().as_ref();
     let mut hidden: Vec<(String, PathBuf)> = Vec::new();
@@ -512,11 +581,11 @@ fn check_nothing_below(spec: &Spec, later: &[Mount], mount: &Mount, own: &OwnMou
     for (what, path) in hidden {
         if path.starts_with(&destination) {
             bail!(
-                "cannot apply mount option {:?} to mount {}: berth makes this mount itself, after the container's other mounts, and it would hide {what} {}; \
-                 drop the option, or move what lies below to another place",
-                own.option,
+                "cannot {} mount {}: berth makes this mount itself, after the container's other mounts, and it would hide {what} {}; {}",
+                made.what,
                 mount.destination().display(),
-                path.display()
+                path.display(),
+                made.remedy
             );
         }
     }
@@ -645,12 +714,44 @@ impl Plan {
     }
 }
 
+/// What the plan needs from the host, opened before entering the container's mount
+/// namespace: the cloned cgroup hierarchies of each cgroup v1 mount berth makes, in order.
+pub struct HostParts {
+    cgroup_v1: Vec<Vec<cgroup_v1_mount::HierarchyTree>>,
+}
+
+impl Plan {
+    /// Opens on the host what the plan mounts in the container of `init`.
+    pub fn open_host_parts(&self, init: Pid) -> Result<HostParts> {
+        let mut cgroup_v1 = Vec::new();
+        for fixup in &self.fixups {
+            if let Some(attributes) = fixup.cgroup_v1 {
+                cgroup_v1.push(
+                    cgroup_v1_mount::open_hierarchies(init, attributes)
+                        .with_context(|| format!("cannot prepare the cgroup mount {}", fixup.destination.display()))?,
+                );
+            }
+        }
+        Ok(HostParts { cgroup_v1 })
+    }
+}
+
 /// Applies the plan from inside the mount namespace of `init` (see `mount_namespace`);
-/// `proc` is the host's /proc, opened before entering it.
-pub fn apply_inside(plan: &Plan, proc: &OwnedFd, init: Pid) -> Result<()> {
+/// `proc` is the host's /proc and `host` what the plan opened there, before entering it.
+pub fn apply_inside(plan: &Plan, proc: &OwnedFd, init: Pid, host: HostParts) -> Result<()> {
     // Copied-up entries keep the image's modes exactly.
     nix::sys::stat::umask(Mode::empty());
-    plan.fixups.iter().try_for_each(|fixup| apply_fixup(fixup, proc, init))
+    let mut cgroup_v1 = host.cgroup_v1.into_iter();
+    for fixup in &plan.fixups {
+        if fixup.cgroup_v1.is_some() {
+            let trees = cgroup_v1.next().context("the cgroup hierarchies were not opened on the host")?;
+            cgroup_v1_mount::mount_inside(&fixup.destination, trees)
+                .with_context(|| format!("cannot make the cgroup mount {}", fixup.destination.display()))?;
+        } else {
+            apply_fixup(fixup, proc, init)?;
+        }
+    }
+    Ok(())
 }
 
 /// The host's /proc, opened before entering the container's mount namespace (whose own
@@ -893,7 +994,7 @@ fn exit_with(outcome: std::io::Result<()>) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn cvt(result: libc::c_long) -> std::io::Result<libc::c_long> {
+pub(crate) fn cvt(result: libc::c_long) -> std::io::Result<libc::c_long> {
     if result < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -901,13 +1002,13 @@ fn cvt(result: libc::c_long) -> std::io::Result<libc::c_long> {
     }
 }
 
-fn c_path(path: &OsStr) -> Result<CString> {
+pub(crate) fn c_path(path: &OsStr) -> Result<CString> {
     CString::new(path.as_bytes()).with_context(|| format!("path {path:?} holds a NUL byte"))
 }
 
 /// Opens `path` inside the container's root (this process's root after setns): symlinks
 /// resolve within it and no magic link is followed, as libcontainer resolved the mount.
-fn open_in_root(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
+pub(crate) fn open_in_root(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
     const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
     const RESOLVE_IN_ROOT: u64 = 0x10;
     let name = c_path(path.as_os_str())?;
@@ -943,7 +1044,7 @@ fn mount_flags(fd: &OwnedFd) -> Result<i64> {
     Ok(unsafe { stat.assume_init() }.f_flag as i64)
 }
 
-fn statfs(fd: &OwnedFd) -> Result<libc::statfs> {
+pub(crate) fn statfs(fd: &OwnedFd) -> Result<libc::statfs> {
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs fills the struct on success.
     cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long)
@@ -1038,7 +1139,7 @@ fn reconfigure(fd: &OwnedFd, options: &[String]) -> Result<()> {
 }
 
 /// A detached copy of the single mount at `fd` (no submounts), opened as a directory.
-fn clone_mount(fd: RawFd, name: &CString, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+pub(crate) fn clone_mount(fd: RawFd, name: &CString, flags: libc::c_int) -> std::io::Result<OwnedFd> {
     const OPEN_TREE_CLONE: libc::c_int = 1;
     // SAFETY: a valid path string relative to a valid descriptor.
     let tree = cvt(unsafe {
@@ -1337,6 +1438,17 @@ mod tests {
             vec!["sync=", "dirsync=", "lazytime", "rstrictatime", "rro"]
         );
         assert!(fixup.is_none());
+    }
+
+    #[test]
+    fn a_bind_has_exactly_the_per_mount_flags_its_options_leave() {
+        let options = |list: &[&str]| list.iter().map(|o| o.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            bind_attributes(&options(&["nosuid", "noexec", "nodev", "relatime", "ro"])),
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY
+        );
+        assert_eq!(bind_attributes(&options(&["ro", "noatime", "rw", "strictatime"])), MOUNT_ATTR_STRICTATIME);
+        assert_eq!(bind_attributes(&options(&["mode=755", "rbind"])), 0);
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! capabilities, rlimits, no_new_privileges and mounts, each seen from inside a busybox
 //! container.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use berth_tests::fixtures::{container_id, Bundle, TempDir};
 use berth_tests::privilege::require_root;
-use berth_tests::runtime::Berth;
+use berth_tests::runtime::{cgroup_layout, Berth};
 use serde_json::json;
 
 /// Runs the bundle in the foreground and returns stdout, asserting exit code 0.
@@ -106,6 +107,107 @@ fn joining_another_containers_namespaces_by_path() {
         .map(|ns| std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap().to_string_lossy().into_owned())
         .collect();
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
+    berth.ok(&["delete", "-f", &a]);
+}
+
+/// The directory names of the host's cgroup v1 hierarchies under /sys/fs/cgroup, and the
+/// controller names linked to co-mounted ones (`cpu` for `cpu,cpuacct`).
+fn host_cgroup_v1_entries() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
+        let (left, right) = line.split_once(" - ").unwrap();
+        let point = Path::new(left.split(' ').nth(4).unwrap());
+        if right.split(' ').next() == Some("cgroup") && point.parent() == Some(Path::new("/sys/fs/cgroup")) {
+            let name = point.file_name().unwrap().to_string_lossy().into_owned();
+            if name.contains(',') {
+                names.extend(name.split(',').map(String::from));
+            }
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// Moves the pid counter of the PID namespace of `pid` so that its next process gets a
+/// pid no host process has: libcontainer 0.7 looked that pid up in the host's /proc.
+fn skip_pids_the_host_uses(pid: i64) -> i64 {
+    let pid_max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    let free = |last: i64| (last + 1..=last + 50).all(|p| !Path::new(&format!("/proc/{p}")).exists());
+    let last = (100..pid_max - 100).rev().step_by(97).find(|&last| free(last)).expect("no free pid range on the host");
+    let status = Command::new("nsenter")
+        .args(["--target", &pid.to_string(), "--pid", "--", "sh", "-c"])
+        .arg(format!("echo {last} > /proc/sys/kernel/ns_last_pid"))
+        .status()
+        .expect("cannot run nsenter");
+    assert!(status.success(), "cannot set ns_last_pid in the PID namespace of {pid}");
+    last
+}
+
+#[test]
+fn joining_a_pid_namespace_keeps_the_containers_own_cgroup_mount() {
+    if !require_root("joining_a_pid_namespace_keeps_the_containers_own_cgroup_mount") {
+        return;
+    }
+    if cgroup_layout().starts_with("v2") {
+        eprintln!("the cgroup mount is one cgroup2 mount on {}; this test covers the v1 hierarchies", cgroup_layout());
+        return;
+    }
+    let first = Bundle::busybox("pidns-a", &["sleep", "300"]);
+    let berth = Berth::new("pidns");
+    let a = container_id("pidns-a");
+    berth.ok(&["run", "-d", "-b", first.path().to_str().unwrap(), &a]);
+    let pid = berth.state(&a)["pid"].as_i64().unwrap();
+    let last = skip_pids_the_host_uses(pid);
+
+    // What a pod with shareProcessNamespace gives each container: the sandbox's PID
+    // namespace by path, and runc's default cgroup mount (read-only).
+    let script = "echo self=$$; echo first=$(tr '\\0' ' ' < /proc/1/cmdline); \
+        ls /sys/fs/cgroup | sed 's/^/entry=/'; \
+        echo limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); \
+        for p in $(cat /sys/fs/cgroup/memory/cgroup.procs); do echo proc=$p; done; \
+        grep ' /sys/fs/cgroup/memory ' /proc/self/mountinfo | cut -d' ' -f4 | sed 's/^/root=/'; \
+        { echo 1073741824 > /sys/fs/cgroup/memory/memory.limit_in_bytes; } 2>&1 | sed 's/^/write=/'";
+    let mut second = Bundle::busybox("pidns-b", &["sh", "-c", script]);
+    second.spec["linux"]["namespaces"] = json!([
+        {"type": "pid", "path": format!("/proc/{pid}/ns/pid")},
+        {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+    ]);
+    second.spec["linux"]["resources"]["memory"] = json!({"limit": 50331648});
+    second.spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+        "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]
+    }));
+    second.write_spec();
+    let b = container_id("pidns-b");
+    let out = run_id_ok(&berth, &second, &b);
+    let values = |key: &str| -> Vec<String> {
+        out.lines().filter_map(|l| l.strip_prefix(&format!("{key}=")).map(String::from)).collect()
+    };
+    let own: i64 = values("self")[0].parse().unwrap();
+    assert!(
+        own > last,
+        "the container's shell {own} is not in the first container's PID namespace (past {last}): {out}"
+    );
+    assert_eq!(values("first"), ["sleep 300"], "the first container's process is not pid 1 there: {out}");
+    assert_eq!(values("entry").into_iter().collect::<BTreeSet<_>>(), host_cgroup_v1_entries(), "{out}");
+    assert_eq!(values("limit"), ["50331648"], "the memory cgroup shown is not the container's own: {out}");
+    let procs = values("proc");
+    assert!(procs.contains(&own.to_string()) && !procs.contains(&"1".to_string()), "cgroup.procs {procs:?}: {out}");
+    assert_eq!(values("root"), [second.cgroups_path()], "{out}");
+    let write = values("write");
+    assert!(
+        write.len() == 1 && write[0].contains("Read-only file system"),
+        "the write was not refused as read-only: {out}"
+    );
+    let limit = format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", second.cgroups_path());
+    assert_eq!(std::fs::read_to_string(limit).ok(), None, "run left the container's cgroup");
+
+    // berth binds the hierarchies after the other mounts: it refuses to hide one below.
+    second.spec["linux"]["maskedPaths"].as_array_mut().unwrap().push(json!("/sys/fs/cgroup/memory"));
+    second.set_args(&["true"]);
+    let (code, _, stderr) = berth.run_bundle(second.path(), &container_id("pidns-masked"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("masked path /sys/fs/cgroup/memory"), "{stderr}");
     berth.ok(&["delete", "-f", &a]);
 }
 
