@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::Spec;
 
-use crate::capability;
 use crate::cgroups;
 use crate::cli::CreateArgs;
 use crate::mount_options;
@@ -78,20 +77,22 @@ fn check_namespace_paths(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// Lowering oom_score_adj below berth's own needs CAP_SYS_RESOURCE; where berth runs without
-/// it (inside a container), the kernel's bare EACCES would surface as "io error": name the
-/// value and the fix instead. (containerd's CRI plugin asks -998 for every pod sandbox.)
+/// Sets berth's own oom_score_adj to the process's, as libcontainer does next (the container
+/// inherits it), so that a refusal names the value and the fix rather than surfacing as
+/// libcontainer's bare "io error". The kernel refuses a value below the lowest one a
+/// privileged process set for this process's ancestors unless it has CAP_SYS_RESOURCE,
+/// which berth lacks where it runs inside a container. (containerd's CRI plugin asks -998
+/// for every pod sandbox.)
 fn check_oom_score_adj(spec: &Spec) -> Result<()> {
     let Some(wanted) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else { return Ok(()) };
-    let own: i32 = fs::read_to_string("/proc/self/oom_score_adj").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    if wanted >= own || capability::has_effective(capability::CAP_SYS_RESOURCE) {
-        return Ok(());
+    match fs::write("/proc/self/oom_score_adj", wanted.to_string()) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => bail!(
+            "process.oomScoreAdj {wanted} is below the lowest oom_score_adj berth may set here without \
+             CAP_SYS_RESOURCE: ask for a higher one (containerd's CRI plugin: restrict_oom_score_adj = true)"
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot set oom_score_adj {wanted}")),
+        Ok(()) => Ok(()),
     }
-    bail!(
-        "process.oomScoreAdj {wanted} is below berth's own oom_score_adj ({own}), and lowering it needs \
-         CAP_SYS_RESOURCE, which berth does not have here: ask for {own} or more (containerd's CRI plugin: \
-         restrict_oom_score_adj = true)"
-    )
 }
 
 /// selinuxfs's switch: present where the host runs SELinux (enforcing or permissive).

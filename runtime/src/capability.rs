@@ -3,8 +3,6 @@
 
 /// CAP_SYS_ADMIN: loading a seccomp filter without no_new_privs needs it.
 pub const CAP_SYS_ADMIN: u32 = 21;
-/// CAP_SYS_RESOURCE: lowering oom_score_adj below one's own needs it.
-pub const CAP_SYS_RESOURCE: u32 = 24;
 
 /// Whether this process has capability `bit` in its effective set (/proc/self/status CapEff).
 pub fn has_effective(bit: u32) -> bool {

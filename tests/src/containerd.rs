@@ -17,7 +17,7 @@ pub struct Containerd {
     shim_dir: Option<PathBuf>,
     /// Environment containerd (and so every shim it starts) gets on top of the test's.
     env: Vec<(String, String)>,
-    /// With the CRI plugin (`Setup::cri`).
+    /// With the CRI plugin (`Setup::cri`), whose namespace is not the test's own.
     cri: bool,
 }
 
@@ -65,7 +65,7 @@ impl Containerd {
         std::fs::write(d.join("config.toml"), config).unwrap();
         let shim_dir = setup.shim_dir.map(Path::to_path_buf);
         let env: Vec<(String, String)> = setup.env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let daemon = spawn_daemon(d, shim_dir.as_deref(), &env, setup.cri);
+        let daemon = spawn_daemon(d, shim_dir.as_deref(), &env);
         let namespace = if setup.cri {
             // The CRI plugin keeps everything in this one namespace.
             "k8s.io".to_string()
@@ -158,7 +158,7 @@ impl Containerd {
     /// Starts containerd again on the same directory.
     pub fn restart(&mut self) {
         self.stop_daemon();
-        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref(), &self.env, self.cri);
+        self.daemon = spawn_daemon(self.dir.path(), self.shim_dir.as_deref(), &self.env);
         self.wait_ready();
     }
 }
@@ -217,29 +217,13 @@ impl Containerd {
     }
 }
 
-/// containerd on the config in `dir`, logging to `dir/containerd.log`. With the CRI plugin it
-/// runs at the highest oom_score_adj: these machines lack CAP_SYS_RESOURCE, so no process
-/// may lower its own, and containerd's runc shim puts itself one above containerd while the
-/// CRI plugin (restrict_oom_score_adj) asks containerd's own for pods; at the top all are equal.
-fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>, env: &[(String, String)], cri: bool) -> Child {
+/// containerd on the config in `dir`, logging to `dir/containerd.log`.
+fn spawn_daemon(dir: &Path, shim_dir: Option<&Path>, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).unwrap();
     let mut command = Command::new("containerd");
     command.envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(shims) = shim_dir {
         command.env("PATH", format!("{}:{}", shims.display(), std::env::var("PATH").unwrap_or_default()));
-    }
-    if cri {
-        // SAFETY: open, write and close only (no allocation) between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"1000".as_ptr().cast(), 4) != 4 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
     }
     command
         .arg("--config")
@@ -263,8 +247,10 @@ impl Drop for Containerd {
         let _ = self.ctr(&["namespaces", "remove", &self.namespace]);
         self.stop_daemon();
         // ctr puts each container's cgroup under /<namespace>/<id>; berth removes the
-        // container's, the namespace's parent is the test's to remove.
-        for mount in crate::runtime::cgroup_mounts() {
+        // container's, the namespace's parent is the test's to remove. (Not k8s.io's: the CRI
+        // plugin's pods use the test's own cgroup parent, and a real node's may exist.)
+        let own_namespaces = if self.cri { vec![] } else { crate::runtime::cgroup_mounts() };
+        for mount in own_namespaces {
             let parent = mount.join(&self.namespace);
             for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
                 let _ = std::fs::remove_dir(child.path());
