@@ -5,7 +5,9 @@
 
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
-use oci_spec::runtime::{LinuxSeccomp, Spec};
+use oci_spec::runtime::Spec;
+
+use crate::exec_seccomp::ExecSeccomp;
 
 /// The search path used when the spec's env sets no PATH (runc's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -16,9 +18,7 @@ pub struct BerthExecutor {
     /// `None` keeps the caller's session keyring (`--no-new-keyring`).
     keyring: Option<String>,
     /// For a process exec'd into a running container: the container's seccomp profile.
-    /// libcontainer 0.7 gives exec'd processes a spec without it, so they would run
-    /// unfiltered; runc filters every exec'd process with the container's profile.
-    exec_seccomp: Option<LinuxSeccomp>,
+    exec_seccomp: Option<ExecSeccomp>,
 }
 
 impl BerthExecutor {
@@ -27,7 +27,7 @@ impl BerthExecutor {
     }
 
     /// The executor of a process exec'd into a container whose profile is `seccomp`.
-    pub fn for_exec(container_id: &str, seccomp: Option<LinuxSeccomp>) -> BerthExecutor {
+    pub fn for_exec(container_id: &str, seccomp: Option<ExecSeccomp>) -> BerthExecutor {
         BerthExecutor { exec_seccomp: seccomp, ..BerthExecutor::new(container_id, true) }
     }
 }
@@ -37,8 +37,8 @@ impl Executor for BerthExecutor {
         if let Some(name) = &self.keyring {
             join_session_keyring(name)?;
         }
-        if let Some(profile) = &self.exec_seccomp {
-            load_seccomp_last(profile)?;
+        if let Some(seccomp) = &self.exec_seccomp {
+            seccomp.apply()?;
         }
         if std::env::var_os("PATH").is_some() {
             return DefaultExecutor {}.exec(spec);
@@ -86,24 +86,6 @@ fn exec_on_default_path(spec: &Spec) -> Result<(), ExecutorError> {
     let path = to_c(&path.to_string_lossy())?;
     nix::unistd::execv(&path, &argv).map_err(|e| ExecutorError::Other(format!("cannot execute {program}: {e}")))?;
     unreachable!("execv returned without an error")
-}
-
-/// Loads the container's seccomp filter as the last step before exec. Capabilities are
-/// already down to the process's own here: without CAP_SYS_ADMIN the kernel loads a filter
-/// only under no_new_privs, so that is set first (an exec'd process then cannot gain
-/// privileges through setuid programs, where runc's would).
-fn load_seccomp_last(profile: &LinuxSeccomp) -> Result<(), ExecutorError> {
-    if !crate::capability::has_effective(crate::capability::CAP_SYS_ADMIN) {
-        nix::sys::prctl::set_no_new_privs()
-            .map_err(|e| ExecutorError::Other(format!("cannot set no_new_privs for the seccomp filter: {e}")))?;
-    }
-    match libcontainer::seccomp::initialize_seccomp(profile) {
-        Ok(None) => Ok(()),
-        Ok(Some(_)) => {
-            Err(ExecutorError::Other("a seccomp profile with notify actions cannot filter an exec'd process".into()))
-        }
-        Err(e) => Err(ExecutorError::Other(format!("cannot load the container's seccomp filter: {e}"))),
-    }
 }
 
 /// keyctl(KEYCTL_JOIN_SESSION_KEYRING): joins the named keyring, creating it if needed.

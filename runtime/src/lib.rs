@@ -2,13 +2,13 @@
 //! these modules, so tests and other crates use the same code.
 
 pub mod bundle;
-pub mod capability;
 pub mod cgroup_v1_mount;
 pub mod cgroups;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod exec_process;
+pub mod exec_seccomp;
 pub mod executor;
 pub mod foreground;
 pub mod lifecycle;

@@ -277,12 +277,18 @@ fn exec_processes_run_under_the_containers_seccomp_profile() {
     let berth = Berth::new("seccomp-exec");
     let id = container_id("seccomp-exec");
     berth.ok(&["run", "-d", "-b", bundle.path().to_str().unwrap(), &id]);
-    let script = "mkdir /tmp/blocked 2>&1; echo mkdir=$?; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status";
-    // The bundle's capabilities lack CAP_SYS_ADMIN: the filter is loaded under no_new_privs.
+    let script = "mkdir /tmp/blocked 2>&1; echo mkdir=$?; grep -E '^(Seccomp|NoNewPrivs|CapBnd|CapEff|CapPrm):' /proc/self/status";
+    // Without CAP_SYS_ADMIN (the bundle's capabilities lack it) the process is filtered too,
+    // with no no_new_privs it did not ask for, and nothing lent to load the filter is left.
     let out = berth.ok(&["exec", &id, "sh", "-c", script]);
     assert!(out.contains("mkdir=1") && out.contains("Operation not permitted"), "{out}");
-    assert!(out.contains("Seccomp:\t2\n") && out.contains("NoNewPrivs:\t1\n"), "{out}");
-    // With CAP_SYS_ADMIN kept, the filter needs no no_new_privs.
+    assert!(out.contains("Seccomp:\t2\n") && out.contains("NoNewPrivs:\t0\n"), "{out}");
+    let init_caps = std::fs::read_to_string(format!("/proc/{}/status", berth.state(&id)["pid"])).unwrap();
+    for set in ["CapBnd", "CapEff", "CapPrm"] {
+        let line = |text: &str| text.lines().find(|l| l.starts_with(set)).map(str::to_string);
+        assert_eq!(line(&out), line(&init_caps), "{set} of the exec'd process differs from the container's:\n{out}");
+    }
+    // With CAP_SYS_ADMIN kept, nothing needs lending.
     let out = berth.ok(&["exec", "--cap", "CAP_SYS_ADMIN", &id, "sh", "-c", script]);
     assert!(out.contains("mkdir=1") && out.contains("Seccomp:\t2\n") && out.contains("NoNewPrivs:\t0\n"), "{out}");
     berth.ok(&["kill", &id, "KILL"]);

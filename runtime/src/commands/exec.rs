@@ -9,6 +9,7 @@ use oci_spec::runtime::Process;
 
 use crate::bundle;
 use crate::cli::ExecArgs;
+use crate::exec_seccomp::ExecSeccomp;
 use crate::executor::BerthExecutor;
 use crate::store::Store;
 use crate::terminal::{ConsoleReceiver, Proxy};
@@ -24,7 +25,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         }
         _ => bail!("cannot exec in a stopped container: container not running: {}", args.id),
     }
-    let process: Process = match &args.process {
+    let mut process: Process = match &args.process {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read process file {}", path.display()))?;
@@ -38,6 +39,11 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     if terminal && args.detach && args.console_socket.is_none() {
         bail!("a detached exec with a terminal needs --console-socket to receive it");
     }
+    let seccomp = bundle::load_spec(container.bundle())?.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp = seccomp
+        .map(|profile| ExecSeccomp::prepare(profile, &mut process))
+        .transpose()
+        .with_context(|| format!("cannot exec in container {}", args.id))?;
     // libcontainer reads the process from a file: write ours into the container's directory.
     let process_file = store.container_dir(&args.id).join(format!("exec-{}.json", std::process::id()));
     std::fs::write(&process_file, serde_json::to_vec(&process)?)
@@ -51,7 +57,6 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         .as_ref()
         .map(|r| r.socket().to_path_buf())
         .or_else(|| args.console_socket.as_ref().map(bundle::absolute));
-    let seccomp = bundle::load_spec(container.bundle())?.linux().as_ref().and_then(|l| l.seccomp().clone());
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(BerthExecutor::for_exec(&args.id, seccomp))
         .with_root_path(&store.root)
