@@ -24,7 +24,12 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let copy = overlay_view()
-        .or_else(|_| memfd_copy())
+        .or_else(|overlay| {
+            tracing::debug!(
+                "no read-only overlayfs view of berth's binary ({overlay:#}): copying it to a sealed memfd"
+            );
+            memfd_copy()
+        })
         .context("cannot make a read-only copy of berth's binary to run the container's setup from")?;
     let args: Vec<CString> = std::env::args_os().map(c_string).collect::<Result<_>>()?;
     let env: Vec<CString> = std::env::vars_os()
@@ -43,7 +48,9 @@ fn c_string(text: OsString) -> Result<CString> {
     CString::new(text.into_vec()).context("an argument or environment entry holds a NUL byte")
 }
 
-/// Whether berth's binary is a sealed memfd or on a read-only overlayfs mount.
+/// Whether berth's binary is a sealed memfd, or on a read-only overlayfs mounted nowhere
+/// (the view `overlay_view` makes; a berth installed on a read-only overlay root, as in a
+/// container image, is on a mount that a remount could make writable again).
 fn running_sealed() -> bool {
     let Ok(exe) = rustix::fs::open("/proc/self/exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
         return false;
@@ -52,7 +59,28 @@ fn running_sealed() -> bool {
         return true;
     }
     let overlay = rustix::fs::fstatfs(&exe).is_ok_and(|fs| fs.f_type == OVERLAYFS_SUPER_MAGIC);
-    overlay && rustix::fs::fstatvfs(&exe).is_ok_and(|vfs| vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    let read_only =
+        rustix::fs::fstatvfs(&exe).is_ok_and(|vfs| vfs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+    overlay && read_only && mount_id(&exe).is_none_or(|id| !is_mounted(id))
+}
+
+/// The id of the mount `file` is on.
+fn mount_id(file: &OwnedFd) -> Option<u64> {
+    let stat = rustix::fs::statx(file, "", rustix::fs::AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID).ok()?;
+    (stat.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0).then_some(stat.stx_mnt_id)
+}
+
+/// Whether mount `id` is in this process's mount namespace.
+fn is_mounted(id: u64) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts.lines().any(|line| line.split(' ').next().and_then(|field| field.parse::<u64>().ok()) == Some(id))
+}
+
+/// Whether `path` is itself a mount's root (a binary bind-mounted over another path): an
+/// overlayfs view of its directory would show the file underneath instead.
+fn is_mount_root(path: &Path) -> bool {
+    rustix::fs::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty(), rustix::fs::StatxFlags::BASIC_STATS)
+        .is_ok_and(|stat| stat.stx_attributes.contains(rustix::fs::StatxAttributes::MOUNT_ROOT))
 }
 
 /// berth's binary seen through a detached read-only overlayfs of its directory (with an
@@ -63,6 +91,7 @@ fn overlay_view() -> Result<OwnedFd> {
         anyhow::bail!("berth's binary {} has no directory", exe.display())
     };
     anyhow::ensure!(exe.exists(), "berth's binary {} was removed", exe.display());
+    anyhow::ensure!(!is_mount_root(&exe), "berth's binary {} is bind-mounted", exe.display());
     let empty = detached("tmpfs", &[])?;
     let empty_path = format!("/proc/self/fd/{}", empty.as_raw_fd());
     let view = detached("overlay", &[dir, Path::new(&empty_path)])?;
@@ -74,6 +103,10 @@ fn detached(fs_type: &str, lowers: &[&Path]) -> Result<OwnedFd> {
     let fs = rustix::mount::fsopen(fs_type, FsOpenFlags::FSOPEN_CLOEXEC)?;
     for lower in lowers {
         rustix::mount::fsconfig_set_string(fs.as_fd(), "lowerdir+", *lower)?;
+    }
+    if !lowers.is_empty() {
+        // Inode numbers of one file: no xino warnings in the kernel log on every call.
+        rustix::mount::fsconfig_set_string(fs.as_fd(), "xino", "off")?;
     }
     rustix::mount::fsconfig_create(fs.as_fd())?;
     let attributes =

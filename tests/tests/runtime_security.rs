@@ -16,6 +16,26 @@ fn a_container_cannot_overwrite_berths_binary_through_proc_exe() {
     if !require_root("a_container_cannot_overwrite_berths_binary_through_proc_exe") {
         return;
     }
+    attack(Create::Directly);
+}
+
+/// Where berth's binary is bind-mounted over another path (an overlayfs view of its
+/// directory would show the file underneath), berth runs from a sealed memfd copy instead.
+#[test]
+fn a_bind_mounted_berth_is_protected_by_a_sealed_copy() {
+    if !require_root("a_bind_mounted_berth_is_protected_by_a_sealed_copy") {
+        return;
+    }
+    attack(Create::FromBindMount);
+}
+
+enum Create {
+    Directly,
+    /// In a private mount namespace, the binary bind-mounted over an empty file.
+    FromBindMount,
+}
+
+fn attack(create: Create) {
     // The attack targets a copy of berth: the build's own binary is never at risk.
     let host = TempDir::new("berth-cve");
     let binary = host.path().join("berth");
@@ -32,8 +52,19 @@ fn a_container_cannot_overwrite_berths_binary_through_proc_exe() {
     let id = container_id("cve");
     // The container's stdio: a file, read once its process (berth's binary) has run.
     let output = host.path().join("container-output");
-    let status = berth
-        .command(&["create", "-b", bundle.path().to_str().unwrap(), &id])
+    let mut command = match create {
+        Create::Directly => berth.command(&["create", "-b", bundle.path().to_str().unwrap(), &id]),
+        Create::FromBindMount => {
+            let target = host.path().join("runc");
+            std::fs::write(&target, "").unwrap();
+            let mut command = std::process::Command::new("unshare");
+            command.args(["-m", "sh", "-c", "mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"", "sh"]);
+            command.arg(&binary).arg(&target).arg(&target).arg("--root").arg(berth.root());
+            command.args(["create", "-b", bundle.path().to_str().unwrap(), &id]);
+            command
+        }
+    };
+    let status = command
         .stdout(std::fs::File::create(&output).unwrap())
         .stderr(std::fs::File::create(&output).unwrap())
         .status()
