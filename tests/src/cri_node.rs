@@ -41,6 +41,10 @@ impl CriNode {
     /// shims' sockets, and on /var/lib, where the CRI plugin's libcni caches its results in
     /// a fixed /var/lib/cni (nothing else of the node's reads /var/lib).
     pub fn start(dir: &Path) -> CriNode {
+        assert!(
+            std::env::var_os(crate::private_namespaces::INSIDE).is_some(),
+            "CriNode mounts over /run and /var/lib: start it only inside private_namespaces::run"
+        );
         sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up
             mount -t tmpfs tmpfs /var/lib");
         let cni = CniDirs::under(dir);

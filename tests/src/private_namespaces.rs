@@ -1,12 +1,16 @@
-//! Running an end-to-end test's body inside private network and mount namespaces: the test
-//! re-runs itself under `unshare -n -m` with a private directory, so nothing it attaches,
-//! publishes or mounts reaches this machine's own network; cgroups the body made below a
-//! per-run parent are removed afterwards, also when it failed.
+//! Running an end-to-end test's body inside private network, mount and PID namespaces: the
+//! test re-runs itself under `unshare -n -m -p` with a private directory, so nothing it
+//! attaches, publishes or mounts reaches this machine's own network, and every process it
+//! started (daemons, shims, containers) dies with it, also when it failed; cgroups the body
+//! made below a per-run parent are removed afterwards.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::fixtures::TempDir;
+
+/// Set inside the private namespaces, for code that must never run outside them.
+pub const INSIDE: &str = "BERTH_PRIVATE_NAMESPACES";
 
 /// Inside (`var` set): runs `body` with the test's private directory. Outside: makes that
 /// directory (named from `dir_prefix`: keep it short, podman refuses a long runroot),
@@ -19,8 +23,8 @@ pub fn run(test: &str, var: &str, dir_prefix: &str, cgroup_parent: Option<&str>,
     }
     let dir = TempDir::new(dir_prefix);
     let mut command = Command::new("unshare");
-    command.args(["-n", "-m", "--"]).arg(std::env::current_exe().unwrap());
-    command.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(var, dir.path());
+    command.args(["-n", "-m", "-p", "-f", "--mount-proc", "--"]).arg(std::env::current_exe().unwrap());
+    command.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(var, dir.path()).env(INSIDE, "1");
     let cgroup_parent = cgroup_parent.map(|parent| format!("{parent}-{}", std::process::id()));
     if let Some(parent) = &cgroup_parent {
         command.env("BERTH_CGROUP_PARENT", parent);

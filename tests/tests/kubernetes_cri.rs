@@ -117,7 +117,16 @@ fn pods_on(dir: &Path, handler: &str) {
         web_ip.starts_with("10.244.") && client_ip.starts_with("10.244.") && web_ip != client_ip,
         "{web_ip} {client_ip}"
     );
-    let page = cri.exec_sync(&client, &["timeout", "5", "wget", "-qO-", &format!("http://{web_ip}/")]).unwrap();
+    // httpd may still be binding its port just after StartContainer: a few tries.
+    let fetch = || cri.exec_sync(&client, &["timeout", "5", "wget", "-qO-", &format!("http://{web_ip}/")]).unwrap();
+    let mut page = fetch();
+    for _ in 0..20 {
+        if page.0 == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        page = fetch();
+    }
     assert_eq!(page, (0, "hello from pod web\n".to_string(), String::new()));
     let from_test_host = sh("ip netns exec th timeout 5 busybox wget -qO- http://192.0.2.1:8080/");
     assert_eq!(from_test_host, "hello from pod web\n");
