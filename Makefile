@@ -7,7 +7,7 @@ RELEASE_DIR := target/release
 # Debian packages the build, the tests and the bench need; `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq iproute2 \
 	util-linux procps criu podman conmon debootstrap containerd umoci skopeo pigz python3 \
-	containernetworking-plugins docker-registry iptables nftables
+	containernetworking-plugins docker-registry iptables nftables protobuf-compiler
 
 .PHONY: all deps build release test install demo bench clean
 
