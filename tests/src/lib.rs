@@ -14,6 +14,7 @@ pub mod containerd;
 pub mod fixtures;
 pub mod image_store;
 pub mod oci_image;
+pub mod podman;
 pub mod private_namespaces;
 pub mod privilege;
 pub mod pty;
