@@ -202,8 +202,12 @@ impl TaskService {
         self.events.create(&req.id, &req.bundle, &stdio, pid);
         let mut table = self.table.borrow_mut();
         table.container_created(&req.id, pid);
-        // The init may have ended before create returned.
-        let events = if table.process(&req.id, "")?.exited() { oom_check(&mut table, &container) } else { Vec::new() };
+        // The init may have ended before create returned: its Exit (after any OOM) goes out now.
+        let mut events = Vec::new();
+        if table.process(&req.id, "")?.exited() {
+            events.extend(oom_check(&mut table, &container));
+            events.extend(table.flush(&req.id));
+        }
         drop(table);
         let mut containers = self.containers.borrow_mut();
         containers.insert(req.id.clone(), container);

@@ -106,6 +106,28 @@ impl Containerd {
         self.command(args).output().expect("cannot run ctr")
     }
 
+    /// `ctr run [extra] --runtime SHIM --runc-root R --fifo-dir F IMAGE ID ARGS...`: a
+    /// container from an image in containerd's store run through the shim binary `shim`,
+    /// with the runtime's state and ctr's fifos inside the private directory.
+    pub fn run_image(&self, shim: &Path, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
+        let private = self.dir.path();
+        let (root, fifos) = (private.join("berth"), private.join("fifo"));
+        let mut all = vec!["run"];
+        all.extend(extra);
+        all.extend([
+            "--runtime",
+            shim.to_str().unwrap(),
+            "--runc-root",
+            root.to_str().unwrap(),
+            "--fifo-dir",
+            fifos.to_str().unwrap(),
+            image,
+            id,
+        ]);
+        all.extend(args);
+        self.ctr(&all)
+    }
+
     /// The status `ctr task ls` shows for `id` ("" when there is no task).
     pub fn task_status(&self, id: &str) -> String {
         let out = String::from_utf8_lossy(&self.ctr(&["task", "ls"]).stdout).into_owned();
@@ -239,10 +261,18 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let listed = self.ctr(&["containers", "list", "-q"]);
         for id in String::from_utf8_lossy(&listed.stdout).lines() {
-            let _ = self.ctr(&["task", "kill", "-s", "KILL", id]);
-            std::thread::sleep(Duration::from_millis(100));
-            let _ = self.ctr(&["task", "delete", "--force", id]);
-            let _ = self.ctr(&["containers", "delete", id]);
+            // Out of the restart monitor's hands first (an empty value removes the label);
+            // a pass it began before may still start a task, so try again until the
+            // container is gone.
+            let _ = self.ctr(&["containers", "label", id, "containerd.io/restart.status="]);
+            for _ in 0..5 {
+                let _ = self.ctr(&["task", "kill", "-s", "KILL", id]);
+                std::thread::sleep(Duration::from_millis(100));
+                let _ = self.ctr(&["task", "delete", "--force", id]);
+                if self.ctr(&["containers", "delete", id]).status.success() {
+                    break;
+                }
+            }
         }
         let _ = self.ctr(&["namespaces", "remove", &self.namespace]);
         self.stop_daemon();

@@ -19,6 +19,7 @@ pub mod oci_image;
 /// The CNI bin directory `make install` would fill, shared with cni-plugins' tests.
 #[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
 pub mod plugin_dir;
+pub mod podman;
 pub mod private_namespaces;
 pub mod privilege;
 pub mod pty;

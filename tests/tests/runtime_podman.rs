@@ -2,99 +2,11 @@
 //! `runtime_supports_json` so podman reads berth's JSON error log, on a Debian image
 //! built by the tests with debootstrap. Storage, state and cgroups are private to the test.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-use berth_tests::fixtures::{debian_rootfs_tar, TempDir};
+use berth_tests::fixtures::debian_rootfs_tar;
+use berth_tests::podman::Podman;
 use berth_tests::privilege::{have_program, missing, require_root};
 
 const IMAGE: &str = "localhost/berth-debian";
-
-/// podman with private storage, run root, tmp dir, events log and cgroup parent.
-struct Podman {
-    dir: TempDir,
-    cgroup_parent: String,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let dir = TempDir::new("berth-podman");
-        let conf = format!(
-            "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{}/events.log\"\nruntime_supports_json = [\"berth\"]\n",
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("containers.conf"), conf).unwrap();
-        Podman { dir, cgroup_parent: format!("/berth-podman-{}", std::process::id()) }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let d = self.dir.path();
-        let mut command = Command::new("podman");
-        command
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .arg("--root")
-            .arg(d.join("root"))
-            .arg("--runroot")
-            .arg(d.join("runroot"))
-            .arg("--tmpdir")
-            .arg(d.join("tmp"))
-            .args(["--storage-driver", "overlay", "--runtime"])
-            .arg(berth_tests::bins::bin("berth"))
-            .args(args);
-        command
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.command(args).stdin(std::process::Stdio::null()).output().expect("cannot run podman")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `podman run` arguments shared by every container of the test.
-    fn run_args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["run", "--network", "none", "--cgroup-parent", &self.cgroup_parent];
-        args.extend_from_slice(extra);
-        args
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.output(&["rm", "--all", "--force", "--time", "0"]);
-        let _ = self.output(&["rmi", "--all", "--force"]);
-        // Unmount whatever podman's storage left mounted under the private directory.
-        let prefix = self.dir.path().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<PathBuf> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .map(PathBuf::from)
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
-            let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
-        }
-        for mount in berth_tests::runtime::cgroup_mounts() {
-            let parent = mount.join(self.cgroup_parent.trim_start_matches('/'));
-            if let Ok(children) = std::fs::read_dir(&parent) {
-                for child in children.flatten() {
-                    let _ = std::fs::remove_dir(child.path());
-                }
-            }
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
 
 fn ready(test: &str) -> Option<Podman> {
     if !require_root(test) {
@@ -106,7 +18,7 @@ fn ready(test: &str) -> Option<Podman> {
             return None;
         }
     }
-    let podman = Podman::new();
+    let podman = Podman::private();
     let tar = debian_rootfs_tar();
     podman.ok(&["import", tar.to_str().unwrap(), IMAGE]);
     Some(podman)

@@ -63,22 +63,7 @@ fn ctr_run(ctd: &Containerd, rootfs: &TempDir, extra: &[&str], id: &str, args: &
 /// `ctr run [extra] --runtime SHIM --runc-root R --fifo-dir F IMAGE ID ARGS...`: a container
 /// from an image in containerd's store, its rootfs the snapshotter's mounts.
 fn ctr_run_image(ctd: &Containerd, extra: &[&str], image: &str, id: &str, args: &[&str]) -> std::process::Output {
-    let private = ctd.dir.path();
-    let (root, fifos) = (private.join("berth"), private.join("fifo"));
-    let mut all = vec!["run"];
-    all.extend(extra);
-    all.extend([
-        "--runtime",
-        shim_path(),
-        "--runc-root",
-        root.to_str().unwrap(),
-        "--fifo-dir",
-        fifos.to_str().unwrap(),
-        image,
-        id,
-    ]);
-    all.extend(args);
-    ctd.ctr(&all)
+    ctd.run_image(std::path::Path::new(shim_path()), extra, image, id, args)
 }
 
 fn shim_path() -> &'static str {
