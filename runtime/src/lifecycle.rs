@@ -28,6 +28,7 @@ use crate::{mount_namespace, propagation, working_dir};
 pub fn destroy(container: &mut Container, force: bool, reporter: &Reporter) -> Result<()> {
     let id = container.id().to_string();
     let poststop = take_hooks(container, Kind::Poststop)?;
+    kill_init_and_wait(container, force);
     container.delete(force).with_context(|| format!("cannot delete container {id}"))?;
     for hook in poststop {
         let path = hook.path().display().to_string();
@@ -36,6 +37,32 @@ pub fn destroy(container: &mut Container, force: bool, reporter: &Reporter) -> R
         }
     }
     Ok(())
+}
+
+/// Kills the init of a created container (or, with `force`, a running one) and waits until
+/// it has exited (at most 5 s): libcontainer kills it too, but then gives the cgroups only
+/// about 100 ms to empty before failing the delete, too little on a loaded machine.
+fn kill_init_and_wait(container: &Container, force: bool) {
+    use libcontainer::container::ContainerStatus;
+    let killable = match container.status() {
+        ContainerStatus::Created => true,
+        ContainerStatus::Running => force,
+        _ => false,
+    };
+    let Some(pid) = container.pid().filter(|_| killable) else { return };
+    if nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).is_err() {
+        return;
+    }
+    let exited = || {
+        // Gone, or a zombie: out of its cgroups either way.
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(true)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !exited() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// The hooks berth runs itself rather than leave to libcontainer.
