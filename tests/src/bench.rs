@@ -1,7 +1,7 @@
 //! The bench harness: runs berth and a peer alternately on the same work, takes medians and
 //! ratios, and writes each section's table under `target/bench/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Median of a list of durations (mean of the two middle ones for an even count).
@@ -100,4 +100,18 @@ pub fn ms(d: Duration) -> String {
 /// `a / b` as a ratio with two decimals.
 pub fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64())
+}
+
+/// Removes a cgroup directory and the ones below it (empty ones; a cgroup holding a
+/// process stays, and says so).
+pub fn remove_cgroup_tree(dir: &Path) {
+    let Ok(children) = std::fs::read_dir(dir) else { return };
+    for child in children.flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&child.path());
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("berth-bench: cannot remove cgroup {}: {e}", dir.display());
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::bench::{median, ms, ratio, Table};
+use crate::bench::{median, ms, ratio, remove_cgroup_tree, Table};
 use crate::bins::bin;
 use crate::cni_dirs::CniDirs;
 use crate::oci_image::{LayerDir, OciArchive};
@@ -92,20 +92,6 @@ fn outside() {
     // Removed here: a failed bench aborts (panic = "abort"), which runs no Drop.
     drop(dir);
     assert!(status.success(), "the docker bench failed ({status}); its error is above");
-}
-
-/// Removes a cgroup directory and the ones below it (empty ones; a cgroup holding a
-/// process stays, and says so).
-fn remove_cgroup_tree(dir: &Path) {
-    let Ok(children) = std::fs::read_dir(dir) else { return };
-    for child in children.flatten() {
-        if child.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&child.path());
-        }
-    }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        eprintln!("berth-bench docker: cannot remove cgroup {}: {e}", dir.display());
-    }
 }
 
 /// The private directory's parts, shared by the bench and its supervisor's cleanup.

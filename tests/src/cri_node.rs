@@ -1,8 +1,10 @@
 //! A Kubernetes node without a kubelet, for the CRI tests and bench: Debian's containerd
-//! started privately with its CRI plugin configured for berth (berth's shim as the default
-//! runtime handler, containerd's runc shim driving berth as a second one), berth-cni's
-//! lib/cni and a `berth-cni network create` conflist as its CNI, the images the test built
-//! imported into `k8s.io`, and the pod and container configs a kubelet sends.
+//! started privately with its CRI plugin configured for one runtime stack (berth's: berth's
+//! shim as the default runtime handler, containerd's runc shim driving berth as a second one,
+//! berth-cni's lib/cni; or the reference the bench compares it with: containerd's runc shim
+//! with runc, Debian's reference plugins), a `berth-cni network create` conflist as its CNI,
+//! the images the test built imported into `k8s.io`, and the pod and container configs a
+//! kubelet sends.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,48 +21,125 @@ use crate::oci_image::{LayerDir, OciArchive};
 pub const BERTH_SHIM: &str = "berth";
 /// containerd's Go runc shim with `BinaryName` = berth.
 pub const RUNC_SHIM_BERTH: &str = "runc-berth";
+/// The reference stack's default handler: containerd's Go runc shim with Debian's runc.
+pub const RUNC_SHIM_RUNC: &str = "runc";
 /// The sandbox ("pause") image the node's config names; the tests build it.
 pub const SANDBOX_IMAGE: &str = "berth.test/pause:1";
 /// The network every pod joins, as `berth-cni network create` writes it.
 pub const POD_NETWORK: &str = "k8s-pods";
 pub const POD_SUBNET: &str = "10.244.0.0/16";
+/// The reference stack's network: the same conflist with its own name, subnet (of the same
+/// size) and bridge, so that both stacks' nodes can run side by side in one namespace.
+pub const REFERENCE_NETWORK: &str = "k8s-ref";
+pub const REFERENCE_SUBNET: &str = "10.245.0.0/16";
+pub const REFERENCE_BRIDGE: &str = "cni-ref0";
+/// Debian's runc and reference CNI plugins.
+pub const DEBIAN_RUNC: &str = "/usr/sbin/runc";
+pub const REFERENCE_CNI_DIR: &str = "/usr/lib/cni";
+
+/// The runtime stack a node's CRI plugin runs pods on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stack {
+    /// berth's shim (the default handler), containerd's runc shim driving berth (a second
+    /// handler), berth-cni's plugins.
+    Berth,
+    /// containerd's Go runc shim with Debian's runc (the default handler), Debian's
+    /// reference plugins (containernetworking-plugins 1.1.1).
+    Reference,
+}
+
+/// The executables a node's containerd runs: the installed ones, or (the bench's shares
+/// pass) wrappers that log each call's time around them.
+pub struct Executables {
+    /// Searched before PATH for shim binaries.
+    pub shim_dir: Option<PathBuf>,
+    /// The runtime containerd's runc shim runs (its `BinaryName`).
+    pub runtime: PathBuf,
+    /// The CRI plugin's CNI `bin_dir`.
+    pub cni_bin: PathBuf,
+}
+
+impl Stack {
+    /// The stack's installed executables; berth's CNI directory is made below `dir` as
+    /// `make install` fills lib/cni.
+    pub fn executables(self, dir: &Path) -> Executables {
+        match self {
+            Stack::Berth => {
+                let cni_bin = dir.join("lib/cni");
+                crate::plugin_dir::fill(&cni_bin, &bin("berth-cni"));
+                Executables { shim_dir: Some(bin_dir()), runtime: bin("berth"), cni_bin }
+            }
+            Stack::Reference => Executables {
+                shim_dir: None,
+                runtime: PathBuf::from(DEBIAN_RUNC),
+                cni_bin: PathBuf::from(REFERENCE_CNI_DIR),
+            },
+        }
+    }
+
+    /// The network the stack's pods join.
+    pub fn network(self) -> &'static str {
+        match self {
+            Stack::Berth => POD_NETWORK,
+            Stack::Reference => REFERENCE_NETWORK,
+        }
+    }
+}
 
 pub struct CriNode {
     pub cri: CriClient,
     pub containerd: Containerd,
     pub cni: CniDirs,
+    pub stack: Stack,
     /// The test's private directory: pod logs go to `pods/NAME`.
     pub dir: PathBuf,
     /// Every pod's cgroup parent (below each hierarchy's root).
     pub cgroup_parent: String,
 }
 
+/// Makes the private mount and network namespaces ready for nodes: a tmpfs on /run, where
+/// containerd keeps its shims' sockets and the CRI plugin its network namespaces, and one
+/// on /var/lib, where the CRI plugin's CNI library caches its results in a fixed
+/// /var/lib/cni (nothing else of a node's reads /var/lib). Once per namespace, before the
+/// first node starts; never outside private namespaces.
+pub fn prepare_private_namespaces() {
+    assert!(
+        std::env::var_os(crate::private_namespaces::INSIDE).is_some(),
+        "a CRI node mounts over /run and /var/lib: start it only inside private namespaces"
+    );
+    sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up
+        mount -t tmpfs tmpfs /var/lib");
+}
+
 impl CriNode {
-    /// Starts the node in `dir`. Only inside the test's private mount and network namespaces
-    /// (`private_namespaces::run`): it mounts tmpfs on /run, where containerd keeps its
-    /// shims' sockets, and on /var/lib, where the CRI plugin's libcni caches its results in
-    /// a fixed /var/lib/cni (nothing else of the node's reads /var/lib).
+    /// Starts berth's node in `dir`. Only inside the test's private mount and network
+    /// namespaces (`private_namespaces::run`), which it prepares (`prepare_private_namespaces`).
     pub fn start(dir: &Path) -> CriNode {
-        assert!(
-            std::env::var_os(crate::private_namespaces::INSIDE).is_some(),
-            "CriNode mounts over /run and /var/lib: start it only inside private_namespaces::run"
-        );
-        sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up
-            mount -t tmpfs tmpfs /var/lib");
+        prepare_private_namespaces();
+        CriNode::start_stack(dir, Stack::Berth, Stack::Berth.executables(dir))
+    }
+
+    /// Starts a node of `stack` running `executables` in `dir` (a directory of its own:
+    /// several nodes run side by side in one namespace), after `prepare_private_namespaces`.
+    pub fn start_stack(dir: &Path, stack: Stack, executables: Executables) -> CriNode {
         let cni = CniDirs::under(dir);
-        crate::plugin_dir::fill(&cni.bin, &bin("berth-cni"));
-        cni.ok(&["network", "create", POD_NETWORK, "--subnet", POD_SUBNET]);
+        match stack {
+            Stack::Berth => {
+                cni.ok(&["network", "create", POD_NETWORK, "--subnet", POD_SUBNET]);
+            }
+            Stack::Reference => write_reference_network(&cni),
+        }
         let cgroup_parent =
             std::env::var("BERTH_CGROUP_PARENT").unwrap_or_else(|_| format!("berth-cri-{}", std::process::id()));
         let containerd = Containerd::start_setup(Setup {
-            shim_dir: Some(&bin_dir()),
-            plugins: plugin_config(dir, &cni),
+            shim_dir: executables.shim_dir.as_deref(),
+            plugins: plugin_config(dir, stack, &executables, &cni),
             cri: true,
             ..Setup::default()
         });
         containerd.import(&sandbox_image());
         let cri = CriClient::connect(&containerd.socket()).expect("the CRI plugin does not answer");
-        CriNode { cri, containerd, cni, dir: dir.to_path_buf(), cgroup_parent }
+        CriNode { cri, containerd, cni, stack, dir: dir.to_path_buf(), cgroup_parent }
     }
 
     /// What a kubelet sends for pod `name`: metadata, hostname, log directory, cgroup parent
@@ -130,7 +209,15 @@ impl Drop for CriNode {
         for pod in self.cri.list_pods().unwrap_or_default() {
             let _ = self.cri.remove_pod(&pod);
         }
-        let _ = self.cni.output(&["network", "rm", POD_NETWORK]);
+        match self.stack {
+            Stack::Berth => {
+                let _ = self.cni.output(&["network", "rm", POD_NETWORK]);
+            }
+            // The reference bridge plugin leaves its bridge when the last pod goes.
+            Stack::Reference => {
+                let _ = Command::new("ip").args(["link", "del", REFERENCE_BRIDGE]).output();
+            }
+        }
     }
 }
 
@@ -150,10 +237,49 @@ pub fn sandbox_image() -> OciArchive {
     OciArchive::build(SANDBOX_IMAGE, &[LayerDir::busybox()], &["sleep", "2147483647"])
 }
 
-/// The CRI plugin's section: both runtime handlers, the CNI directories, the sandbox image,
-/// network namespaces under containerd's private state; oom_score_adj not below containerd's
-/// own, since these machines (containers themselves) lack CAP_SYS_RESOURCE, as kind nodes do.
-fn plugin_config(dir: &Path, cni: &CniDirs) -> String {
+/// The reference stack's network: what `berth-cni network create` writes (bridge, portmap,
+/// firewall and tuning; host-local with its store in the node's state), with its own name,
+/// subnet and bridge; the reference plugins read it as written (CNI 1.0.0).
+fn write_reference_network(cni: &CniDirs) {
+    cni.ok(&["network", "create", REFERENCE_NETWORK, "--subnet", REFERENCE_SUBNET]);
+    let path = cni.conf.join(format!("{REFERENCE_NETWORK}.conflist"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut conflist: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    conflist["plugins"][0]["bridge"] = REFERENCE_BRIDGE.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&conflist).unwrap())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// The CRI plugin's section: the stack's runtime handlers, the CNI directories, the sandbox
+/// image, network namespaces under containerd's private state; oom_score_adj not below
+/// containerd's own, since these machines (containers themselves) lack CAP_SYS_RESOURCE,
+/// as kind nodes do.
+fn plugin_config(dir: &Path, stack: Stack, executables: &Executables, cni: &CniDirs) -> String {
+    let runc_handler = |name: &str| {
+        format!(
+            r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}.options]
+        BinaryName = "{runtime}"
+        Root = "{root}"
+"#,
+            runtime = executables.runtime.display(),
+            root = dir.join(format!("{name}-root")).display(),
+        )
+    };
+    let (default_runtime, runtimes) = match stack {
+        Stack::Berth => (
+            BERTH_SHIM,
+            format!(
+                r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{BERTH_SHIM}]
+      runtime_type = "io.containerd.berth.v2"
+{}"#,
+                runc_handler(RUNC_SHIM_BERTH)
+            ),
+        ),
+        Stack::Reference => (RUNC_SHIM_RUNC, runc_handler(RUNC_SHIM_RUNC)),
+    };
     format!(
         r#"[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{SANDBOX_IMAGE}"
@@ -162,23 +288,14 @@ fn plugin_config(dir: &Path, cni: &CniDirs) -> String {
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "{BERTH_SHIM}"
+    default_runtime_name = "{default_runtime}"
     snapshotter = "overlayfs"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{BERTH_SHIM}]
-      runtime_type = "io.containerd.berth.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_SHIM_BERTH}]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_SHIM_BERTH}.options]
-        BinaryName = "{berth}"
-        Root = "{root}"
-  [plugins."io.containerd.grpc.v1.cri".cni]
+{runtimes}  [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{bin_dir}"
     conf_dir = "{conf_dir}"
     max_conf_num = 1
 "#,
-        berth = bin("berth").display(),
-        root = dir.join("runc-berth-root").display(),
-        bin_dir = cni.bin.display(),
+        bin_dir = executables.cni_bin.display(),
         conf_dir = cni.conf.display(),
     )
 }

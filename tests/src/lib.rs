@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod bench_cni;
 pub mod bench_cni_chain;
+pub mod bench_cri;
+pub mod bench_cri_trace;
 pub mod bench_docker;
 pub mod bench_image;
 pub mod bench_runtime;

@@ -15,7 +15,7 @@ pub const INSIDE: &str = "BERTH_PRIVATE_NAMESPACES";
 /// Inside (`var` set): runs `body` with the test's private directory. Outside: makes that
 /// directory (named from `dir_prefix`: keep it short, podman refuses a long runroot),
 /// re-runs `test` inside the namespaces with `var` and, when given, `BERTH_CGROUP_PARENT`
-/// set to `cgroup_parent`-PID, removes that cgroup parent, and asserts the run passed.
+/// set to `cgroup_parent`-PID-RUN (one per run), removes that cgroup parent, and asserts the run passed.
 pub fn run(test: &str, var: &str, dir_prefix: &str, cgroup_parent: Option<&str>, body: impl FnOnce(&Path)) {
     if let Some(dir) = std::env::var_os(var) {
         body(Path::new(&dir));
@@ -25,7 +25,11 @@ pub fn run(test: &str, var: &str, dir_prefix: &str, cgroup_parent: Option<&str>,
     let mut command = Command::new("unshare");
     command.args(["-n", "-m", "-p", "-f", "--mount-proc", "--"]).arg(std::env::current_exe().unwrap());
     command.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(var, dir.path()).env(INSIDE, "1");
-    let cgroup_parent = cgroup_parent.map(|parent| format!("{parent}-{}", std::process::id()));
+    // One per run: the tests of one binary run at once, and each asserts that its own parent
+    // is empty at its end.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cgroup_parent = cgroup_parent.map(|parent| format!("{parent}-{}-{run}", std::process::id()));
     if let Some(parent) = &cgroup_parent {
         command.env("BERTH_CGROUP_PARENT", parent);
     }
