@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -18,7 +17,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct CriClient {
     tokio: tokio::runtime::Runtime,
     pub runtime: RuntimeServiceClient<Channel>,
-    pub images: ImageServiceClient<Channel>,
 }
 
 impl CriClient {
@@ -44,11 +42,7 @@ impl CriClient {
                         .await
             })
             .with_context(|| format!("cannot connect to the CRI server on {}", socket.display()))?;
-        Ok(CriClient {
-            tokio,
-            runtime: RuntimeServiceClient::new(channel.clone()),
-            images: ImageServiceClient::new(channel),
-        })
+        Ok(CriClient { tokio, runtime: RuntimeServiceClient::new(channel) })
     }
 
     /// Runs one call (or several joined) to completion.
@@ -208,13 +202,6 @@ impl CriClient {
             .block_on(runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }))
             .context("ListPodSandbox")?;
         Ok(response.into_inner().items.into_iter().map(|p| p.id).collect())
-    }
-
-    /// The runtime's name and version, as `crictl version` shows them.
-    pub fn version(&self) -> Result<VersionResponse> {
-        let mut runtime = self.runtime.clone();
-        let response = self.block_on(runtime.version(VersionRequest { version: "v1".into() })).context("Version")?;
-        Ok(response.into_inner())
     }
 }
 
