@@ -3,6 +3,7 @@
 //! routes, the gateway (on a `<bridge>.<vlan>` veth for a VLAN), and their removal and
 //! checking.
 
+use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
@@ -82,8 +83,11 @@ fn ensure_bridge(host: &mut RouteClient, c: &BridgeConf) -> CniResult<Link> {
     if !is_bridge(&link) {
         return Err(CniError::new(INVALID_CONFIG, format!("{} exists and is not a bridge", c.bridge)));
     }
-    // The bridge owns its IPv6 routes: no router advertisements (absent without IPv6).
-    let _ = write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_ra", c.bridge), "0");
+    // The bridge owns its IPv6 routes: no router advertisements. The setting comes with
+    // the link, so it is written only when it is not 0 already (and not without IPv6).
+    if link.ipv6_accept_ra.is_some_and(|accept| accept != 0) {
+        let _ = write_sysctl(&format!("/proc/sys/net/ipv6/conf/{}/accept_ra", c.bridge), "0");
+    }
     if c.promiscuous && !link.promiscuous {
         host.set_promiscuous(link.index).map_err(nl)?;
     }
@@ -188,9 +192,21 @@ impl LinkLocal for IpAddr {
     }
 }
 
-/// The links of an ADD after IPAM: veth, bridge port, container addresses and routes,
-/// gateway. Fills in the result's interfaces.
-pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<()> {
+/// An attachment's veth as `make_port` leaves it: on the bridge, its container end not
+/// yet addressed.
+pub struct Port {
+    container_ns: File,
+    host: RouteClient,
+    bridge: Link,
+    host_name: String,
+    host_mac: [u8; 6],
+    container_mac: [u8; 6],
+}
+
+/// The link work of an ADD that needs no address, so it runs while IPAM allocates: the
+/// bridge, the veth with its host end on it, the port's settings. A failure leaves no veth
+/// of this ADD behind (one that was there already, in the way, stays).
+pub fn make_port(c: &BridgeConf, args: &Args) -> CniResult<Port> {
     let container_ns = netns::open(&args.netns)?;
     let mut host = RouteClient::open().map_err(nl)?;
     let bridge = ensure_bridge(&mut host, c)?;
@@ -201,7 +217,7 @@ pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<(
     // back in the usual case.
     let (host_mac, container_mac) = (random_mac(), random_mac());
     let early_up = !c.uses_vlans() && !c.macspoofchk;
-    let port = VethPort {
+    let veth = VethPort {
         name: &host_name,
         peer: &args.ifname,
         peer_netns: container_ns.as_raw_fd(),
@@ -211,29 +227,51 @@ pub fn plumb(c: &BridgeConf, args: &Args, result: &mut NetResult) -> CniResult<(
         controller: Some(bridge.index),
         up: early_up,
     };
-    match host.create_port(&port) {
+    match host.create_port(&veth) {
         Err(e) if e.errno == libc::EEXIST => {
             return Err(CniError::new(INVALID_CONFIG, format!("cannot make veth {host_name}/{}: {} already has an interface {} or the host one named {host_name} (left by an ADD without DEL?)", args.ifname, args.netns, args.ifname)));
         }
         other => other.map_err(nl)?,
     }
+    let mut port = Port { container_ns, host, bridge, host_name, host_mac, container_mac };
     if c.hairpin || c.port_isolation || !early_up {
-        let index = host
-            .link(&host_name)
-            .map_err(nl)?
-            .ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {host_name} did not arrive")))?
-            .index;
-        if c.hairpin || c.port_isolation {
-            host.set_bridge_port(index, c.hairpin, c.port_isolation).map_err(nl)?;
-        }
-        join_vlans(&mut host, c, index, &bridge, &c.port_vlans())?;
-        if c.macspoofchk {
-            spoofcheck::setup(&args.container_id, &args.ifname, &host_name, container_mac)?;
-        }
-        if !early_up {
-            host.set_up(index).map_err(nl)?;
+        if let Err(e) = configure_port(c, args, &mut port, early_up) {
+            if c.macspoofchk {
+                let _ = spoofcheck::teardown(&args.container_id, &args.ifname);
+            }
+            let _ = remove_host_veth(c, args);
+            return Err(e);
         }
     }
+    Ok(port)
+}
+
+/// The settings of a new port that need it made first: hairpin and isolation, VLANs, the
+/// spoof check, then up.
+fn configure_port(c: &BridgeConf, args: &Args, port: &mut Port, early_up: bool) -> CniResult<()> {
+    let host = &mut port.host;
+    let index = host
+        .link(&port.host_name)
+        .map_err(nl)?
+        .ok_or_else(|| CniError::new(IO_FAILURE, format!("host veth {} did not arrive", port.host_name)))?
+        .index;
+    if c.hairpin || c.port_isolation {
+        host.set_bridge_port(index, c.hairpin, c.port_isolation).map_err(nl)?;
+    }
+    join_vlans(host, c, index, &port.bridge, &c.port_vlans())?;
+    if c.macspoofchk {
+        spoofcheck::setup(&args.container_id, &args.ifname, &port.host_name, port.container_mac)?;
+    }
+    if !early_up {
+        host.set_up(index).map_err(nl)?;
+    }
+    Ok(())
+}
+
+/// The rest of an ADD once IPAM has answered: the container end's addresses, state and
+/// routes, and the gateway. Fills in the result's interfaces.
+pub fn configure(c: &BridgeConf, args: &Args, port: Port, result: &mut NetResult) -> CniResult<()> {
+    let Port { container_ns, mut host, bridge, host_name, host_mac, container_mac } = port;
     netns::within(&container_ns, || {
         let mut inside = RouteClient::open().map_err(nl)?;
         let link = inside

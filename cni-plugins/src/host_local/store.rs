@@ -29,6 +29,9 @@ const STAMP: &str = "stamp";
 pub struct Store {
     dir: PathBuf,
     _lock: File,
+    /// Whether the index is complete, once checked: under the lock only this store changes
+    /// the directory, so a check holds until it does.
+    index_current: Option<bool>,
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> CniError {
@@ -61,7 +64,7 @@ impl Store {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("cannot lock", &lock_path, std::io::Error::last_os_error()));
         }
-        Ok(Store { dir, _lock: lock })
+        Ok(Store { dir, _lock: lock, index_current: None })
     }
 
     fn key_file(&self, id: &str, ifname: &str) -> PathBuf {
@@ -74,13 +77,21 @@ impl Store {
     }
 
     /// Records that the index is complete as of the directory's current state.
-    fn stamp(&self) -> CniResult<()> {
+    fn stamp(&mut self) -> CniResult<()> {
         let path = self.dir.join(INDEX_DIR).join(STAMP);
-        fs::write(&path, self.dir_mtime()).map_err(|e| io("cannot write", &path, e))
+        fs::write(&path, self.dir_mtime()).map_err(|e| io("cannot write", &path, e))?;
+        self.index_current = Some(true);
+        Ok(())
     }
 
-    fn index_is_current(&self) -> bool {
-        fs::read_to_string(self.dir.join(INDEX_DIR).join(STAMP)).map(|s| s == self.dir_mtime()).unwrap_or(false)
+    fn index_is_current(&mut self) -> bool {
+        if let Some(current) = self.index_current {
+            return current;
+        }
+        let current =
+            fs::read_to_string(self.dir.join(INDEX_DIR).join(STAMP)).map(|s| s == self.dir_mtime()).unwrap_or(false);
+        self.index_current = Some(current);
+        current
     }
 
     /// Every address file and its owner, read from disk (the slow path).
@@ -96,7 +107,7 @@ impl Store {
     }
 
     /// Rebuilds the index from every address file.
-    fn rebuild(&self) -> CniResult<()> {
+    fn rebuild(&mut self) -> CniResult<()> {
         let index = self.dir.join(INDEX_DIR);
         for entry in fs::read_dir(&index).map_err(|e| io("cannot read", &index, e))?.flatten() {
             let _ = fs::remove_file(entry.path());
@@ -151,6 +162,8 @@ impl Store {
     pub fn reserve(&mut self, id: &str, ifname: &str, ip: IpAddr, set: usize) -> CniResult<bool> {
         let current = self.index_is_current();
         let path = self.dir.join(ip.to_string());
+        // From here the directory changes: the index is current again once stamped.
+        self.index_current = None;
         let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
@@ -180,6 +193,7 @@ impl Store {
     /// Releases every address of the attachment; nothing to release is fine.
     pub fn release_by_id(&mut self, id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
         let ips = self.get_by_id(id, ifname)?;
+        self.index_current = None;
         for ip in &ips {
             let path = self.dir.join(ip.to_string());
             fs::remove_file(&path).map_err(|e| io("cannot release", &path, e))?;

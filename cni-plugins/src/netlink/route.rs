@@ -11,8 +11,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge,
+    AfSpecBridge, AfSpecInet6, AfSpecUnspec, BridgeFlag, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoData,
+    InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -79,6 +79,8 @@ pub struct Link {
     /// For a bridge: whether it filters by VLAN, and the VLAN new ports get untagged.
     pub vlan_filtering: bool,
     pub vlan_default_pvid: u16,
+    /// Its IPv6 `accept_ra` setting (none when IPv6 is off for it).
+    pub ipv6_accept_ra: Option<i32>,
 }
 
 impl RouteClient {
@@ -124,6 +126,7 @@ impl RouteClient {
             kind: None,
             vlan_filtering: false,
             vlan_default_pvid: 0,
+            ipv6_accept_ra: None,
         };
         for attribute in &message.attributes {
             match attribute {
@@ -132,6 +135,17 @@ impl RouteClient {
                 LinkAttribute::Mtu(m) => link.mtu = *m,
                 LinkAttribute::TxQueueLen(q) => link.txqlen = *q,
                 LinkAttribute::Controller(c) => link.controller = Some(*c),
+                LinkAttribute::AfSpecUnspec(families) => {
+                    for family in families {
+                        if let AfSpecUnspec::Inet6(settings) = family {
+                            for setting in settings {
+                                if let AfSpecInet6::DevConf(conf) = setting {
+                                    link.ipv6_accept_ra = Some(conf.accept_ra);
+                                }
+                            }
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {

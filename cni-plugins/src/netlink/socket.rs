@@ -10,7 +10,9 @@ use super::{failed, NetlinkError, Result};
 /// The size of a netlink message header.
 pub(crate) const HEADER_LEN: usize = 16;
 
-/// Room for one read: a dump's messages come at most a few pages at a time.
+/// Room for one read: a dump's messages come at most a few pages at a time. Reserved, not
+/// filled: the kernel writes only what it sends, so the pages it never reaches are never
+/// touched (zeroing them cost a page fault each, three sockets per ADD).
 const RECEIVE_LEN: usize = 1 << 17;
 
 pub(crate) struct Socket {
@@ -84,7 +86,7 @@ impl Socket {
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(|e| io_failed(&format!("cannot connect the netlink socket for {name} to the kernel"), e))?;
-        Ok(Socket { socket, sequence: 0, receive: vec![0u8; RECEIVE_LEN] })
+        Ok(Socket { socket, sequence: 0, receive: Vec::with_capacity(RECEIVE_LEN) })
     }
 
     /// Lets the kernel filter dumps by the request's header (4.20 and later; older
@@ -105,8 +107,9 @@ impl Socket {
         self.socket.send(request, 0).map_err(|e| io_failed(what, e))?;
         let mut answers = Vec::new();
         loop {
-            let size = self.socket.recv(&mut &mut self.receive[..], 0).map_err(|e| io_failed(what, e))?;
-            for answer in messages(&self.receive[..size]) {
+            self.receive.clear();
+            self.socket.recv(&mut self.receive, 0).map_err(|e| io_failed(what, e))?;
+            for answer in messages(&self.receive) {
                 if answer.sequence != sequence {
                     continue;
                 }
@@ -133,12 +136,13 @@ impl Socket {
         self.socket.send(batch, 0).map_err(|e| io_failed(what, e))?;
         let mut first_refusal = None;
         loop {
-            let size = match self.socket.recv(&mut &mut self.receive[..], libc::MSG_DONTWAIT) {
-                Ok(size) => size,
+            self.receive.clear();
+            match self.socket.recv(&mut self.receive, libc::MSG_DONTWAIT) {
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(first_refusal),
                 Err(e) => return Err(io_failed(&format!("{what}: cannot read the answer"), e)),
-            };
-            for answer in messages(&self.receive[..size]) {
+            }
+            for answer in messages(&self.receive) {
                 if answer.kind != NLMSG_ERROR || answer.payload().len() < 4 || first_refusal.is_some() {
                     continue;
                 }
