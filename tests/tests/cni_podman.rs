@@ -45,6 +45,8 @@ fn run_inside(dir: &Path) {
         r#"set -e
         D={d}; mkdir -p $D/net.d $D/www; echo hello-from-berth > $D/www/index.html
         mount -t tmpfs tmpfs /run; mkdir /run/netns; ip link set lo up
+        # podman's CNI library caches results in a fixed /var/lib/cni: private too.
+        mount -t tmpfs tmpfs /var/lib
         printf '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nevents_logfile_path = "%s/events.log"\n[network]\nnetwork_backend = "cni"\ncni_plugin_dirs = ["%s"]\nnetwork_config_dir = "%s/net.d"\n' $D {bin} $D > $D/containers.conf
         printf '{{"cniVersion":"1.0.0","name":"berthnet","plugins":[{{"type":"bridge","bridge":"br-berth","isGateway":true,"ipMasq":true,"ipam":{{"type":"host-local","dataDir":"%s/ipam","ranges":[[{{"subnet":"10.77.0.0/24"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}}]}}' $D > $D/net.d/berthnet.conflist
         export CONTAINERS_CONF=$D/containers.conf

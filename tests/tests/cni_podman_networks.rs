@@ -50,10 +50,10 @@ fn run_inside(dir: &Path) {
     let script = format!(
         r#"set -e
         D={d}; mkdir -p $D/net.d $D/www; echo hello-from-berth > $D/www/index.html
-        # Private /run (netns, tuning's dataDir, the firewall's records) and host-local's
-        # default store: nothing of the machine's is touched.
+        # Private /run (netns, tuning's dataDir, the firewall's records) and /var/lib
+        # (host-local's default store, libcni's result cache): nothing of the machine's is touched.
         mount -t tmpfs tmpfs /run; mkdir /run/netns; ip link set lo up
-        mkdir -p /var/lib/cni; mount -t tmpfs tmpfs /var/lib/cni
+        mount -t tmpfs tmpfs /var/lib
         # The test host: a namespace reaching this one over a veth, as another machine would.
         ip netns add testhost
         ip link add th0 type veth peer name eth0 netns testhost
