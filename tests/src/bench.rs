@@ -1,7 +1,8 @@
 //! The bench harness: runs berth and a peer alternately on the same work, takes medians and
 //! ratios, and writes each section's table under `target/bench/`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Median of a list of durations (mean of the two middle ones for an even count).
@@ -102,16 +103,28 @@ pub fn ratio(a: Duration, b: Duration) -> String {
     format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64())
 }
 
-/// Removes a cgroup directory and the ones below it (empty ones; a cgroup holding a
-/// process stays, and says so).
-pub fn remove_cgroup_tree(dir: &Path) {
-    let Ok(children) = std::fs::read_dir(dir) else { return };
-    for child in children.flatten() {
-        if child.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_cgroup_tree(&child.path());
-        }
+/// Outside a section that runs in private network and mount namespaces: re-runs this binary
+/// for section `name` under `unshare -n -m`, with `stage_var` set to `namespace`, `dir_var`
+/// naming a private directory (made from `dir_prefix`: keep it short, socket paths and
+/// podman's runroot are limited) and `BERTH_CGROUP_PARENT` a cgroup parent; removes both
+/// afterwards, also when the section failed (it aborts, running no Drop), and asserts it passed.
+pub fn run_in_private_namespaces(name: &str, stage_var: &str, dir_var: &str, dir_prefix: &str) {
+    let dir = crate::fixtures::TempDir::new(dir_prefix);
+    let cgroup_parent = format!("berth-bench-{name}-{}", std::process::id());
+    let status = Command::new("unshare")
+        .args(["-n", "-m", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .arg(name)
+        .env(stage_var, "namespace")
+        .env(crate::private_namespaces::INSIDE, "1")
+        .env(dir_var, dir.path())
+        .env("BERTH_CGROUP_PARENT", &cgroup_parent)
+        .env("BERTH_TEST_TMP", dir.path())
+        .status()
+        .expect("cannot run unshare");
+    for mount in crate::runtime::cgroup_mounts() {
+        crate::runtime::remove_cgroup_tree(&mount.join(&cgroup_parent));
     }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        eprintln!("berth-bench: cannot remove cgroup {}: {e}", dir.display());
-    }
+    drop(dir);
+    assert!(status.success(), "the {name} bench failed ({status}); its error is above");
 }

@@ -15,7 +15,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
-use crate::bench::{alternate, median, ms, ratio, remove_cgroup_tree, time, Contestant, Table};
+use crate::bench::{alternate, median, ms, ratio, time, Contestant, Table};
 use crate::bench_cri_trace::{monotonic_ns, Part, Tracer, Window};
 use crate::bins::bin;
 use crate::cri_node::{CriNode, Executables, Stack, DEBIAN_RUNC, REFERENCE_CNI_DIR};
@@ -58,25 +58,8 @@ fn outside() {
             "the reference plugins are missing; `make deps` installs containernetworking-plugins"
         );
     }
-    let dir = crate::fixtures::TempDir::new("bcri"); // short: containerd's socket paths are limited
-    let cgroup_parent = format!("berth-bench-cri-{}", std::process::id());
-    let status = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .arg("cri")
-        .env(STAGE, "namespace")
-        .env(crate::private_namespaces::INSIDE, "1")
-        .env(DIR, dir.path())
-        .env("BERTH_CGROUP_PARENT", &cgroup_parent)
-        .env("BERTH_TEST_TMP", dir.path())
-        .status()
-        .expect("cannot run unshare");
-    for mount in crate::runtime::cgroup_mounts() {
-        remove_cgroup_tree(&mount.join(&cgroup_parent));
-    }
-    // Removed here: a failed bench aborts (panic = "abort"), which runs no Drop.
-    drop(dir);
-    assert!(status.success(), "the cri bench failed ({status}); its error is above");
+    // Short: containerd's socket paths are limited.
+    crate::bench::run_in_private_namespaces("cri", STAGE, DIR, "bcri");
 }
 
 /// Inside the private namespaces: /run and the CNI cache made private, the bench as a child
@@ -86,7 +69,7 @@ fn supervise() {
     // SAFETY: prctl with integer arguments only.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     assert_eq!(subreaper, 0, "cannot become the bench's subreaper: {}", std::io::Error::last_os_error());
-    crate::cri_node::prepare_private_namespaces();
+    crate::private_namespaces::make_run_and_var_lib_private();
     let mut bench = Command::new(std::env::current_exe().unwrap())
         .arg("cri")
         .env(STAGE, "bench")

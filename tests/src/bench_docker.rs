@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::bench::{median, ms, ratio, remove_cgroup_tree, Table};
+use crate::bench::{median, ms, ratio, Table};
 use crate::bins::bin;
 use crate::cni_dirs::CniDirs;
 use crate::oci_image::{LayerDir, OciArchive};
@@ -26,7 +26,6 @@ const ROUNDS: usize = 15;
 /// or the bench itself.
 const STAGE: &str = "BERTH_BENCH_DOCKER_STAGE";
 const DIR: &str = "BERTH_BENCH_DOCKER_DIR";
-const CGROUP_PARENT: &str = "BERTH_BENCH_DOCKER_CGROUP";
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 const PAGE: &str = "berth-bench-docker\n";
 const NETWORK: &str = "benchnet";
@@ -74,24 +73,8 @@ fn outside() {
         Path::new(REFERENCE_DIR).join("portmap").exists(),
         "the reference plugins are missing; `make deps` installs containernetworking-plugins"
     );
-    let dir = crate::fixtures::TempDir::new("bdock"); // short: podman refuses a runroot over 50 characters
-    let cgroup_parent = format!("berth-bench-docker-{}", std::process::id());
-    let status = Command::new("unshare")
-        .args(["-n", "-m", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .arg("docker")
-        .env(STAGE, "namespace")
-        .env(DIR, dir.path())
-        .env(CGROUP_PARENT, &cgroup_parent)
-        .env("BERTH_TEST_TMP", dir.path())
-        .status()
-        .expect("cannot run unshare");
-    for mount in crate::runtime::cgroup_mounts() {
-        remove_cgroup_tree(&mount.join(&cgroup_parent));
-    }
-    // Removed here: a failed bench aborts (panic = "abort"), which runs no Drop.
-    drop(dir);
-    assert!(status.success(), "the docker bench failed ({status}); its error is above");
+    // Short: podman refuses a runroot over 50 characters.
+    crate::bench::run_in_private_namespaces("docker", STAGE, DIR, "bdock");
 }
 
 /// The private directory's parts, shared by the bench and its supervisor's cleanup.
@@ -165,9 +148,8 @@ impl Dirs {
 /// removed, also when it failed, before the namespaces go.
 fn supervise() {
     let dirs = Dirs::from_env();
-    sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up
-        mkdir -p /var/lib/cni && mount -t tmpfs tmpfs /var/lib/cni
-        ip netns add testhost
+    crate::private_namespaces::make_run_and_var_lib_private();
+    sh("ip netns add testhost
         ip link add th0 type veth peer name eth0 netns testhost
         ip addr add 192.168.200.1/24 dev th0 && ip link set th0 up
         ip -n testhost addr add 192.168.200.2/24 dev eth0 && ip -n testhost link set eth0 up
@@ -304,7 +286,7 @@ fn bench() {
     check("berth-cni network create", dirs.cni().output(&["network", "create", NETWORK, "--subnet", "10.99.0.0/24"]));
 
     let prober = Prober::start(Path::new("/run/netns/testhost"));
-    let cgroup_parent = format!("/{}", std::env::var(CGROUP_PARENT).expect("the cgroup parent is not set"));
+    let cgroup_parent = format!("/{}", std::env::var("BERTH_CGROUP_PARENT").expect("the cgroup parent is not set"));
     let mut berth_rounds = Vec::new();
     let mut podman_rounds = Vec::new();
     // One untimed warm-up each (podman makes its default network's bridge on first use).

@@ -97,30 +97,17 @@ pub struct CriNode {
     pub cgroup_parent: String,
 }
 
-/// Makes the private mount and network namespaces ready for nodes: a tmpfs on /run, where
-/// containerd keeps its shims' sockets and the CRI plugin its network namespaces, and one
-/// on /var/lib, where the CRI plugin's CNI library caches its results in a fixed
-/// /var/lib/cni (nothing else of a node's reads /var/lib). Once per namespace, before the
-/// first node starts; never outside private namespaces.
-pub fn prepare_private_namespaces() {
-    assert!(
-        std::env::var_os(crate::private_namespaces::INSIDE).is_some(),
-        "a CRI node mounts over /run and /var/lib: start it only inside private namespaces"
-    );
-    sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up
-        mount -t tmpfs tmpfs /var/lib");
-}
-
 impl CriNode {
     /// Starts berth's node in `dir`. Only inside the test's private mount and network
-    /// namespaces (`private_namespaces::run`), which it prepares (`prepare_private_namespaces`).
+    /// namespaces (`private_namespaces::run`), whose /run and /var/lib it makes private.
     pub fn start(dir: &Path) -> CriNode {
-        prepare_private_namespaces();
+        crate::private_namespaces::make_run_and_var_lib_private();
         CriNode::start_stack(dir, Stack::Berth, Stack::Berth.executables(dir))
     }
 
     /// Starts a node of `stack` running `executables` in `dir` (a directory of its own:
-    /// several nodes run side by side in one namespace), after `prepare_private_namespaces`.
+    /// several nodes run side by side in one namespace), after
+    /// `private_namespaces::make_run_and_var_lib_private`.
     pub fn start_stack(dir: &Path, stack: Stack, executables: Executables) -> CriNode {
         let cni = CniDirs::under(dir);
         match stack {
@@ -298,10 +285,4 @@ fn plugin_config(dir: &Path, stack: Stack, executables: &Executables, cni: &CniD
         bin_dir = executables.cni_bin.display(),
         conf_dir = cni.conf.display(),
     )
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -12,6 +12,20 @@ use crate::fixtures::TempDir;
 /// Set inside the private namespaces, for code that must never run outside them.
 pub const INSIDE: &str = "BERTH_PRIVATE_NAMESPACES";
 
+/// Inside private network and mount namespaces: a tmpfs on /run (network namespace pins,
+/// daemons' sockets, the plugins' state, the iptables lock) and one on /var/lib, where
+/// libcni (containerd's CRI plugin, podman) caches results in a fixed /var/lib/cni and
+/// host-local keeps its default store; loopback up. Once per namespace.
+pub fn make_run_and_var_lib_private() {
+    assert!(
+        std::env::var_os(INSIDE).is_some(),
+        "this mounts over /run and /var/lib: call it only inside private namespaces"
+    );
+    let script = "mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up && mount -t tmpfs tmpfs /var/lib";
+    let out = Command::new("sh").arg("-c").arg(script).output().expect("cannot run sh");
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Inside (`var` set): runs `body` with the test's private directory. Outside: makes that
 /// directory (named from `dir_prefix`: keep it short, podman refuses a long runroot),
 /// re-runs `test` inside the namespaces with `var` and, when given, `BERTH_CGROUP_PARENT`
@@ -36,10 +50,7 @@ pub fn run(test: &str, var: &str, dir_prefix: &str, cgroup_parent: Option<&str>,
     let out = command.output().unwrap();
     for parent in cgroup_parent.iter().flat_map(|p| crate::runtime::cgroup_mounts().into_iter().map(move |m| m.join(p)))
     {
-        for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let _ = std::fs::remove_dir(child.path());
-        }
-        let _ = std::fs::remove_dir(parent);
+        crate::runtime::remove_cgroup_tree(&parent);
     }
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("1 passed"), "{test} failed in its private namespaces:\n{text}");

@@ -142,6 +142,20 @@ pub fn remove_cgroup(path: &str) {
     }
 }
 
+/// Removes a cgroup directory and the ones below it (empty ones; a cgroup holding a
+/// process stays, and says so).
+pub fn remove_cgroup_tree(dir: &Path) {
+    let Ok(children) = std::fs::read_dir(dir) else { return };
+    for child in children.flatten() {
+        if child.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&child.path());
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("cannot remove cgroup {}: {e}", dir.display());
+    }
+}
+
 /// The layout this host has, for tests to say which one they ran on.
 pub fn cgroup_layout() -> &'static str {
     let unified = nix::sys::statfs::statfs("/sys/fs/cgroup")

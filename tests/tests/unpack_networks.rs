@@ -84,7 +84,7 @@ fn stop_and_delete(berth: &Berth, id: &str) {
 }
 
 fn run_inside(dir: &Path) {
-    sh("mount -t tmpfs tmpfs /run && mkdir /run/netns && ip link set lo up");
+    private_namespaces::make_run_and_var_lib_private();
     let dirs = CniDirs::under(dir);
     plugin_dir::fill(&dirs.bin, &bin("berth-cni"));
     dirs.ok(&["network", "create", "web"]);
