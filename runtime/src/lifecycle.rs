@@ -53,14 +53,8 @@ fn kill_init_and_wait(container: &Container, force: bool) {
     if nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).is_err() {
         return;
     }
-    let exited = || {
-        // Gone, or a zombie: out of its cgroups either way.
-        fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
-            .unwrap_or(true)
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !exited() && std::time::Instant::now() < deadline {
+    while !crate::store::process_exited(pid.as_raw()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }

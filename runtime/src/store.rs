@@ -154,10 +154,19 @@ fn init_is_ours(container: &Container, record: Option<&Record>) -> bool {
 
 /// Field 22 of /proc/PID/stat: the process's start time in clock ticks after boot.
 pub fn process_start_time(pid: i32) -> Option<u64> {
+    with_stat_fields(pid, |mut fields| fields.nth(19)?.parse().ok())
+}
+
+/// Whether process `pid` is gone or a zombie (it has left its cgroups either way).
+pub fn process_exited(pid: i32) -> bool {
+    with_stat_fields(pid, |mut fields| fields.next().map(|state| state == "Z")).unwrap_or(true)
+}
+
+/// `read` over the fields of /proc/PID/stat after the command name, from the state on.
+fn with_stat_fields<T>(pid: i32, read: impl FnOnce(std::str::SplitWhitespace) -> Option<T>) -> Option<T> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    read(stat.get(stat.rfind(')')? + 2..)?.split_whitespace())
 }
 
 #[cfg(test)]
