@@ -26,9 +26,11 @@ pub mod tuning;
 /// The plugins this binary can run as: the CNI `type`, which is the file name it runs under.
 pub const PLUGINS: &[&str] = &["bridge", "firewall", "host-local", "loopback", "portmap", "tuning"];
 
-/// Runs the plugin named by the program's file name; returns the exit code.
-pub fn run_as(argv0: &str) -> i32 {
-    let name = std::path::Path::new(argv0).file_name().and_then(|n| n.to_str()).unwrap_or("");
+/// Runs the plugin named by the program's file name (the first of `args`, the program's
+/// arguments as it was started with them); returns the exit code.
+pub fn run_as(args: Vec<std::ffi::OsString>) -> i32 {
+    let argv0 = args.first().cloned().unwrap_or_default();
+    let name = std::path::Path::new(&argv0).file_name().and_then(|n| n.to_str()).unwrap_or("");
     match name {
         "bridge" => skel::run(&bridge::Bridge, name),
         "firewall" => skel::run(&firewall_plugin::Firewall, name),
@@ -36,7 +38,7 @@ pub fn run_as(argv0: &str) -> i32 {
         "loopback" => skel::run(&loopback::Loopback, name),
         "portmap" => skel::run(&portmap::PortMap, name),
         "tuning" => skel::run(&tuning::Tuning, name),
-        "berth-cni" => cli::main(std::env::args_os()),
+        "berth-cni" => cli::main(args),
         _ => skel::refuse_unknown_plugin(name, PLUGINS),
     }
 }

@@ -5,11 +5,22 @@
 //! find the main thread's stack and gives every thread a signal stack, all to report a
 //! stack overflow by name, a sizeable part of a CNI call that lasts a few milliseconds.
 //! What of it a plugin relies on is done here (an overflow then ends the process with
-//! SIGSEGV instead of a message). A test build keeps the test harness's own main.
+//! SIGSEGV instead of a message), and the arguments are read from `argv` (under musl, the
+//! release build's libc, only Rust's start-up fills `std::env::args`). A test build keeps
+//! the test harness's own main.
 #![cfg_attr(not(test), no_main)]
 
 #[cfg(not(test))]
 use std::ffi::{c_char, c_int};
+#[cfg(not(test))]
+use std::os::unix::ffi::OsStrExt;
+
+/// musl's own malloc hands memory back to the kernel as soon as a group of blocks empties:
+/// a CNI call made ~30 mmap/munmap pairs with it, each munmap interrupting the other CPU
+/// while two threads run. dlmalloc keeps what it took until the process ends.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 /// Opens /dev/null on each of stdin, stdout and stderr that is closed, so that no file
 /// this process opens later takes their place (and gets results or errors written into it).
@@ -28,12 +39,16 @@ fn keep_standard_descriptors_open() {
 
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     keep_standard_descriptors_open();
     // A closed pipe is an error to handle, not a signal that kills: as in Rust programs.
     // SAFETY: setting a signal's disposition to ignore.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let argv0 = std::env::args().next().unwrap_or_default();
+    // SAFETY: the C runtime passes argc strings, each ending in a NUL, in argv.
+    let args = (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) })
+        .map(|arg| std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string())
+        .collect();
     // exit, not a return: it flushes stdout first.
-    std::process::exit(berth_cni::run_as(&argv0))
+    std::process::exit(berth_cni::run_as(args))
 }
