@@ -67,15 +67,32 @@ fn without_nulls(json: &Value) -> Value {
     }
 }
 
+/// Whether some key of `json`, at any depth, is null: what `without_nulls` would drop.
+fn has_null_keys(json: &Value) -> bool {
+    match json {
+        Value::Object(map) => map.values().any(|v| v.is_null() || has_null_keys(v)),
+        Value::Array(items) => items.iter().any(has_null_keys),
+        _ => false,
+    }
+}
+
 /// Reads `json` as `T`; a value of the wrong type is refused with code 7 naming its key,
 /// e.g. `invalid network config: "mtu": invalid type: string "1500", expected u32`.
 pub fn parse<T: DeserializeOwned>(json: &Value) -> CniResult<T> {
-    let json = without_nulls(json);
-    serde_path_to_error::deserialize(&json).map_err(|e| {
+    // Copied only when it has a null key: a config carries its prevResult and every port
+    // mapping, read once per plugin struct (a copy cost a third of an ADD of 1000 ports).
+    let cleaned;
+    let json = if has_null_keys(json) {
+        cleaned = without_nulls(json);
+        &cleaned
+    } else {
+        json
+    };
+    serde_path_to_error::deserialize(json).map_err(|e| {
         // serde hands a flattened struct its keys from a buffer that has lost their path,
         // so an error without a path is looked for again in the common keys alone.
         if e.path().iter().next().is_none() {
-            if let Err(keyed) = serde_path_to_error::deserialize::<_, NetConf>(&json) {
+            if let Err(keyed) = serde_path_to_error::deserialize::<_, NetConf>(json) {
                 return invalid(keyed);
             }
         }

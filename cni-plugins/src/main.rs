@@ -15,12 +15,12 @@ use std::ffi::{c_char, c_int};
 #[cfg(not(test))]
 use std::os::unix::ffi::OsStrExt;
 
-/// musl's own malloc hands memory back to the kernel as soon as a group of blocks empties:
-/// a CNI call made ~30 mmap/munmap pairs with it, each munmap interrupting the other CPU
-/// while two threads run. dlmalloc keeps what it took until the process ends.
+#[cfg(target_env = "musl")]
+mod allocator;
+
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator::new();
 
 /// Opens /dev/null on each of stdin, stdout and stderr that is closed, so that no file
 /// this process opens later takes their place (and gets results or errors written into it).

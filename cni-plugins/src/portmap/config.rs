@@ -16,11 +16,12 @@ use crate::result::NetResult;
 /// The mark bit the reference uses when none is configured (Kubernetes uses 14 and 15).
 pub const DEFAULT_MARK_BIT: u32 = 13;
 
+/// portmap's own keys. The common ones are read apart, not flattened in: serde gives a
+/// flattened struct its keys through a copy of the whole config, every port mapping and
+/// the prevResult included (a third of an ADD of 1000 ports).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct PortMapKeys {
-    #[serde(flatten)]
-    net: NetConf,
     snat: Option<bool>,
     #[serde(rename = "conditionsV4")]
     conditions_v4: Option<Vec<String>>,
@@ -149,6 +150,7 @@ fn port(value: i64, what: &str, index: usize) -> CniResult<u16> {
 
 impl PortMapConf {
     pub fn parse(json: &Value) -> CniResult<PortMapConf> {
+        let net: NetConf = crate::conf::parse(json)?;
         let keys: PortMapKeys = crate::conf::parse(json)?;
         let mark = match (keys.mark_masq_bit, keys.external_set_mark_chain) {
             (Some(_), Some(_)) => {
@@ -198,7 +200,7 @@ impl PortMapConf {
             });
         }
         Ok(PortMapConf {
-            net: keys.net,
+            net,
             snat: keys.snat.unwrap_or(true),
             masq_all: keys.masq_all,
             mark,
