@@ -27,11 +27,13 @@ build:
 
 # berth-cni runs once per CNI call, so its start counts: linked static (static-pie) it
 # starts without the dynamic loader (0.6 ms of a 3-4 ms bridge ADD here, see README's cni
-# bench). Only its final link takes the flag (`cargo rustc`): the other binaries, the debug
+# bench). The shim likewise: containerd runs its `start` and its `delete` once per container.
+# Only their final links take the flag (`cargo rustc`): the other binaries, the debug
 # build and the dependencies stay as they are, and both links stay cached side by side.
 release:
 	$(CARGO) build --workspace --release
 	$(CARGO) rustc --release -p berth-cni --bin berth-cni -- -C target-feature=+crt-static
+	$(CARGO) rustc --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 -- -C target-feature=+crt-static
 
 test: deps
 	$(CARGO) fmt --all --check

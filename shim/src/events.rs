@@ -1,5 +1,8 @@
 //! Task events published to containerd, in the order containerd expects, over a
 //! synchronous ttrpc connection to containerd's event service (no threads of its own).
+//! Events are queued as the task service makes them and sent once the serving loop has
+//! answered what it can, so no answer waits for containerd to take an event (the Go shim
+//! sends its events from a queue too).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -32,6 +35,8 @@ pub struct Events {
     namespace: String,
     connection: RefCell<Option<UnixStream>>,
     next_stream: RefCell<u32>,
+    /// Encoded Forward requests not sent yet, with their topics, oldest first.
+    queued: RefCell<Vec<(&'static str, Vec<u8>)>>,
 }
 
 impl Events {
@@ -42,10 +47,11 @@ impl Events {
             namespace: namespace.to_string(),
             connection: RefCell::new(None),
             next_stream: RefCell::new(1),
+            queued: RefCell::new(Vec::new()),
         }
     }
 
-    fn publish<M: Message>(&self, topic: &str, event: &M) {
+    fn publish<M: Message>(&self, topic: &'static str, event: &M) {
         let mut envelope = Envelope::new();
         envelope.topic = topic.to_string();
         envelope.namespace = self.namespace.clone();
@@ -60,16 +66,24 @@ impl Events {
         envelope.event = Some(any).into();
         let mut forward = ForwardRequest::new();
         forward.envelope = Some(envelope).into();
-        let sent =
-            wire::request("containerd.services.events.ttrpc.v1.Events", "Forward", &forward).and_then(|request| {
-                self.forward(&request).or_else(|first| {
-                    // containerd may have restarted since the last event: one fresh connection.
-                    self.connection.borrow_mut().take();
-                    self.forward(&request).map_err(|again| format!("{first}; after reconnecting: {again}"))
-                })
+        match wire::request("containerd.services.events.ttrpc.v1.Events", "Forward", &forward) {
+            Ok(request) => self.queued.borrow_mut().push((topic, request)),
+            Err(e) => warn!("cannot encode {topic}: {e}"),
+        }
+    }
+
+    /// Sends the queued events to containerd, in order.
+    pub fn send_queued(&self) {
+        let queued = std::mem::take(&mut *self.queued.borrow_mut());
+        for (topic, request) in queued {
+            let sent = self.forward(&request).or_else(|first| {
+                // containerd may have restarted since the last event: one fresh connection.
+                self.connection.borrow_mut().take();
+                self.forward(&request).map_err(|again| format!("{first}; after reconnecting: {again}"))
             });
-        if let Err(e) = sent {
-            warn!("cannot publish {topic} to containerd at {}: {e}", self.address);
+            if let Err(e) = sent {
+                warn!("cannot publish {topic} to containerd at {}: {e}", self.address);
+            }
         }
     }
 

@@ -71,6 +71,9 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
     // Children that exited before the loop started (none are expected) are reaped first.
     reap(service);
     while !service.shutdown_requested() {
+        // Events after the answers of the last round: containerd has those before it takes
+        // the events they caused.
+        service.send_events();
         let ids: Vec<u64> = connections.keys().copied().collect();
         let stdins = service.stdin_interests();
         let (signal_ready, listener_ready, readable, stdin_ready) = {
@@ -160,6 +163,7 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
             }
         });
     }
+    service.send_events();
     Ok(())
 }
 

@@ -86,6 +86,11 @@ impl TaskService {
         }
     }
 
+    /// Sends the events the calls and exits so far have queued.
+    pub fn send_events(&self) {
+        self.events.send_queued();
+    }
+
     /// Whether containerd asked the shim to exit (Shutdown with no container left).
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown_requested.get()
