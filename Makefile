@@ -32,6 +32,7 @@ build:
 # where that cannot be, berth-cni is linked static-pie against glibc, which at least spares
 # the dynamic loader. Only berth-cni is built so; the other binaries, the debug build and
 # the dependencies stay as they are. The musl build replaces cargo's link in target/release.
+# The shim is linked static-pie: containerd runs its `start` and `delete` once per container.
 MUSL := $(shell uname -m)-unknown-linux-musl
 HAVE_MUSL = [ -d "$$(rustc --print target-libdir --target $(MUSL) 2>/dev/null)" ]
 
@@ -46,6 +47,7 @@ release:
 		echo "make release: no Rust target $(MUSL): berth-cni linked static against glibc, ~0.7 ms slower per CNI call on a VM" >&2; \
 		$(CARGO) rustc --release -p berth-cni --bin berth-cni -- -C target-feature=+crt-static; \
 	fi
+	$(CARGO) rustc --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 -- -C target-feature=+crt-static
 
 test: deps
 	$(CARGO) fmt --all --check

@@ -1,13 +1,15 @@
-//! The shim process itself: `start` (spawn the serving shim and print its address),
+//! The shim process itself: `start` (fork the serving shim and print its address),
 //! `delete` (clean up after a crashed shim), and serving the task service until shutdown.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::Message;
-use containerd_shim::{Flags, StartOpts};
+use containerd_shim::Flags;
+use nix::unistd::ForkResult;
 
 use crate::events::Events;
 use crate::runtime::{BerthCli, Runtime};
@@ -36,16 +38,10 @@ pub fn main() -> i32 {
     let Ok(ttrpc_address) = std::env::var(TTRPC_ADDRESS) else {
         return fail(&format!("{TTRPC_ADDRESS} is not set; containerd sets it when it starts a shim"));
     };
-    // Every process the shim starts (berth, containers re-parented when berth exits) is
-    // reaped by the shim.
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-        return fail(&format!("cannot become a subreaper: {}", std::io::Error::last_os_error()));
-    }
     let result = match flags.action.as_str() {
-        "start" => start(flags, ttrpc_address),
-        "delete" => delete(&flags),
-        _ => serve(&flags, &ttrpc_address),
+        "start" => start(&flags, &ttrpc_address),
+        "delete" => become_subreaper().and_then(|()| delete(&flags)),
+        other => Err(format!("unknown action {other:?}: containerd runs the shim with `start` or `delete`")),
     };
     match result {
         Ok(()) => 0,
@@ -53,26 +49,40 @@ pub fn main() -> i32 {
     }
 }
 
+/// Every process the shim starts (berth, containers re-parented when berth exits) is
+/// reaped by the shim.
+fn become_subreaper() -> Result<(), String> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!("cannot become a subreaper: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 fn fail(message: &str) -> i32 {
     eprintln!("containerd-shim-berth-v2: {message}");
     1
 }
 
-/// Starts the serving shim (or finds the pod's) and prints only its address.
-fn start(flags: Flags, ttrpc_address: String) -> Result<(), String> {
-    let grouping = grouping(&flags.id);
-    let opts = StartOpts {
-        id: flags.id,
-        publish_binary: flags.publish_binary,
-        address: flags.address,
-        ttrpc_address,
-        namespace: flags.namespace,
-        debug: flags.debug,
-    };
-    let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())
-        .map_err(|e| format!("cannot start the serving shim: {e}"))?;
+/// Starts the serving shim (or finds the pod's) and prints only its address. The socket is
+/// bound here and the serving shim is this process's fork: no second program start, and
+/// containerd's connection waits in the socket's backlog until the server accepts it.
+fn start(flags: &Flags, ttrpc_address: &str) -> Result<(), String> {
+    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &grouping(&flags.id));
     // The serving shim reads this at shutdown to remove its socket.
     containerd_shim::util::write_address(&address).map_err(|e| format!("cannot write the address file: {e}"))?;
+    if let Some(listener) = listen(address.trim_start_matches("unix://"))? {
+        // SAFETY: this process has one thread (nothing before this point starts one), so
+        // the child is a whole copy of it.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => std::process::exit(match serve(listener, flags, ttrpc_address) {
+                Ok(()) => 0,
+                Err(e) => fail(&e),
+            }),
+            Ok(ForkResult::Parent { .. }) => drop(listener),
+            Err(e) => return Err(format!("cannot fork the serving shim: {e}")),
+        }
+    }
     print!("{address}");
     std::io::stdout().flush().map_err(|e| e.to_string())
 }
@@ -84,8 +94,13 @@ fn delete(flags: &Flags) -> Result<(), String> {
         Ok(o) => BerthCli::new(&o.binary_name, &o.root, &flags.namespace, o.systemd_cgroup, &bundle),
         Err(_) => BerthCli::new("", "", &flags.namespace, false, &bundle),
     };
-    if let Err(e) = runtime.delete(&flags.id) {
-        log::warn!("cleanup of {}: {e}", flags.id);
+    // containerd runs this after every shim that ends, also after a clean Delete: a
+    // runc-compatible runtime keeps a container's state in ROOT/ID, and without it there is
+    // nothing for the runtime to delete.
+    if runtime.root.join(&flags.id).exists() {
+        if let Err(e) = runtime.delete(&flags.id) {
+            log::warn!("cleanup of {}: {e}", flags.id);
+        }
     }
     if let Err(e) = crate::rootfs::unmount(&bundle.join("rootfs")) {
         log::warn!("cleanup of {}: {e}", flags.id);
@@ -101,25 +116,18 @@ fn delete(flags: &Flags) -> Result<(), String> {
     std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())
 }
 
-/// Serves the task API on the shim socket until containerd shuts the shim down.
-fn serve(flags: &Flags, ttrpc_address: &str) -> Result<(), String> {
-    if flags.socket.is_empty() {
-        return Err("the serving shim needs -socket".into());
-    }
+/// The forked serving shim: lets go of `start`'s stdio (containerd reads it to EOF), then
+/// serves the task API on `listener` until containerd shuts the shim down.
+fn serve(listener: UnixListener, flags: &Flags, ttrpc_address: &str) -> Result<(), String> {
+    detach_stdio()?;
+    become_subreaper()?;
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| format!("cannot open the shim log: {e}"))?;
-    let path = flags.socket.trim_start_matches("unix://");
-    let Some(listener) = listen(path)? else {
-        // The pod's shim already serves this socket.
-        containerd_shim::util::write_address(&flags.socket).map_err(|e| e.to_string())?;
-        server_started();
-        return Ok(());
-    };
-    server_started();
     let service = TaskService::new(Events::new(ttrpc_address, &flags.namespace), &flags.namespace);
     let served = crate::server::serve(listener, &service);
-    let address = containerd_shim::util::read_address().unwrap_or_else(|_| flags.socket.clone());
-    let _ = std::fs::remove_file(address.trim_start_matches("unix://"));
+    if let Ok(address) = containerd_shim::util::read_address() {
+        let _ = std::fs::remove_file(address.trim_start_matches("unix://"));
+    }
     served
 }
 
@@ -141,10 +149,18 @@ fn listen(path: &str) -> Result<Option<UnixListener>, String> {
     }
 }
 
-/// Closes stdout (containerd's `start` reads it to EOF) by pointing it at stderr.
-fn server_started() {
-    // SAFETY: dup2 of the standard descriptors.
-    unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
+/// Points stdin, stdout and stderr at /dev/null: containerd reads `start`'s output until
+/// every copy of it is closed.
+fn detach_stdio() -> Result<(), String> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        nix::unistd::dup2(null.as_raw_fd(), fd).map_err(|e| format!("cannot point fd {fd} at /dev/null: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The shim a container belongs to: its pod's (CRI's sandbox annotation), else its own.

@@ -128,3 +128,83 @@ pub fn run_in_private_namespaces(name: &str, stage_var: &str, dir_var: &str, dir
     drop(dir);
     assert!(status.success(), "the {name} bench failed ({status}); its error is above");
 }
+
+/// Inside the private namespaces of section `name`: /run and /var/lib made private, the
+/// bench as a child process (`stage_var` set to `bench`) whose orphans (containerds, shims,
+/// containers of a failed run) come back to this process, which stops each by its pid
+/// afterwards. Exits with the bench's status.
+pub fn supervise_in_private_namespaces(name: &str, stage_var: &str) -> ! {
+    // SAFETY: prctl with integer arguments only.
+    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(subreaper, 0, "cannot become the bench's subreaper: {}", std::io::Error::last_os_error());
+    crate::private_namespaces::make_run_and_var_lib_private();
+    let mut bench = Command::new(std::env::current_exe().unwrap())
+        .arg(name)
+        .env(stage_var, "bench")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run the {name} bench: {e}"));
+    // Serving shims outlive the `start` that spawned them and come back here when they exit.
+    let status = loop {
+        if let Some(status) = bench.try_wait().unwrap_or_else(|e| panic!("cannot wait for the {name} bench: {e}")) {
+            break status;
+        }
+        reap_exited_orphans(bench.id());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    reap_exited_orphans(bench.id());
+    let left = stop_orphans();
+    if status.success() {
+        assert!(left.is_empty(), "the {name} bench left processes running: {left:?}");
+    }
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// This process's children: pid, whether it has exited (a zombie), command line.
+fn children() -> Vec<(i32, bool, String)> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let mut after_name = stat.rsplit(')').next()?.split_whitespace();
+            let (state, parent) = (after_name.next()?, after_name.next()?);
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            (parent == me).then(|| (pid, state == "Z", String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .collect()
+}
+
+/// Reaps the orphans that have exited, except the bench itself (whose status is waited for).
+fn reap_exited_orphans(bench: u32) {
+    for (pid, exited, _) in children() {
+        if exited && pid != bench as i32 {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        }
+    }
+}
+
+/// Kills this process's children (orphans it reaped as subreaper) by pid, and theirs as
+/// they come back, until none is left; the command lines of those it stopped.
+fn stop_orphans() -> Vec<String> {
+    let mut stopped = Vec::new();
+    for _ in 0..20 {
+        let children = children();
+        if children.is_empty() {
+            break;
+        }
+        for (pid, exited, cmdline) in children {
+            if exited {
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+                continue;
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            stopped.push(cmdline);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stopped
+}

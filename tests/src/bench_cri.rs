@@ -8,7 +8,6 @@
 //! mount namespace (the bench re-runs itself under `unshare -n -m`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -16,7 +15,7 @@ use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 use crate::bench::{alternate, median, ms, ratio, time, Contestant, Table};
-use crate::bench_cri_trace::{monotonic_ns, Part, Tracer, Window};
+use crate::bench_cri_trace::{covered, monotonic_ns, Part, Tracer, Window};
 use crate::bins::bin;
 use crate::cri_node::{CriNode, Executables, Stack, DEBIAN_RUNC, REFERENCE_CNI_DIR};
 use crate::oci_image::{LayerDir, OciArchive};
@@ -37,7 +36,7 @@ const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 pub fn run() {
     match std::env::var(STAGE).as_deref() {
         Err(_) => outside(),
-        Ok("namespace") => supervise(),
+        Ok("namespace") => crate::bench::supervise_in_private_namespaces("cri", STAGE),
         Ok("bench") => bench(&PathBuf::from(std::env::var_os(DIR).expect("the cri bench's directory is not set"))),
         Ok(other) => panic!("{STAGE}={other:?} is not a stage of the cri bench"),
     }
@@ -60,85 +59,6 @@ fn outside() {
     }
     // Short: containerd's socket paths are limited.
     crate::bench::run_in_private_namespaces("cri", STAGE, DIR, "bcri");
-}
-
-/// Inside the private namespaces: /run and the CNI cache made private, the bench as a child
-/// process whose orphans (containerds, shims, containers of a failed run) come back to this
-/// process, which stops each by its pid afterwards.
-fn supervise() {
-    // SAFETY: prctl with integer arguments only.
-    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(subreaper, 0, "cannot become the bench's subreaper: {}", std::io::Error::last_os_error());
-    crate::private_namespaces::make_run_and_var_lib_private();
-    let mut bench = Command::new(std::env::current_exe().unwrap())
-        .arg("cri")
-        .env(STAGE, "bench")
-        .spawn()
-        .expect("cannot run the cri bench");
-    // Serving shims outlive the `start` that spawned them and come back here when they exit.
-    let status = loop {
-        if let Some(status) = bench.try_wait().expect("cannot wait for the cri bench") {
-            break status;
-        }
-        reap_exited_orphans(bench.id());
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    reap_exited_orphans(bench.id());
-    let left = stop_orphans();
-    if status.success() {
-        assert!(left.is_empty(), "the cri bench left processes running: {left:?}");
-    }
-    std::process::exit(status.code().unwrap_or(1));
-}
-
-/// This process's children: pid, whether it has exited (a zombie), command line.
-fn children() -> Vec<(i32, bool, String)> {
-    let me = std::process::id().to_string();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let mut after_name = stat.rsplit(')').next()?.split_whitespace();
-            let (state, parent) = (after_name.next()?, after_name.next()?);
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            (parent == me).then(|| (pid, state == "Z", String::from_utf8_lossy(&cmdline).replace('\0', " ")))
-        })
-        .collect()
-}
-
-/// Reaps the orphans that have exited, except the bench itself (whose status is waited for).
-fn reap_exited_orphans(bench: u32) {
-    for (pid, exited, _) in children() {
-        if exited && pid != bench as i32 {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        }
-    }
-}
-
-/// Kills this process's children (orphans it reaped as subreaper) by pid, and theirs as
-/// they come back, until none is left; the command lines of those it stopped.
-fn stop_orphans() -> Vec<String> {
-    let mut stopped = Vec::new();
-    for _ in 0..20 {
-        let children = children();
-        if children.is_empty() {
-            break;
-        }
-        for (pid, exited, cmdline) in children {
-            if exited {
-                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-                continue;
-            }
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            stopped.push(cmdline);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    stopped
 }
 
 fn label(stack: Stack) -> &'static str {
@@ -325,7 +245,7 @@ fn shares(dir: &Path) {
         node(dir, "traced-reference", Stack::Reference, |d| traced_reference(&reference_tracer, d)),
     ];
     let tracers = [&berth_tracer, &reference_tracer];
-    let wrapper_cost = wrapper_cost(&berth_tracer);
+    let wrapper_cost = berth_tracer.wrapper_cost();
     // Per stack, per pod: its span (start, end).
     let mut spans: [Vec<(u64, u64)>; 2] = Default::default();
     for round in 0..=TRACED_ROUNDS {
@@ -443,26 +363,6 @@ fn within(w: &Window, (start, end): (u64, u64)) -> bool {
     w.start >= start && w.end <= end
 }
 
-/// What a wrapper adds to each call it wraps: `/bin/true` through a wrapper against
-/// `/bin/true` itself (median of 20, alternated).
-fn wrapper_cost(tracer: &Tracer) -> Duration {
-    let probes = tracer.dir().join("probe");
-    tracer.wrap(Part::Runtime, &probes, "true", Path::new("/bin/true"));
-    let run = |program: &Path| {
-        time(|| {
-            let status =
-                Command::new(program).status().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-            assert!(status.success(), "{} failed: {status}", program.display());
-        })
-    };
-    let (mut direct, mut wrapped) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
-        direct.push(run(Path::new("/bin/true")));
-        wrapped.push(run(&probes.join("true")));
-    }
-    median(&mut wrapped).saturating_sub(median(&mut direct))
-}
-
 fn part_label(part: Part) -> &'static str {
     match part {
         Part::Shim => "shim",
@@ -538,21 +438,6 @@ fn overlaps(w: &Window, span: (u64, u64)) -> bool {
 
 fn clip(w: &Window, (start, end): (u64, u64)) -> (u64, u64) {
     (w.start.clamp(start, end), w.end.clamp(start, end))
-}
-
-/// The length of the union of `intervals`.
-fn covered(mut intervals: Vec<(u64, u64)>) -> u64 {
-    intervals.sort();
-    let mut total = 0;
-    let mut reach = 0;
-    for (start, end) in intervals {
-        let start = start.max(reach);
-        if end > start {
-            total += end - start;
-            reach = end;
-        }
-    }
-    total
 }
 
 fn median_ns(values: Vec<u64>) -> u64 {

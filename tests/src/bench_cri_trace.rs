@@ -1,5 +1,5 @@
-//! The cri bench's call tracing, for where one pod start's time goes: wrappers around the
-//! shim binary, the runtime and each CNI plugin (links to berth-bench, which runs the real
+//! The cri and shim benches' call tracing, for where a pod's or a container's time goes:
+//! wrappers around the shim binary, the runtime and each CNI plugin (links to berth-bench, which runs the real
 //! executable as its child and logs when it ran), and a ttrpc proxy between containerd and
 //! each serving shim that logs every task-API call's window. All times are CLOCK_MONOTONIC
 //! nanoseconds, one clock for every process.
@@ -10,8 +10,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use crate::bench::{median, time};
 
 /// Each wrapper directory's description of its links: the log, the proxy's control socket,
 /// and per name the part and the real executable.
@@ -98,6 +101,28 @@ impl Tracer {
         });
     }
 
+    /// What a wrapper adds to each call it wraps: `/bin/true` through a wrapper against
+    /// `/bin/true` itself (median of 20, alternated).
+    pub fn wrapper_cost(&self) -> Duration {
+        let probes = self.dir.join("probe");
+        if !probes.join("true").exists() {
+            self.wrap(Part::Runtime, &probes, "true", Path::new("/bin/true"));
+        }
+        let run = |program: &Path| {
+            time(|| {
+                let status =
+                    Command::new(program).status().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+                assert!(status.success(), "{} failed: {status}", program.display());
+            })
+        };
+        let (mut direct, mut wrapped) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            direct.push(run(Path::new("/bin/true")));
+            wrapped.push(run(&probes.join("true")));
+        }
+        median(&mut wrapped).saturating_sub(median(&mut direct))
+    }
+
     /// Every call traced so far: the wrappers' and the proxies'.
     pub fn calls(&self) -> Vec<Window> {
         let mut calls = self.calls.lock().unwrap().clone();
@@ -115,6 +140,21 @@ impl Tracer {
         }
         calls
     }
+}
+
+/// The length of the union of `intervals`.
+pub fn covered(mut intervals: Vec<(u64, u64)>) -> u64 {
+    intervals.sort();
+    let mut total = 0;
+    let mut reach = 0;
+    for (start, end) in intervals {
+        let start = start.max(reach);
+        if end > start {
+            total += end - start;
+            reach = end;
+        }
+    }
+    total
 }
 
 /// berth-bench started through a wrapper's link: runs the real executable and logs the call.

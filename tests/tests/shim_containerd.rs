@@ -373,8 +373,10 @@ fn shim_pid(id: &str) -> Option<i32> {
         let exe = std::fs::read_link(entry.path().join("exe")).ok()?;
         let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        // The serving shim is the fork of `start` (which has exited once containerd has its
+        // address), so it keeps `start`'s command line.
         let serving =
-            args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes()) && args.iter().any(|a| *a == b"-socket");
+            args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes()) && args.iter().any(|a| *a == b"start");
         (exe == shim && serving).then_some(pid)
     })
 }
