@@ -25,12 +25,23 @@ deps:
 build:
 	$(CARGO) build --workspace
 
-# berth-cni runs once per CNI call, so its start counts: linked static (static-pie) it
-# starts without the dynamic loader (0.6 ms of a 3-4 ms bridge ADD here, see README's cni
-# bench). Only its final link takes the flag (`cargo rustc`): the other binaries, the debug
-# build and the dependencies stay as they are, and both links stay cached side by side.
+# berth and berth-cni run once per container operation or CNI call, so their start counts:
+# linked static they start without the dynamic loader and map no shared library
+# (berth-cni, static-pie: 0.6 ms of a 3-4 ms bridge ADD, see README's cni bench). berth
+# is linked static and not position-independent, as Debian's runc is: no relocations to
+# apply at each start (~2 ms of CPU per `run`, which executes berth twice), and built with
+# the release-small profile (optimized for size, one codegen unit): its processes map less
+# code (see README's runtime bench). Only these final links take the flags (`cargo rustc`):
+# the other binaries, the debug build and the dependencies stay as they are, and the links
+# stay cached side by side. berth's static link takes libseccomp from Debian's
+# libseccomp.a (libseccomp-dev); libseccomp-sys reads where from these variables.
+SECCOMP_STATIC := LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=$(shell pkg-config --variable=libdir libseccomp)
+
 release:
 	$(CARGO) build --workspace --release
+	$(SECCOMP_STATIC) $(CARGO) rustc --profile release-small -p berth --bin berth -- \
+		-C target-feature=+crt-static -C relocation-model=static
+	ln -f target/release-small/berth $(RELEASE_DIR)/berth
 	$(CARGO) rustc --release -p berth-cni --bin berth-cni -- -C target-feature=+crt-static
 
 test: deps
