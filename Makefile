@@ -29,7 +29,7 @@ build:
 # linked static they start without the dynamic loader and map no shared library
 # (berth-cni, static-pie: 0.6 ms of a 3-4 ms bridge ADD, see README's cni bench). berth
 # is linked static and not position-independent, as Debian's runc is: no relocations to
-# apply at each start (~2 ms of CPU per `run`, which executes berth twice), and built with
+# apply at each start (~1.5 ms of CPU per `run`, which executes berth twice), and built with
 # the release-small profile (optimized for size, one codegen unit): its processes map less
 # code (see README's runtime bench). Only these final links take the flags (`cargo rustc`):
 # the other binaries, the debug build and the dependencies stay as they are, and the links

@@ -88,3 +88,17 @@ fn high_water_mark(pid: libc::pid_t) -> u64 {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_before_an_exec_counts() {
+        // 64 MiB touched, then an exec of a small program: the peak is the first image's.
+        let (peak, status) = run(Command::new("python3")
+            .args(["-c", "import os; block = b'x' * (64 << 20); os.execv('/bin/true', ['true'])"]));
+        assert!(status.success(), "{status}");
+        assert!(peak >= 64 << 10, "peak {peak} KiB misses the 64 MiB held before the exec");
+    }
+}
