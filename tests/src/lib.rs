@@ -18,6 +18,7 @@ pub mod cri_node;
 pub mod fixtures;
 pub mod image_store;
 pub mod oci_image;
+pub mod peak_rss;
 /// The CNI bin directory `make install` would fill, shared with cni-plugins' tests.
 #[path = "../../cni-plugins/tests/support/plugin_dir.rs"]
 pub mod plugin_dir;

@@ -128,12 +128,19 @@ fn detached_run_list_and_kill_forms() {
     assert_eq!(header, ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]);
     assert!(table.contains(&a) && table.contains(&b));
 
+    // Signal 0 checks that the container runs (as kill(2) and runc take it), sending nothing.
+    berth.ok(&["kill", &a, "0"]);
+    let state: serde_json::Value = serde_json::from_str(&berth.ok(&["state", &a])).unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+
     // Signals by name without prefix, with prefix, and by number.
     berth.ok(&["kill", &a, "KILL"]);
     berth.wait_status(&a, "stopped");
     berth.ok(&["kill", &b, "9"]);
     berth.wait_status(&b, "stopped");
     let err = berth.fails(&["kill", &a, "SIGKILL"]);
+    assert!(err.contains("container not running"), "{err}");
+    let err = berth.fails(&["kill", &a, "0"]);
     assert!(err.contains("container not running"), "{err}");
     let err = berth.fails(&["kill", &a, "NOTASIGNAL"]);
     assert!(err.contains("unknown signal"), "{err}");
