@@ -170,8 +170,9 @@ fn await_exec(pid: Pid, setup: (u64, u64)) {
 pub fn start(container: &mut Container, reporter: &Reporter) -> Result<()> {
     let id = container.id().to_string();
     let poststart = take_hooks(container, Kind::Poststart)?;
-    // Read while the process still waits for start, so still runs its setup executable.
-    let setup = container.pid().and_then(|pid| Some((pid, executable_of(pid)?)));
+    // Read while the process still waits for start, so still runs its setup executable
+    // (only needed to know when to run poststart hooks).
+    let setup = container.pid().filter(|_| !poststart.is_empty()).and_then(|pid| Some((pid, executable_of(pid)?)));
     let started = container
         .start()
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot start container {id}")))
