@@ -106,9 +106,8 @@ fn v1_directories(cgroup_path: &Path) -> Result<Vec<PathBuf>> {
     let relative = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
     let mut directories = Vec::new();
     for (controller, names) in V1_CONTROLLERS {
-        let joined = own
-            .lines()
-            .any(|line| line.splitn(3, ':').nth(1).is_some_and(|list| list.split(',').any(|c| c == controller)));
+        let joined =
+            own.lines().any(|line| line.split(':').nth(1).is_some_and(|list| list.split(',').any(|c| c == controller)));
         let mount = cgroup_mounts.iter().find(|point| names.iter().any(|name| point.ends_with(name)));
         if let (true, Some(mount)) = (joined, mount) {
             let directory = mount.join(relative);
