@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use libcontainer::config::YoukiConfig;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::hooks::run_hooks;
@@ -27,9 +28,18 @@ use crate::{mount_namespace, propagation, working_dir};
 /// by one; a failing poststop hook is reported as a warning and the rest still run.
 pub fn destroy(container: &mut Container, force: bool, reporter: &Reporter) -> Result<()> {
     let id = container.id().to_string();
-    let poststop = take_hooks(container, Kind::Poststop)?;
-    kill_init_and_wait(container, force);
-    container.delete(force).with_context(|| format!("cannot delete container {id}"))?;
+    let init_gone = stop_init(container, force);
+    let config = container.spec().ok();
+    let poststop = match &config {
+        Some(config) if init_gone && remove_stopped(container, config)? => {
+            config.hooks.as_ref().and_then(|hooks| hooks.poststop().clone()).unwrap_or_default()
+        }
+        _ => {
+            let poststop = take_hooks(container, Kind::Poststop)?;
+            container.delete(force).with_context(|| format!("cannot delete container {id}"))?;
+            poststop
+        }
+    };
     for hook in poststop {
         let path = hook.path().display().to_string();
         if let Err(e) = run_hooks(Some(&vec![hook]), Some(&container.state), None, None, None) {
@@ -39,23 +49,77 @@ pub fn destroy(container: &mut Container, force: bool, reporter: &Reporter) -> R
     Ok(())
 }
 
-/// Kills the init of a created container (or, with `force`, a running one) and waits until
-/// it has exited (at most 5 s): libcontainer kills it too, but then gives the cgroups only
-/// about 100 ms to empty before failing the delete, too little on a loaded machine.
-fn kill_init_and_wait(container: &Container, force: bool) {
+/// Removes a container whose init is gone as libcontainer's delete would (its cgroups,
+/// then its state directory), where berth can do that without libcontainer's cgroup
+/// manager: cgroupfs on a cgroup v1 host, no Intel RDT state. Returns false, having done
+/// nothing, where libcontainer must.
+fn remove_stopped(container: &Container, config: &YoukiConfig) -> Result<bool> {
+    let id = container.id();
+    let intel_rdt = container.intel_rdt_dir().is_some()
+        || container.intel_rdt_monitoring_dir().is_some()
+        || container.clean_up_intel_rdt_subdirectory() == Some(true);
+    if intel_rdt
+        || !cgroups::remove_v1(&config.cgroup_path, container.systemd())
+            .with_context(|| format!("cannot delete container {id}"))?
+    {
+        return Ok(false);
+    }
+    match fs::remove_dir_all(&container.root) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+            format!("cannot delete container {id}: cannot remove its state directory {}", container.root.display())
+        }),
+        _ => Ok(true),
+    }
+}
+
+/// Makes sure the container's init is gone before its cgroups are removed: kills the init
+/// of a created container (or, with `force`, a running one) and waits until it has exited
+/// (at most 5 s). libcontainer kills it too, but then gives the cgroups only about 100 ms to
+/// empty before failing the delete, too little on a loaded machine. Returns whether the
+/// init is gone.
+fn stop_init(container: &Container, force: bool) -> bool {
     use libcontainer::container::ContainerStatus;
     let killable = match container.status() {
+        ContainerStatus::Stopped => return true,
         ContainerStatus::Created => true,
         ContainerStatus::Running => force,
         _ => false,
     };
-    let Some(pid) = container.pid().filter(|_| killable) else { return };
-    if nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).is_err() {
-        return;
+    match container.pid() {
+        Some(pid) if killable => kill_and_wait(pid, std::time::Duration::from_secs(5)),
+        _ => false,
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !crate::store::process_exited(pid.as_raw()) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(2));
+}
+
+/// SIGKILLs process `pid` and waits up to `limit` for it to exit. A pidfd names the process
+/// even if its pid is reused meanwhile, and becomes readable the moment it exits (having
+/// left its cgroups), so no polling. Returns whether it is gone.
+fn kill_and_wait(pid: Pid, limit: std::time::Duration) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let gone = || nix::errno::Errno::last() == nix::errno::Errno::ESRCH;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return gone();
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: pidfd_send_signal with no siginfo (the kernel fills it in as for kill).
+    let sent = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0)
+    };
+    if sent < 0 {
+        return gone();
+    }
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut wait = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd that outlives the call.
+        let ready = unsafe { libc::poll(&mut wait, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if ready >= 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            return ready > 0;
+        }
     }
 }
 
@@ -106,8 +170,9 @@ fn await_exec(pid: Pid, setup: (u64, u64)) {
 pub fn start(container: &mut Container, reporter: &Reporter) -> Result<()> {
     let id = container.id().to_string();
     let poststart = take_hooks(container, Kind::Poststart)?;
-    // Read while the process still waits for start, so still runs its setup executable.
-    let setup = container.pid().and_then(|pid| Some((pid, executable_of(pid)?)));
+    // Read while the process still waits for start, so still runs its setup executable
+    // (only needed to know when to run poststart hooks).
+    let setup = container.pid().filter(|_| !poststart.is_empty()).and_then(|pid| Some((pid, executable_of(pid)?)));
     let started = container
         .start()
         .map_err(|e| anyhow::Error::new(e).context(format!("cannot start container {id}")))

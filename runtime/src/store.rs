@@ -157,11 +157,6 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     with_stat_fields(pid, |mut fields| fields.nth(19)?.parse().ok())
 }
 
-/// Whether process `pid` is gone or a zombie (it has left its cgroups either way).
-pub fn process_exited(pid: i32) -> bool {
-    with_stat_fields(pid, |mut fields| fields.next().map(|state| state == "Z")).unwrap_or(true)
-}
-
 /// `read` over the fields of /proc/PID/stat after the command name, from the state on.
 fn with_stat_fields<T>(pid: i32, read: impl FnOnce(std::str::SplitWhitespace) -> Option<T>) -> Option<T> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -54,6 +54,10 @@ pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
         proxy.finish();
     }
     if !args.keep || code.is_err() {
+        if code.is_ok() {
+            // Reaped: nothing is left to kill, and its pid may be reused already.
+            container.set_status(libcontainer::container::ContainerStatus::Stopped);
+        }
         if let Err(e) = crate::lifecycle::destroy(&mut container, true, reporter) {
             reporter.warn(&format!("cannot delete container {id} after it exited: {e:#}"));
         }
