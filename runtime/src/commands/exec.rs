@@ -1,5 +1,7 @@
 //! `exec`: runs a new process in a running container, from a process JSON or from flags.
 
+use std::path::PathBuf;
+
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
@@ -25,6 +27,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         }
         _ => bail!("cannot exec in a stopped container: container not running: {}", args.id),
     }
+    let spec = bundle::load_spec(container.bundle())?;
     let mut process: Process = match &args.process {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -32,20 +35,21 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
             serde_json::from_str(&text).with_context(|| format!("invalid process JSON in {}", path.display()))?
         }
         None if args.command.is_empty() => bail!("exec needs a command after the container id, or --process FILE"),
-        None => crate::exec_process::from_flags(container.bundle(), args)?,
+        None => crate::exec_process::from_flags(&spec, container.bundle(), args)?,
     };
     bundle::refuse_process_label(&process).with_context(|| format!("cannot exec in container {}", args.id))?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && args.detach && args.console_socket.is_none() {
         bail!("a detached exec with a terminal needs --console-socket to receive it");
     }
-    let seccomp = bundle::load_spec(container.bundle())?.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let seccomp = seccomp
         .map(|profile| ExecSeccomp::prepare(profile, &mut process))
         .transpose()
         .with_context(|| format!("cannot exec in container {}", args.id))?;
-    // libcontainer reads the process from a file: write ours into the container's directory.
-    let process_file = store.container_dir(&args.id).join(format!("exec-{}.json", std::process::id()));
+    let workspace = ExecWorkspace::new(store, &args.id)?;
+    // libcontainer reads the process from a file.
+    let process_file = workspace.dir.join("process.json");
     std::fs::write(&process_file, serde_json::to_vec(&process)?)
         .with_context(|| format!("cannot write {}", process_file.display()))?;
     let receiver = if terminal && args.console_socket.is_none() {
@@ -59,7 +63,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         .or_else(|| args.console_socket.as_ref().map(bundle::absolute));
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(BerthExecutor::for_exec(&args.id, seccomp))
-        .with_root_path(&store.root)
+        .with_root_path(&workspace.dir)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
         .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
         .and_then(|b| {
@@ -72,7 +76,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
                 .with_sub_cgroup(args.cgroup.clone())
                 .build()
         });
-    let _ = std::fs::remove_file(&process_file);
+    drop(workspace);
     let pid = match built {
         Ok(pid) => pid,
         Err(e) => {
@@ -85,9 +89,8 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    // Blocked only now: the new process must not inherit a blocked signal mask.
+    // Blocked since berth started (`foreground::block_all`): what arrived meanwhile is forwarded.
     let signals = SigSet::all();
-    signals.thread_block().context("cannot block signals to forward them")?;
     let proxy = match receiver {
         Some(receiver) => Some(Proxy::start(receiver.receive()?)?),
         None => None,
@@ -101,4 +104,31 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         proxy.finish();
     }
     code
+}
+
+/// The state root libcontainer is given for one exec: libcontainer leaves the exec's
+/// sockets (the start notification, the console socket's link) in ROOT/ID/ and removes
+/// none of them, so each exec gets a private ROOT, inside the container's directory
+/// (removed with it), whose ID/ holds a link to the container's state; removed whole after.
+struct ExecWorkspace {
+    dir: PathBuf,
+}
+
+impl ExecWorkspace {
+    fn new(store: &Store, id: &str) -> Result<ExecWorkspace> {
+        let container_dir = store.container_dir(id);
+        let workspace = ExecWorkspace { dir: container_dir.join(format!("exec-{}", std::process::id())) };
+        let state_dir = workspace.dir.join(id);
+        std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
+        let state = container_dir.join("state.json");
+        std::fs::hard_link(&state, state_dir.join("state.json"))
+            .with_context(|| format!("cannot link {} into {}", state.display(), state_dir.display()))?;
+        Ok(workspace)
+    }
+}
+
+impl Drop for ExecWorkspace {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
