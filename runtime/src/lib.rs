@@ -2,6 +2,7 @@
 //! these modules, so tests and other crates use the same code.
 
 pub mod bundle;
+pub mod cgroup_lock;
 pub mod cgroup_v1_mount;
 pub mod cgroups;
 pub mod checkpoint;
@@ -48,6 +49,9 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
         foreground::block_all()?;
     }
     if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+        if matches!(command, Command::Exec(_)) && !sealed_exe::running_sealed() {
+            cgroup_lock::warm_up();
+        }
         sealed_exe::ensure()?;
     }
     match command {
