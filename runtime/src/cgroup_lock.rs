@@ -4,27 +4,21 @@
 //! no such write happened in the last RCU grace period, the writer first waits a whole
 //! grace period (3-15 ms measured here, more than the rest of an exec), and writers that
 //! come while that wait is under way, or within a grace period after it, wait only for
-//! what is left of it. A child forked first thing makes that first, harmless write (its
-//! own pid into the cgroup it is already in) while berth sets the exec up.
+//! what is left of it. A thread started first thing makes that first, harmless write
+//! (berth's pid into the cgroup berth is already in) while berth sets the exec up.
 
 use std::io::Write;
 
-/// Forks a child that rewrites its own pid into its own cgroup and exits. Best effort:
-/// without a writable cgroup file (rootless) it changes nothing. The child is reaped by
-/// the foreground wait, or by init once berth exits.
+/// Starts a thread that rewrites berth's pid into berth's own cgroup (which moves
+/// nothing) and ends. Best effort: without a writable cgroup file (rootless) it changes
+/// nothing. The wait it starts ends with the grace period the new process's own write
+/// waits for, so the thread is gone before berth is done.
 pub fn warm_up() {
     let Some(procs) = own_cgroup_procs() else { return };
-    // SAFETY: berth is single-threaded here; the child makes plain system calls and exits.
-    if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-        // Hold none of berth's descriptors: a caller reading berth's output until EOF
-        // must not wait for this child.
-        // SAFETY: close_range closes descriptors only.
-        unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) };
+    std::thread::spawn(move || {
         let pid = std::process::id().to_string();
         let _ = std::fs::OpenOptions::new().write(true).open(&procs).and_then(|mut f| f.write_all(pid.as_bytes()));
-        // SAFETY: exits at once, running none of the parent's exit handlers.
-        unsafe { libc::_exit(0) }
-    }
+    });
 }
 
 /// `cgroup.procs` of berth's own cgroup: in the v1 `pids` hierarchy, else in the v2 one.

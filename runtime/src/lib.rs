@@ -49,9 +49,6 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
         foreground::block_all()?;
     }
     if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
-        if matches!(command, Command::Exec(_)) && !sealed_exe::running_sealed() {
-            cgroup_lock::warm_up();
-        }
         sealed_exe::ensure()?;
     }
     match command {

@@ -51,7 +51,7 @@ fn c_string(text: OsString) -> Result<CString> {
 /// Whether berth's binary is a sealed memfd, or on a read-only overlayfs mounted nowhere
 /// (the view `overlay_view` makes; a berth installed on a read-only overlay root, as in a
 /// container image, is on a mount that a remount could make writable again).
-pub fn running_sealed() -> bool {
+fn running_sealed() -> bool {
     let Ok(exe) = rustix::fs::open("/proc/self/exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
         return false;
     };

@@ -1,6 +1,6 @@
 //! `exec`: runs a new process in a running container, from a process JSON or from flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
@@ -18,6 +18,7 @@ use crate::terminal::{ConsoleReceiver, Proxy};
 
 /// Returns the exit code berth should exit with (the process's, in the foreground).
 pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
+    crate::cgroup_lock::warm_up();
     let (container, _) = store.load(&args.id)?;
     match container.status() {
         ContainerStatus::Running => {}
@@ -47,9 +48,9 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         .map(|profile| ExecSeccomp::prepare(profile, &mut process))
         .transpose()
         .with_context(|| format!("cannot exec in container {}", args.id))?;
-    let workspace = ExecWorkspace::new(store, &args.id)?;
+    let container_dir = store.container_dir(&args.id);
     // libcontainer reads the process from a file.
-    let process_file = workspace.dir.join("process.json");
+    let process_file = container_dir.join(format!("exec-{}.json", std::process::id()));
     std::fs::write(&process_file, serde_json::to_vec(&process)?)
         .with_context(|| format!("cannot write {}", process_file.display()))?;
     let receiver = if terminal && args.console_socket.is_none() {
@@ -61,9 +62,10 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         .as_ref()
         .map(|r| r.socket().to_path_buf())
         .or_else(|| args.console_socket.as_ref().map(bundle::absolute));
+    let sockets = TenantSockets::name(&container_dir);
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(BerthExecutor::for_exec(&args.id, seccomp))
-        .with_root_path(&workspace.dir)
+        .with_root_path(&store.root)
         .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
         .map(|b| b.with_console_socket(console_socket.as_ref()).with_preserved_fds(args.preserve_fds))
         .and_then(|b| {
@@ -76,7 +78,8 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
                 .with_sub_cgroup(args.cgroup.clone())
                 .build()
         });
-    drop(workspace);
+    let _ = std::fs::remove_file(&process_file);
+    sockets.remove();
     let pid = match built {
         Ok(pid) => pid,
         Err(e) => {
@@ -106,29 +109,33 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     code
 }
 
-/// The state root libcontainer is given for one exec: libcontainer leaves the exec's
-/// sockets (the start notification, the console socket's link) in ROOT/ID/ and removes
-/// none of them, so each exec gets a private ROOT, inside the container's directory
-/// (removed with it), whose ID/ holds a link to the container's state; removed whole after.
-struct ExecWorkspace {
-    dir: PathBuf,
+/// The sockets libcontainer's exec makes in the container's directory and never removes:
+/// the start notification's socket and the console socket's link, each named
+/// `tenant-{notify,tty}-{random:x}.sock` from the thread's `fastrand` generator (two draws,
+/// in that order). berth seeds that generator, so it knows both names, and removes them
+/// once the process runs. Should libcontainer name them otherwise, nothing is removed
+/// (the names drawn here are checked to be free first, so no other exec's are).
+struct TenantSockets {
+    paths: [PathBuf; 2],
 }
 
-impl ExecWorkspace {
-    fn new(store: &Store, id: &str) -> Result<ExecWorkspace> {
-        let container_dir = store.container_dir(id);
-        let workspace = ExecWorkspace { dir: container_dir.join(format!("exec-{}", std::process::id())) };
-        let state_dir = workspace.dir.join(id);
-        std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
-        let state = container_dir.join("state.json");
-        std::fs::hard_link(&state, state_dir.join("state.json"))
-            .with_context(|| format!("cannot link {} into {}", state.display(), state_dir.display()))?;
-        Ok(workspace)
+impl TenantSockets {
+    fn name(container_dir: &Path) -> TenantSockets {
+        loop {
+            let seed = fastrand::u64(..);
+            let mut draws = fastrand::Rng::with_seed(seed);
+            let mut path = |prefix: &str| container_dir.join(format!("{prefix}{:x}.sock", draws.i32(..)));
+            let paths = [path("tenant-notify-"), path("tenant-tty-")];
+            if paths.iter().all(|p| p.symlink_metadata().is_err()) {
+                fastrand::seed(seed);
+                return TenantSockets { paths };
+            }
+        }
     }
-}
 
-impl Drop for ExecWorkspace {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+    fn remove(self) {
+        for path in &self.paths {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
