@@ -18,7 +18,6 @@ use crate::terminal::{ConsoleReceiver, Proxy};
 
 /// Returns the exit code berth should exit with (the process's, in the foreground).
 pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
-    crate::cgroup_lock::warm_up();
     let (container, _) = store.load(&args.id)?;
     match container.status() {
         ContainerStatus::Running => {}
@@ -28,6 +27,7 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         }
         _ => bail!("cannot exec in a stopped container: container not running: {}", args.id),
     }
+    crate::cgroup_lock::warm_up();
     let spec = bundle::load_spec(container.bundle())?;
     let mut process: Process = match &args.process {
         Some(path) => {
