@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use oci_spec::runtime::{Capability, Process, UserBuilder};
+use oci_spec::runtime::{Capability, Process, Spec, UserBuilder};
 
 use crate::cli::ExecArgs;
 
-/// Builds the process for flag-form exec from the bundle's process and the flags.
-pub fn from_flags(bundle: &Path, args: &ExecArgs) -> Result<Process> {
-    let spec = crate::bundle::load_spec(bundle)?;
+/// Builds the process for flag-form exec from the process in `spec` (the config.json of
+/// `bundle`) and the flags.
+pub fn from_flags(spec: &Spec, bundle: &Path, args: &ExecArgs) -> Result<Process> {
     let mut process =
         spec.process().clone().with_context(|| format!("config.json in {} has no process", bundle.display()))?;
     process.set_args(Some(args.command.clone()));

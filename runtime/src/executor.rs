@@ -34,6 +34,9 @@ impl BerthExecutor {
 
 impl Executor for BerthExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        // A foreground berth blocks every signal from its start (`foreground::block_all`).
+        crate::foreground::unblock_all()
+            .map_err(|e| ExecutorError::Other(format!("cannot unblock signals before exec: {e}")))?;
         if let Some(name) = &self.keyring {
             join_session_keyring(name)?;
         }

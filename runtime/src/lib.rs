@@ -2,6 +2,7 @@
 //! these modules, so tests and other crates use the same code.
 
 pub mod bundle;
+pub mod cgroup_lock;
 pub mod cgroup_v1_mount;
 pub mod cgroups;
 pub mod checkpoint;
@@ -39,6 +40,14 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
     let Some(command) = cli.command else {
         anyhow::bail!("no command given; see `berth --help`");
     };
+    let foreground = match &command {
+        Command::Run(args) => !args.detach,
+        Command::Exec(args) => !args.detach,
+        _ => false,
+    };
+    if foreground {
+        foreground::block_all()?;
+    }
     if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
         sealed_exe::ensure()?;
     }

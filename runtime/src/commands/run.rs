@@ -36,10 +36,8 @@ pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
         return Ok(0);
     }
     let init = container.pid().with_context(|| format!("container {id} has no init process after create"))?;
-    // Block every signal before start so none is lost: they are forwarded to the container.
-    // (The init was cloned during create, so it does not inherit this mask.)
+    // Blocked since berth started (`foreground::block_all`): what arrived meanwhile is forwarded.
     let signals = SigSet::all();
-    signals.thread_block().context("cannot block signals to forward them")?;
     let proxy = match receiver {
         Some(receiver) => Some(Proxy::start(receiver.receive()?)?),
         None => None,
