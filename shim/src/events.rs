@@ -1,14 +1,14 @@
-//! Task events published to containerd, in the order containerd expects, over one ttrpc
-//! connection to containerd's event service (no threads of its own). Events are queued as
-//! the task service makes them and written once the serving loop has answered what it can;
-//! containerd's acknowledgements are read as they arrive, so no answer and no request waits
-//! for containerd to take an event (the Go shim sends its events from a queue too).
+//! Task events published to containerd, in the order containerd expects, over a
+//! synchronous ttrpc connection to containerd's event service (no threads of its own).
+//! Events are queued as the task service makes them and sent once the serving loop has
+//! answered what it can, so no answer waits for containerd to take an event (the Go shim
+//! sends its events from a queue too).
 
-use std::cell::{Cell, RefCell};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
@@ -22,33 +22,21 @@ use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::topics::*;
 use containerd_shim::protos::ttrpc::{Code, Response};
 use log::warn;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::stdio::StdioSpec;
 use crate::wire;
 
-/// How long a shim that is shutting down waits for containerd to acknowledge its last events.
-const LAST_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long containerd may take to acknowledge one event.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An event written to containerd and not acknowledged yet.
-struct Unacked {
-    stream_id: u32,
-    topic: &'static str,
-    request: Vec<u8>,
-}
-
-/// Sends events to containerd's event service; when the connection breaks (containerd
-/// restarted), the events it has not acknowledged go again, once, on a fresh connection.
+/// Sends events to containerd's event service; reconnects once when containerd restarted.
 pub struct Events {
     address: String,
     namespace: String,
     connection: RefCell<Option<UnixStream>>,
-    /// Bytes of containerd's next, partial acknowledgement.
-    received: RefCell<Vec<u8>>,
-    next_stream: Cell<u32>,
-    /// Encoded Forward requests not written yet, with their topics, oldest first.
+    next_stream: RefCell<u32>,
+    /// Encoded Forward requests not sent yet, with their topics, oldest first.
     queued: RefCell<Vec<(&'static str, Vec<u8>)>>,
-    unacked: RefCell<Vec<Unacked>>,
 }
 
 impl Events {
@@ -58,10 +46,8 @@ impl Events {
             address: address.to_string(),
             namespace: namespace.to_string(),
             connection: RefCell::new(None),
-            received: RefCell::new(Vec::new()),
-            next_stream: Cell::new(1),
+            next_stream: RefCell::new(1),
             queued: RefCell::new(Vec::new()),
-            unacked: RefCell::new(Vec::new()),
         }
     }
 
@@ -86,131 +72,50 @@ impl Events {
         }
     }
 
-    /// Writes the queued events to containerd, in order, without waiting for it.
+    /// Sends the queued events to containerd, in order.
     pub fn send_queued(&self) {
         let queued = std::mem::take(&mut *self.queued.borrow_mut());
         for (topic, request) in queued {
-            if let Err(e) = self.send(topic, request) {
-                self.resend_unacked(&e);
+            let sent = self.forward(&request).or_else(|first| {
+                // containerd may have restarted since the last event: one fresh connection.
+                self.connection.borrow_mut().take();
+                self.forward(&request).map_err(|again| format!("{first}; after reconnecting: {again}"))
+            });
+            if let Err(e) = sent {
+                warn!("cannot publish {topic} to containerd at {}: {e}", self.address);
             }
         }
     }
 
-    /// The connection to poll for acknowledgements, while one is open.
-    pub fn pending_fd(&self) -> Option<RawFd> {
-        self.connection.borrow().as_ref().map(|c| c.as_raw_fd())
-    }
-
-    /// Reads the acknowledgements that have arrived (the loop found the connection readable).
-    pub fn receive_acks(&self) {
-        let mut chunk = [0u8; 4096];
-        let read = match self.connection.borrow_mut().as_mut() {
-            Some(connection) => connection.read(&mut chunk),
-            None => return,
-        };
-        match read {
-            Ok(0) => self.resend_unacked("containerd closed the connection"),
-            Ok(n) => {
-                self.received.borrow_mut().extend_from_slice(&chunk[..n]);
-                self.take_acks();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => self.resend_unacked(&format!("cannot read containerd's answer: {e}")),
-        }
-    }
-
-    /// Waits (at most `LAST_ACK_TIMEOUT`) until containerd has acknowledged every event,
-    /// for a shim about to exit.
-    pub fn wait_for_acks(&self) {
-        self.send_queued();
-        let deadline = Instant::now() + LAST_ACK_TIMEOUT;
-        while !self.unacked.borrow().is_empty() {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                warn!("containerd did not acknowledge {} event(s) before the shim exited", self.unacked.borrow().len());
-                return;
-            };
-            let ready = {
-                let connection = self.connection.borrow();
-                let Some(connection) = connection.as_ref() else { return };
-                let mut fds = [PollFd::new(connection.as_fd(), PollFlags::POLLIN)];
-                let timeout =
-                    PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
-                poll(&mut fds, timeout)
-            };
-            match ready {
-                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-                Ok(_) => self.receive_acks(),
-                Err(e) => {
-                    warn!("cannot wait for containerd's acknowledgements: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Writes one event (connecting first when there is no connection) and keeps it until
-    /// containerd acknowledges it.
-    fn send(&self, topic: &'static str, request: Vec<u8>) -> Result<(), String> {
-        let stream_id = self.next_stream.get();
-        self.next_stream.set(stream_id + 2); // clients use odd stream ids
-        let frame = wire::request_frame(stream_id, &request);
-        self.unacked.borrow_mut().push(Unacked { stream_id, topic, request });
+    /// Sends one Forward request and waits for its response.
+    fn forward(&self, request: &[u8]) -> Result<(), String> {
         let mut connection = self.connection.borrow_mut();
         if connection.is_none() {
             let fd = containerd_shim::util::connect(self.address.trim_start_matches("unix://"))
                 .map_err(|e| format!("cannot connect: {e}"))?;
             // SAFETY: connect returned a new socket descriptor this process owns.
-            *connection = Some(unsafe { UnixStream::from_raw_fd(fd) });
-            self.received.borrow_mut().clear();
+            let stream = unsafe { UnixStream::from_raw_fd(fd) };
+            stream.set_read_timeout(Some(FORWARD_TIMEOUT)).map_err(|e| e.to_string())?;
+            *connection = Some(stream);
         }
         let Some(stream) = connection.as_mut() else { return Err("no connection".into()) };
-        stream.write_all(&frame).map_err(|e| format!("cannot send: {e}"))
-    }
-
-    /// The connection broke (`why`): a fresh one, on which every event containerd has not
-    /// acknowledged goes again, once; what fails then is dropped with a warning.
-    fn resend_unacked(&self, why: &str) {
-        self.connection.borrow_mut().take();
-        let unacked = std::mem::take(&mut *self.unacked.borrow_mut());
-        for (n, event) in unacked.iter().enumerate() {
-            if let Err(e) = self.send(event.topic, event.request.clone()) {
-                for lost in &unacked[n..] {
-                    warn!(
-                        "cannot publish {} to containerd at {}: {why}; after reconnecting: {e}",
-                        lost.topic, self.address
-                    );
-                }
-                self.connection.borrow_mut().take();
-                self.unacked.borrow_mut().clear();
-                return;
-            }
-        }
-    }
-
-    /// Matches the whole acknowledgements received so far to their events.
-    fn take_acks(&self) {
+        let stream_id = {
+            let mut next = self.next_stream.borrow_mut();
+            let id = *next;
+            *next += 2; // clients use odd stream ids
+            id
+        };
+        stream.write_all(&wire::request_frame(stream_id, request)).map_err(|e| format!("cannot send: {e}"))?;
         loop {
-            let taken = wire::take_frame(&mut self.received.borrow_mut());
-            let frame = match taken {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return,
-                Err(e) => return self.resend_unacked(&format!("unreadable answer: {e}")),
-            };
-            if frame.header.type_ != wire::MESSAGE_TYPE_RESPONSE {
+            let frame = wire::read_frame(stream).map_err(|e| format!("no answer: {e}"))?;
+            if frame.header.stream_id != stream_id || frame.header.type_ != wire::MESSAGE_TYPE_RESPONSE {
                 continue;
             }
-            let mut unacked = self.unacked.borrow_mut();
-            let Some(at) = unacked.iter().position(|u| u.stream_id == frame.header.stream_id) else { continue };
-            let event = unacked.remove(at);
-            match Response::parse_from_bytes(&frame.payload) {
-                Ok(response) => match response.status.as_ref() {
-                    Some(status) if status.code() != Code::OK => {
-                        warn!("containerd refused {}: {}", event.topic, status.message)
-                    }
-                    _ => {}
-                },
-                Err(e) => warn!("unreadable answer to {}: {e}", event.topic),
-            }
+            let response = Response::parse_from_bytes(&frame.payload).map_err(|e| format!("unreadable answer: {e}"))?;
+            return match response.status.as_ref() {
+                Some(status) if status.code() != Code::OK => Err(format!("containerd refused it: {}", status.message)),
+                _ => Ok(()),
+            };
         }
     }
 

@@ -1,6 +1,5 @@
 //! The serving loop, on one thread: accepts containerd's ttrpc connections, answers task
-//! requests, reaps children on SIGCHLD (a signalfd), answers held Waits as exits arrive, and
-//! writes the events they cause, reading containerd's acknowledgements as they come.
+//! requests, reaps children on SIGCHLD (a signalfd) and answers held Waits as exits arrive.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -77,8 +76,7 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
         service.send_events();
         let ids: Vec<u64> = connections.keys().copied().collect();
         let stdins = service.stdin_interests();
-        let events_fd = service.events_fd();
-        let (signal_ready, listener_ready, readable, stdin_ready, acks_ready) = {
+        let (signal_ready, listener_ready, readable, stdin_ready) = {
             let mut fds = vec![
                 PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -89,27 +87,20 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
             fds.extend(stdins.iter().map(|(_, fd, events)| {
                 PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::from_bits_truncate(*events))
             }));
-            // SAFETY: the events connection stays open until the service reads from it again.
-            fds.extend(events_fd.map(|fd| PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::POLLIN)));
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(format!("poll failed: {e}")),
             }
             let ready: Vec<bool> = fds.iter().map(|fd| fd.revents().is_some_and(|r| !r.is_empty())).collect();
-            let (connection_ready, rest) = ready[2..].split_at(ids.len());
-            let (stdin_ready, acks_ready) = rest.split_at(stdins.len());
+            let (connection_ready, stdin_ready) = ready[2..].split_at(ids.len());
             (
                 ready[0],
                 ready[1],
                 ids.iter().zip(connection_ready).filter(|(_, r)| **r).map(|(id, _)| *id).collect::<Vec<u64>>(),
                 stdins.iter().zip(stdin_ready).filter(|(_, r)| **r).map(|(s, _)| s.0.clone()).collect::<Vec<_>>(),
-                acks_ready.first().copied().unwrap_or(false),
             )
         };
-        if acks_ready {
-            service.receive_event_acks();
-        }
         for process in &stdin_ready {
             service.pump_stdin(process);
         }
@@ -172,7 +163,7 @@ pub fn serve(listener: UnixListener, service: &TaskService) -> Result<(), String
             }
         });
     }
-    service.finish_events();
+    service.send_events();
     Ok(())
 }
 

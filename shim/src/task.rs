@@ -86,25 +86,9 @@ impl TaskService {
         }
     }
 
-    /// Writes the events the calls and exits so far have queued.
+    /// Sends the events the calls and exits so far have queued.
     pub fn send_events(&self) {
         self.events.send_queued();
-    }
-
-    /// The connection on which containerd acknowledges events, while one is open.
-    pub fn events_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.events.pending_fd()
-    }
-
-    /// Reads containerd's acknowledgements of events (the loop found them readable).
-    pub fn receive_event_acks(&self) {
-        self.events.receive_acks();
-    }
-
-    /// Sends what is queued and waits until containerd has taken every event, before the
-    /// shim exits.
-    pub fn finish_events(&self) {
-        self.events.wait_for_acks();
     }
 
     /// Whether containerd asked the shim to exit (Shutdown with no container left).

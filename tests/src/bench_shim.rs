@@ -292,9 +292,9 @@ fn traced(image: &OciArchive) {
         ),
         &["part", "berth stack", "runc stack", "berth/runc"],
     );
-    let rows: [(&str, PartOf); 16] = [
+    let rows: [(&str, fn(&RunParts) -> u64); 13] = [
         ("one run, traced", |r| r.total),
-        ("shim `start` subcommand: starts the serving shim, prints its address", |r| r.start),
+        ("shim `start` subcommand: spawns the serving shim, prints its address", |r| r.start),
         ("Create (task API)", |r| r.create),
         ("  of it, the runtime's `create`", |r| r.create_runtime),
         ("Start", |r| r.start_call),
@@ -303,11 +303,8 @@ fn traced(image: &OciArchive) {
         ("Delete", |r| r.delete),
         ("  of it, the runtime's `delete`", |r| r.delete_runtime),
         ("Shutdown", |r| r.shutdown),
-        ("shim `delete` subcommand: containerd's cleanup once a shim has gone", |r| r.delete_process),
-        ("  of it, the runtime's `delete`", |r| r.delete_process_runtime),
-        ("other task-API calls (Connect, State)", |r| r.other),
+        ("other shim calls (task API, `delete` processes)", |r| r.other),
         ("the shim's own: all of the above less the runtime's calls", |r| r.shim_own),
-        ("the runtime's calls", |r| r.runtime),
         ("the rest: ctr and containerd", |r| r.rest),
     ];
     for (name, part) in rows {
@@ -328,10 +325,8 @@ fn traced(image: &OciArchive) {
     }
 }
 
-/// Which of a run's parts a row shows.
-type PartOf = fn(&RunParts) -> u64;
-
 /// One traced run's time by part, nanoseconds.
+#[derive(Default)]
 struct RunParts {
     total: u64,
     start: u64,
@@ -343,11 +338,8 @@ struct RunParts {
     delete: u64,
     delete_runtime: u64,
     shutdown: u64,
-    delete_process: u64,
-    delete_process_runtime: u64,
     other: u64,
     shim_own: u64,
-    runtime: u64,
     rest: u64,
 }
 
@@ -376,13 +368,12 @@ fn split_runs(spans: &[(u64, u64)], calls: &[Window]) -> Vec<RunParts> {
             };
             let started = shim("Start").map(|w| w.end).max();
             let exit_window = started.zip(shim("Wait").map(|w| w.end).max()).filter(|(s, w)| w > s);
-            let known = ["start", "Create", "Start", "Wait", "Delete", "Shutdown", "delete"];
+            let known = ["start", "Create", "Start", "Wait", "Delete", "Shutdown"];
             let mut shim_windows: Vec<(u64, u64)> =
                 inside.iter().filter(|w| w.part == Part::Shim && w.what != "Wait").map(|w| (w.start, w.end)).collect();
             shim_windows.extend(exit_window);
             let with_runtime: Vec<(u64, u64)> = shim_windows.iter().chain(&runtime).copied().collect();
             let all = covered(with_runtime);
-            let runtime_time = covered(runtime.clone());
             RunParts {
                 total: to - from,
                 start: length("start"),
@@ -394,15 +385,12 @@ fn split_runs(spans: &[(u64, u64)], calls: &[Window]) -> Vec<RunParts> {
                 delete: length("Delete"),
                 delete_runtime: runtime_in("Delete"),
                 shutdown: length("Shutdown"),
-                delete_process: length("delete"),
-                delete_process_runtime: runtime_in("delete"),
                 other: inside
                     .iter()
                     .filter(|w| w.part == Part::Shim && !known.contains(&w.what.as_str()))
                     .map(|w| w.end - w.start)
                     .sum(),
-                shim_own: all - runtime_time,
-                runtime: runtime_time,
+                shim_own: all - covered(runtime.clone()),
                 rest: (to - from) - all,
             }
         })
