@@ -292,7 +292,7 @@ fn traced(image: &OciArchive) {
         ),
         &["part", "berth stack", "runc stack", "berth/runc"],
     );
-    let rows: [(&str, fn(&RunParts) -> u64); 13] = [
+    let rows: [(&str, PartOf); 13] = [
         ("one run, traced", |r| r.total),
         ("shim `start` subcommand: spawns the serving shim, prints its address", |r| r.start),
         ("Create (task API)", |r| r.create),
@@ -324,6 +324,9 @@ fn traced(image: &OciArchive) {
         timeline(stack, *spans.last().expect("no traced run"), &tracer.calls());
     }
 }
+
+/// Reads one part's time (ns) out of a traced run, for a row of the breakdown table.
+type PartOf = fn(&RunParts) -> u64;
 
 /// One traced run's time by part, nanoseconds.
 #[derive(Default)]
