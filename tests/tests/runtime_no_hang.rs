@@ -89,6 +89,35 @@ fn container_pids(berth: &Berth, id: &str) -> Vec<i64> {
     pids.as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect()
 }
 
+/// A detached container running `sleep 600` for execs to go into, with its own state root
+/// and a scratch directory for the execs' stderr.
+struct Sleeper {
+    bundle: Bundle,
+    berth: Berth,
+    io: TempDir,
+    id: String,
+    /// The container's processes before any exec.
+    init: Vec<i64>,
+}
+
+impl Sleeper {
+    fn start(name: &str) -> Sleeper {
+        let bundle = Bundle::busybox(name, &["sleep", "600"]);
+        let berth = Berth::new(name);
+        let io = TempDir::new(&format!("berth-{name}-io"));
+        let id = container_id(name);
+        berth.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
+        let init = container_pids(&berth, &id);
+        Sleeper { bundle, berth, io, id, init }
+    }
+
+    /// Deletes the container and asserts nothing of it is left.
+    fn remove(self, after: &str) {
+        self.berth.ok(&["delete", "--force", &self.id]);
+        assert_nothing_left(&self.berth, &self.bundle, after);
+    }
+}
+
 #[test]
 fn a_thousand_foreground_runs_of_true_all_exit() {
     if !require_root("a_thousand_foreground_runs_of_true_all_exit") {
@@ -113,22 +142,17 @@ fn two_hundred_foreground_execs_of_true_all_exit() {
     if !require_root("two_hundred_foreground_execs_of_true_all_exit") {
         return;
     }
-    let bundle = Bundle::busybox("nohang-exec", &["sleep", "600"]);
-    let berth = Berth::new("nohang-exec");
-    let io = TempDir::new("berth-nohang-exec-io");
-    let id = container_id("nohang-exec");
-    berth.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
-    let init = container_pids(&berth, &id);
-    let files = dir_entries(&berth.root().join(&id));
+    let sleeper = Sleeper::start("nohang-exec");
+    let (berth, io, id, init) = (&sleeper.berth, &sleeper.io, sleeper.id.as_str(), &sleeper.init);
+    let files = dir_entries(&berth.root().join(id));
     for n in 0..200 {
         let what = format!("foreground exec {n} of /bin/true into {id}");
-        let (status, stderr) = berth_with_timeout(&berth, &["exec", &id, "/bin/true"], &what, &io);
+        let (status, stderr) = berth_with_timeout(berth, &["exec", id, "/bin/true"], &what, io);
         assert_eq!(status.code(), Some(0), "{what} ended with {status}: {stderr}");
     }
-    assert_eq!(container_pids(&berth, &id), init, "processes left in the container after 200 execs");
-    assert_eq!(dir_entries(&berth.root().join(&id)), files, "the execs left files in the container's state directory");
-    berth.ok(&["delete", "--force", &id]);
-    assert_nothing_left(&berth, &bundle, "200 foreground execs");
+    assert_eq!(container_pids(berth, id), *init, "processes left in the container after 200 execs");
+    assert_eq!(dir_entries(&berth.root().join(id)), files, "the execs left files in the container's state directory");
+    sleeper.remove("200 foreground execs");
 }
 
 /// Sends SIGTERM to a foreground berth `delay` after starting it, and returns how it ended:
@@ -190,20 +214,15 @@ fn sigterm_during_a_foreground_exec_setup_reaches_the_process() {
     if !require_root("sigterm_during_a_foreground_exec_setup_reaches_the_process") {
         return;
     }
-    let bundle = Bundle::busybox("nohang-exec-term", &["sleep", "600"]);
-    let berth = Berth::new("nohang-exec-term");
-    let io = TempDir::new("berth-nohang-exec-term-io");
-    let id = container_id("nohang-exec-term");
-    berth.ok(&["run", "-d", "--bundle", bundle.path().to_str().unwrap(), &id]);
-    let init = container_pids(&berth, &id);
+    let sleeper = Sleeper::start("nohang-exec-term");
+    let (berth, io, id, init) = (&sleeper.berth, &sleeper.io, sleeper.id.as_str(), &sleeper.init);
     let mut forwarded = 0;
     for (n, delay) in delays().enumerate() {
         let what = format!("foreground exec {n} of sleep 30 into {id} sent SIGTERM after {delay:?}");
-        let status = terminate_early(&berth, &["exec", &id, "sleep", "30"], delay, &what, &io);
+        let status = terminate_early(berth, &["exec", id, "sleep", "30"], delay, &what, io);
         forwarded += usize::from(status.code() == Some(143));
-        assert_eq!(container_pids(&berth, &id), init, "{what} left its process running in the container");
+        assert_eq!(container_pids(berth, id), *init, "{what} left its process running in the container");
     }
     assert!(forwarded > 0, "no SIGTERM was forwarded to an exec'd process: every exec died of it before setting up");
-    berth.ok(&["delete", "--force", &id]);
-    assert_nothing_left(&berth, &bundle, "terminated execs");
+    sleeper.remove("terminated execs");
 }
