@@ -1,4 +1,5 @@
-//! Records the git commit berth is built from, for `berth --version`.
+//! Records the git commit berth is built from, for `berth --version`, and sets the `berth`
+//! binary's entry point to `early_seal`'s, which runs before the C library's.
 
 fn main() {
     let commit = std::process::Command::new("git")
@@ -11,4 +12,8 @@ fn main() {
         println!("cargo:rustc-env=BERTH_COMMIT={commit}");
     }
     println!("cargo:rerun-if-changed=../.git/HEAD");
+    let target = |key: &str| std::env::var(key).unwrap_or_default();
+    if target("CARGO_CFG_TARGET_OS") == "linux" && target("CARGO_CFG_TARGET_ARCH") == "x86_64" {
+        println!("cargo:rustc-link-arg-bin=berth=-Wl,--entry=berth_entry");
+    }
 }

@@ -50,6 +50,7 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
     }
     if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
         sealed_exe::ensure()?;
+        cgroup_lock::warm_up();
     }
     match command {
         Command::Create(args) => commands::create::create(&store, &args)?,

@@ -5,6 +5,9 @@ use clap::Parser;
 use berth_runtime::cli::{self, Cli};
 use berth_runtime::logging::{self, Reporter};
 
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod early_seal;
+
 fn main() {
     let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {
         Ok(cli) => cli,

@@ -3,7 +3,9 @@
 //! container can reach the host's berth binary through `/proc/<pid>/exe` (or a reopened fd).
 //! The copy is a detached, read-only overlayfs mount of the binary's own directory: no bytes
 //! are copied, and it is in no mount namespace, so nothing needs removing; where overlayfs
-//! cannot be made, a sealed memfd copy of the binary.
+//! cannot be made, a sealed memfd copy of the binary. The binary's entry point
+//! (`early_seal`, before the C library starts) usually makes the overlayfs view already;
+//! this module checks for it and does the work itself when that could not.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

@@ -27,7 +27,6 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
         }
         _ => bail!("cannot exec in a stopped container: container not running: {}", args.id),
     }
-    crate::cgroup_lock::warm_up();
     let spec = bundle::load_spec(container.bundle())?;
     let mut process: Process = match &args.process {
         Some(path) => {
