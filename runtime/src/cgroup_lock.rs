@@ -4,8 +4,9 @@
 //! takes a global lock; when no such write happened in the last RCU grace period, the
 //! writer first waits a whole grace period (3-15 ms measured here, more than the rest of an
 //! exec), and writers that come while that wait is under way, or within a grace period
-//! after it, wait only for what is left of it. A thread started first thing makes that first, harmless write
-//! (berth's pid into the cgroup berth is already in) while berth sets the container up.
+//! after it, wait only for what is left of it. A thread started first thing makes that
+//! first, harmless write (berth's pid into the cgroup berth is already in) while berth sets
+//! the container up.
 
 use std::io::Write;
 
