@@ -20,33 +20,35 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// Flags before the command, as runc takes them (not after it: giving every command a copy
+/// of them cost more than the rest of a short command's parsing).
 #[derive(Args, Debug, Clone)]
 pub struct GlobalOpts {
     /// Print the version in runc's format and exit
-    #[arg(short = 'v', long, global = true)]
+    #[arg(short = 'v', long)]
     pub version: bool,
     /// Directory for the containers' state
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Write logs and errors to this file instead of stderr
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// Format of the log file
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Log debug detail (to --log, or stderr)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub debug: bool,
     /// Use systemd to manage cgroups where the host supports it (cgroup v2 with systemd
     /// as init); on a cgroup v1 host cgroups are always managed through cgroupfs
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub systemd_cgroup: bool,
     /// Rootless mode ("true", "false" or "auto"): containers follow their spec's user
     /// namespace; with `spec`, writes a rootless config
-    #[arg(long, global = true, value_name = "VALUE")]
+    #[arg(long, value_name = "VALUE")]
     pub rootless: Option<String>,
     /// Path of the criu binary used by checkpoint and restore
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub criu: Option<PathBuf>,
 }
 
@@ -62,7 +64,10 @@ pub enum ListFormat {
     Json,
 }
 
+/// Each command's flags are built only when that command runs (`defer`): building all of
+/// them took most of a short command's instructions.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Command {
     /// Create a container from a bundle; its process waits for `start`
     Create(CreateArgs),
