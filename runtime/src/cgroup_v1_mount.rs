@@ -163,7 +163,7 @@ pub fn mount_inside(destination: &Path, trees: Vec<HierarchyTree>) -> Result<()>
     let shown = destination.display();
     let root = crate::mount_options::open_in_root(destination, libc::O_PATH | libc::O_DIRECTORY)
         .with_context(|| format!("cannot open {shown} in the container"))?;
-    if crate::mount_options::statfs(&root)?.f_type != crate::mount_options::TMPFS_MAGIC {
+    if crate::mount_options::fs_type(&root)? != crate::mount_options::TMPFS_MAGIC {
         bail!("the mount at {shown} is not the tmpfs libcontainer made for the cgroup mount");
     }
     let exists_ok = |result: nix::Result<()>| match result {

@@ -53,13 +53,14 @@ fn set_loopback_up() -> Result<()> {
     for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
         *slot = *byte as libc::c_char;
     }
-    // SAFETY: both ioctls read and write one ifreq, which outlives the calls.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+    // SAFETY: both ioctls read and write one ifreq, which outlives the calls. (The request
+    // number's type is the C library's: unsigned long in glibc, int in musl.)
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut request) } < 0 {
         return Err(std::io::Error::last_os_error()).context("SIOCGIFFLAGS on lo");
     }
     // SAFETY: ifru_flags is the member SIOCGIFFLAGS filled in.
     unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS as _, &request) } < 0 {
         return Err(std::io::Error::last_os_error()).context("SIOCSIFFLAGS on lo");
     }
     Ok(())

@@ -7,6 +7,12 @@ use berth_runtime::logging::{self, Reporter};
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod early_seal;
+#[cfg(target_env = "musl")]
+mod musl_libseccomp;
+
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() {
     let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args_os())) {

@@ -1044,13 +1044,14 @@ fn mount_flags(fd: &OwnedFd) -> Result<i64> {
     Ok(unsafe { stat.assume_init() }.f_flag as i64)
 }
 
-pub(crate) fn statfs(fd: &OwnedFd) -> Result<libc::statfs> {
+/// The filesystem type (statfs(2)'s f_type) of the mount `fd` is on.
+pub(crate) fn fs_type(fd: &OwnedFd) -> Result<i64> {
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: fstatfs fills the struct on success.
     cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), stat.as_mut_ptr()) } as libc::c_long)
         .context("cannot statfs a mount")?;
-    // SAFETY: initialised by the successful call.
-    Ok(unsafe { stat.assume_init() })
+    // SAFETY: initialised by the successful call. f_type is signed in glibc, unsigned in musl.
+    Ok(unsafe { stat.assume_init() }.f_type as _)
 }
 
 fn mount_setattr(fd: &OwnedFd, set: u64, clear: u64, recursive: bool) -> std::io::Result<()> {
@@ -1166,7 +1167,7 @@ fn open_dir(dir: RawFd, name: &OsStr) -> nix::Result<OwnedFd> {
 /// target is a copy of the tmpfs alone, made writable. Every entry is opened relative to
 /// its directory without following symlinks, so nothing outside the rootfs is reached.
 fn copy_up(tmpfs: &OwnedFd, fixup: &Fixup, proc: &OwnedFd) -> Result<()> {
-    if statfs(tmpfs)?.f_type != TMPFS_MAGIC {
+    if fs_type(tmpfs)? != TMPFS_MAGIC {
         bail!("the mount there is not a tmpfs");
     }
     // Where libcontainer mounted it, symlinks of the image resolved (/var/run is /run).
