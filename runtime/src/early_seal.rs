@@ -231,3 +231,47 @@ unsafe fn syscall(number: usize, args: [usize; 5]) -> isize {
     );
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+
+    fn enters(args: &[&str]) -> bool {
+        let owned: Vec<CString> = args.iter().map(|arg| CString::new(*arg).unwrap()).collect();
+        let mut argv: Vec<*const u8> = owned.iter().map(|arg| arg.as_ptr().cast()).collect();
+        argv.push(std::ptr::null());
+        // SAFETY: argv holds `args.len()` NUL-terminated strings and a NULL, as the kernel's.
+        unsafe { enters_container(args.len(), argv.as_ptr()) }
+    }
+
+    #[test]
+    fn the_command_is_found_past_global_flags_and_their_values() {
+        assert!(enters(&["berth", "run", "-b", "/b", "id"]));
+        assert!(enters(&["berth", "--root", "/r", "--log", "/l", "--log-format", "json", "create", "id"]));
+        assert!(enters(&["berth", "--debug", "--systemd-cgroup", "exec", "id", "true"]));
+        assert!(enters(&["berth", "--rootless", "true", "exec", "id", "true"]));
+        assert!(enters(&["berth", "--rootless", "run", "id"]));
+        assert!(enters(&["berth", "--root=/r", "run", "id"]));
+        // A flag's value is not the command, whatever it reads.
+        assert!(!enters(&["berth", "--root", "run", "state", "id"]));
+        assert!(!enters(&["berth", "--criu", "exec", "list"]));
+        assert!(!enters(&["berth", "state", "run"]));
+        assert!(!enters(&["berth", "delete", "-f", "create"]));
+        assert!(!enters(&["berth"]));
+        assert!(!enters(&["berth", "--root"]));
+    }
+
+    #[test]
+    fn fd_paths_are_written_with_every_digit() {
+        for (fd, text) in
+            [(0, "/proc/self/fd/0"), (7, "/proc/self/fd/7"), (10, "/proc/self/fd/10"), (1234, "/proc/self/fd/1234")]
+        {
+            let mut out = [0xffu8; 32];
+            // SAFETY: 32 bytes hold the prefix, ten digits and the NUL.
+            unsafe { write_fd_path(out.as_mut_ptr(), fd) };
+            let end = out.iter().position(|byte| *byte == 0).unwrap();
+            assert_eq!(std::str::from_utf8(&out[..end]).unwrap(), text);
+        }
+    }
+}
