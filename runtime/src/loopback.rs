@@ -21,33 +21,34 @@ pub fn bring_up_in_new_namespace(init: Pid, spec: &Spec) -> Result<()> {
         return Ok(());
     }
     let namespace = format!("/proc/{init}/ns/net");
-    let namespace_file = std::fs::File::open(&namespace)
+    let container = std::fs::File::open(&namespace)
         .with_context(|| format!("cannot open the container's network namespace {namespace}"))?;
-    // setns changes only the calling thread's network namespace: a thread of its own enters
-    // it, so this process stays where it is.
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> Result<()> {
-                nix::sched::setns(&namespace_file, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("cannot enter the container's network namespace {namespace}"))?;
-                set_loopback_up().context("cannot bring the loopback interface up in the container's network namespace")
-            })
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread bringing lo up panicked")))
-    })
+    let own = std::fs::File::open("/proc/thread-self/ns/net").context("cannot open berth's own network namespace")?;
+    // A socket belongs to the network namespace it was made in, whatever the thread's
+    // namespace later: enter the container's for the socket() call only.
+    nix::sched::setns(&container, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("cannot enter the container's network namespace {namespace}"))?;
+    let socket = interface_socket();
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("cannot return to berth's own network namespace after making a socket in the container's")?;
+    set_loopback_up(&socket?).context("cannot bring the loopback interface up in the container's network namespace")
 }
 
-/// SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP on `lo`, through a socket of the current
-/// thread's network namespace.
-fn set_loopback_up() -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let socket = nix::sys::socket::socket(
+/// A socket for interface ioctls, in the calling thread's network namespace.
+fn interface_socket() -> Result<std::os::fd::OwnedFd> {
+    nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .context("cannot open a socket for interface ioctls")?;
+    .context("cannot open a socket for interface ioctls")
+}
+
+/// SIOCGIFFLAGS then SIOCSIFFLAGS with IFF_UP on `lo`, through `socket` (of the namespace
+/// whose `lo` it is).
+fn set_loopback_up(socket: &std::os::fd::OwnedFd) -> Result<()> {
+    use std::os::fd::AsRawFd;
     // SAFETY: ifreq is plain data; all zeroes is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {

@@ -259,6 +259,12 @@ fn loopback_is_up_in_a_new_network_namespace_and_untouched_in_a_joined_one() {
     for set in ["bounding", "effective", "permitted"] {
         bundle.spec["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_NET_RAW"));
     }
+    // berth enters the container's namespace to bring lo up: the hooks after it (run by
+    // berth, in the runtime's namespace) must find berth back in the host's.
+    let hook_dir = TempDir::new("berth-lo-hook");
+    let hook_netns = hook_dir.path().join("netns");
+    bundle.spec["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c",
+        format!("readlink /proc/self/ns/net > {}", hook_netns.display())]}]});
     bundle.write_spec();
     let berth = Berth::new("lo");
     let out = run_ok(&berth, &bundle, "lo");
@@ -267,6 +273,13 @@ fn loopback_is_up_in_a_new_network_namespace_and_untouched_in_a_joined_one() {
         "lo is not up in the container's new network namespace: {out}"
     );
     assert!(out.contains("ping=ok"), "127.0.0.1 does not answer inside the container: {out}");
+    let host_netns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&hook_netns).unwrap().trim(),
+        host_netns.to_str().unwrap(),
+        "the poststart hook ran outside the host's network namespace"
+    );
+    bundle.spec.as_object_mut().unwrap().remove("hooks");
 
     // Joined by path, the namespace belongs to someone else: its lo stays as it was (down).
     let held = HeldNetns::new();
