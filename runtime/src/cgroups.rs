@@ -163,29 +163,36 @@ pub fn remove_v1(cgroup_path: &Path, systemd: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// Kills what is left in one cgroup directory and removes it, retrying while it is busy
-/// for up to 5 s.
+/// Removes one cgroup directory; while processes keep it busy (the init is gone, but a
+/// container sharing the host's pid namespace may leave others), kills them and retries for
+/// up to 5 s. An empty directory, the usual case, takes one rmdir.
 fn remove_directory(directory: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let procs = match std::fs::read_to_string(directory.join("cgroup.procs")) {
-            Ok(procs) => procs,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}/cgroup.procs", directory.display())),
-        };
-        for pid in procs.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        }
         match std::fs::remove_dir(directory) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             // Killed processes leave their cgroups as they exit.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                kill_members(directory)?;
                 std::thread::sleep(Duration::from_millis(1))
             }
             Err(e) => return Err(e).with_context(|| format!("cannot remove cgroup {}", directory.display())),
         }
     }
+}
+
+/// SIGKILLs every process in one cgroup directory.
+fn kill_members(directory: &Path) -> Result<()> {
+    let procs = match std::fs::read_to_string(directory.join("cgroup.procs")) {
+        Ok(procs) => procs,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}/cgroup.procs", directory.display())),
+    };
+    for pid in procs.lines().filter_map(|line| line.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
