@@ -36,11 +36,11 @@ pub fn warm_up() {
 mod bare_thread {
     use std::ffi::CStr;
 
-    const SYS_WRITE: usize = 1;
-    const SYS_CLOSE: usize = 3;
-    const SYS_CLONE: usize = 56;
-    const SYS_EXIT: usize = 60;
-    const SYS_OPENAT: usize = 257;
+    const SYS_WRITE: usize = libc::SYS_write as usize;
+    const SYS_CLOSE: usize = libc::SYS_close as usize;
+    const SYS_CLONE: usize = libc::SYS_clone as usize;
+    const SYS_EXIT: usize = libc::SYS_exit as usize;
+    const SYS_OPENAT: usize = libc::SYS_openat as usize;
     const AT_FDCWD: isize = -100;
     const O_WRONLY_CLOEXEC: usize = 0o1 | 0o2000000;
     const THREAD_FLAGS: usize = (libc::CLONE_VM

@@ -28,15 +28,15 @@ global_asm!(
     pre_start = sym pre_start,
 );
 
-const SYS_CLOSE: usize = 3;
-const SYS_READLINK: usize = 89;
-const SYS_FSTATFS: usize = 138;
-const SYS_OPENAT: usize = 257;
-const SYS_EXECVEAT: usize = 322;
-const SYS_STATX: usize = 332;
-const SYS_FSOPEN: usize = 430;
-const SYS_FSCONFIG: usize = 431;
-const SYS_FSMOUNT: usize = 432;
+const SYS_CLOSE: usize = libc::SYS_close as usize;
+const SYS_READLINK: usize = libc::SYS_readlink as usize;
+const SYS_FSTATFS: usize = libc::SYS_fstatfs as usize;
+const SYS_OPENAT: usize = libc::SYS_openat as usize;
+const SYS_EXECVEAT: usize = libc::SYS_execveat as usize;
+const SYS_STATX: usize = libc::SYS_statx as usize;
+const SYS_FSOPEN: usize = libc::SYS_fsopen as usize;
+const SYS_FSCONFIG: usize = libc::SYS_fsconfig as usize;
+const SYS_FSMOUNT: usize = libc::SYS_fsmount as usize;
 
 const AT_FDCWD: isize = -100;
 const AT_EMPTY_PATH: usize = 0x1000;
