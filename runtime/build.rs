@@ -11,7 +11,10 @@ fn main() {
     if let Some(commit) = commit {
         println!("cargo:rustc-env=BERTH_COMMIT={commit}");
     }
-    println!("cargo:rerun-if-changed=../.git/HEAD");
+    // HEAD names the branch; the branch's ref (loose, or packed) moves with each commit.
+    for path in ["../.git/HEAD", "../.git/refs/heads", "../.git/packed-refs"] {
+        println!("cargo:rerun-if-changed={path}");
+    }
     let target = |key: &str| std::env::var(key).unwrap_or_default();
     if target("CARGO_CFG_TARGET_OS") == "linux" && target("CARGO_CFG_TARGET_ARCH") == "x86_64" {
         println!("cargo:rustc-link-arg-bin=berth=-Wl,--entry=berth_entry");
