@@ -11,9 +11,12 @@ fn main() {
     if let Some(commit) = commit {
         println!("cargo:rustc-env=BERTH_COMMIT={commit}");
     }
-    // HEAD names the branch; the branch's ref (loose, or packed) moves with each commit.
+    // HEAD names the branch; the branch's ref (loose, or packed) moves with each commit. A
+    // path that does not exist would rerun this script on every build.
     for path in ["../.git/HEAD", "../.git/refs/heads", "../.git/packed-refs"] {
-        println!("cargo:rerun-if-changed={path}");
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
     let target = |key: &str| std::env::var(key).unwrap_or_default();
     if target("CARGO_CFG_TARGET_OS") == "linux" && target("CARGO_CFG_TARGET_ARCH") == "x86_64" {
