@@ -59,11 +59,12 @@ mod bare_thread {
     /// `path` and `text` must stay valid until the process ends; one call per process (the
     /// stack is shared).
     pub unsafe fn open_and_write(path: &CStr, text: &[u8]) {
-        let all = nix::sys::signal::SigSet::all();
-        let mut before = nix::sys::signal::SigSet::empty();
-        if nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut before))
-            .is_err()
-        {
+        // Every signal, those the C library keeps for itself included (its sigprocmask
+        // leaves them out): the kernel's own call, on this thread, around the clone.
+        let all: u64 = u64::MAX;
+        let mut before: u64 = 0;
+        let size = std::mem::size_of::<u64>();
+        if libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &all, &mut before, size) != 0 {
             return;
         }
         let stack_top = (&raw mut STACK).cast::<u8>().add(std::mem::size_of::<[u128; 16]>());
@@ -112,7 +113,7 @@ mod bare_thread {
             lateout("rcx") _,
             lateout("r11") _,
         );
-        let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&before), None);
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &before, std::ptr::null_mut::<u64>(), size);
     }
 }
 
