@@ -65,7 +65,7 @@ release-berth:
 	@$(HAVE_MUSL) || ! command -v rustup >/dev/null || rustup target add $(MUSL) || true
 	@if $(HAVE_MUSL); then \
 		mkdir -p $(SECCOMP_MUSL_DIR) && cp $(SECCOMP_LIBDIR)/libseccomp.a $(SECCOMP_MUSL_DIR)/ && \
-		echo "$(CARGO) rustc --target $(MUSL) --profile release-small -p berth --bin berth"; \
+		echo "$(CARGO) rustc --target $(MUSL) --profile release-small -p berth --bin berth" && \
 		LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=$(SECCOMP_MUSL_DIR) \
 			$(CARGO) rustc --target $(MUSL) --profile release-small -p berth --bin berth -- -C relocation-model=static && \
 		ln -f target/$(MUSL)/release-small/berth $(RELEASE_DIR)/berth; \

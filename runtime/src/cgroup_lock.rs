@@ -19,8 +19,16 @@ static WRITE: OnceLock<(CString, String)> = OnceLock::new();
 /// nothing. The wait it starts ends with the grace period the new process's own write
 /// waits for, so the thread is gone before berth is done.
 pub fn warm_up() {
-    let Some(procs) = own_cgroup_procs().and_then(|path| CString::new(path).ok()) else { return };
-    let (path, pid) = WRITE.get_or_init(|| (procs, std::process::id().to_string()));
+    let pid = std::process::id().to_string();
+    // Inside a container without a cgroup namespace, /proc/self/cgroup's path may name
+    // another cgroup of the hierarchy berth sees: write only to one that lists berth.
+    let Some(procs) = own_cgroup_procs()
+        .filter(|path| std::fs::read_to_string(path).is_ok_and(|listed| listed.lines().any(|line| line == pid)))
+        .and_then(|path| CString::new(path).ok())
+    else {
+        return;
+    };
+    let (path, pid) = WRITE.get_or_init(|| (procs, pid));
     // SAFETY: both outlive the thread (they are never freed).
     unsafe { bare_thread::open_and_write(path, pid.as_bytes()) };
 }

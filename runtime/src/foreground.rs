@@ -3,9 +3,15 @@
 //! own, or 128+signal).
 
 use anyhow::{Context, Result};
-use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+/// The signals a foreground berth blocks and forwards, as the kernel's 64-bit mask (bit
+/// N-1 for signal N): all but 32 and 33, which glibc and musl keep for their threads
+/// (cancellation, set*id). The C library's own full set would also leave out 34 under
+/// musl, where it is internal too, though callers mean it as SIGRTMIN (as Docker and runc
+/// number it); berth's main thread makes none of the calls that use it there.
+const FORWARDED: u64 = !((1 << 31) | (1 << 32));
 
 /// Blocks every signal, first thing in a foreground `run` or `exec`: one sent while the
 /// container is being set up stays pending and is forwarded once its process exists,
@@ -13,21 +19,57 @@ use nix::unistd::Pid;
 /// unsignalled). The mask survives berth's re-execution from its sealed copy; processes
 /// berth starts inherit it and unblock it themselves (`unblock_all` before the
 /// container's exec; hooks run through std's `Command`, which resets the mask).
-pub fn block_all() -> Result<SigSet> {
-    let signals = SigSet::all();
-    signals.thread_block().context("cannot block signals to forward them")?;
-    Ok(signals)
+pub fn block_all() -> Result<()> {
+    set_mask(libc::SIG_BLOCK, FORWARDED).context("cannot block signals to forward them")
 }
 
 /// Unblocks every signal in a process about to exec the container's program, which must
 /// not start with berth's blocked mask; a signal pending here is delivered at once.
-pub fn unblock_all() -> nix::Result<()> {
-    SigSet::empty().thread_set_mask()
+pub fn unblock_all() -> std::io::Result<()> {
+    set_mask(libc::SIG_SETMASK, 0)
 }
 
-/// Reaps children until `process` exits, forwarding every other signal in `signals` (which
-/// the caller has blocked) to it; a window size change calls `on_resize` instead.
-pub fn wait_forwarding(process: Pid, signals: &SigSet, on_resize: impl Fn()) -> Result<i32> {
+/// The calling thread's signal mask through the kernel's call (the C library's would
+/// drop signals it reserves).
+fn set_mask(how: libc::c_int, mask: u64) -> std::io::Result<()> {
+    let size = std::mem::size_of::<u64>();
+    // SAFETY: rt_sigprocmask reads one 64-bit mask and writes nothing (no old set).
+    let done = unsafe { libc::syscall(libc::SYS_rt_sigprocmask, how, &mask, std::ptr::null_mut::<u64>(), size) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits for one of the signals `block_all` blocked and returns its number (real-time
+/// ones included).
+fn next_signal() -> Result<i32> {
+    let size = std::mem::size_of::<u64>();
+    loop {
+        // SAFETY: rt_sigtimedwait reads one 64-bit mask; no siginfo or timeout is passed.
+        let signal = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigtimedwait,
+                &FORWARDED,
+                std::ptr::null_mut::<libc::siginfo_t>(),
+                std::ptr::null::<libc::timespec>(),
+                size,
+            )
+        };
+        if signal > 0 {
+            return Ok(signal as i32);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(error).context("cannot wait for signals");
+        }
+    }
+}
+
+/// Reaps children until `process` exits, forwarding every other signal `block_all`
+/// blocked to it; a window size change calls `on_resize` instead.
+pub fn wait_forwarding(process: Pid, on_resize: impl Fn()) -> Result<i32> {
     loop {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
@@ -43,12 +85,13 @@ pub fn wait_forwarding(process: Pid, signals: &SigSet, on_resize: impl Fn()) -> 
                 Err(e) => return Err(e).context("cannot wait for the container process"),
             }
         }
-        match signals.wait().context("cannot wait for signals")? {
-            Signal::SIGWINCH => on_resize(),
-            Signal::SIGCHLD | Signal::SIGURG => {}
+        match next_signal()? {
+            libc::SIGWINCH => on_resize(),
+            libc::SIGCHLD | libc::SIGURG => {}
             signal => {
                 // The process may be gone already; its exit arrives as SIGCHLD.
-                let _ = kill(process, signal);
+                // SAFETY: kill(2) with a pid and a signal number.
+                unsafe { libc::kill(process.as_raw(), signal) };
             }
         }
     }

@@ -29,8 +29,11 @@ pub fn bring_up_in_new_namespace(init: Pid, spec: &Spec) -> Result<()> {
     nix::sched::setns(&container, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("cannot enter the container's network namespace {namespace}"))?;
     let socket = interface_socket();
-    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
-        .context("cannot return to berth's own network namespace after making a socket in the container's")?;
+    if let Err(e) = nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET) {
+        // Whatever berth did next (hooks, cleanup) would run in the container's namespace.
+        eprintln!("berth: cannot return to its own network namespace from the container's: {e}");
+        std::process::abort();
+    }
     set_loopback_up(&socket?).context("cannot bring the loopback interface up in the container's network namespace")
 }
 

@@ -25,6 +25,7 @@ pub fn ensure() -> Result<()> {
     if running_sealed() {
         return Ok(());
     }
+    tracing::debug!("berth's entry point did not re-execute it from a sealed copy: doing it after start-up");
     let copy = overlay_view()
         .or_else(|overlay| {
             tracing::debug!(

@@ -31,10 +31,10 @@ pub fn parse_signal_number(text: &str) -> Result<i32> {
     let (rtmin, rtmax) = (RTMIN, RTMAX);
     let realtime = |base: i32, offset: &str, sign: i32| -> Result<i32> {
         let offset: i32 = offset.parse().map_err(|_| anyhow::anyhow!("unknown signal {text:?}"))?;
-        let number = base + sign * offset;
-        if !(rtmin..=rtmax).contains(&number) {
+        let number = offset.checked_mul(sign).and_then(|step| base.checked_add(step));
+        let Some(number) = number.filter(|number| (rtmin..=rtmax).contains(number)) else {
             bail!("signal {text:?} is outside the real-time signals {rtmin}-{rtmax}");
-        }
+        };
         Ok(number)
     };
     match bare {
@@ -70,6 +70,7 @@ mod tests {
         assert_eq!(parse_signal_number("POLL").unwrap(), libc::SIGIO);
         assert_eq!(parse_signal_number("TERM").unwrap(), libc::SIGTERM);
         assert!(parse_signal_number("RTMIN+99").is_err());
+        assert!(parse_signal_number("RTMAX--2147483648").is_err());
         assert!(parse_signal_number("65").is_err());
         assert!(parse_signal_number("NOPE").is_err());
     }

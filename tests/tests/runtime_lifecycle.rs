@@ -100,6 +100,48 @@ fn run_forwards_signals_to_the_container() {
     assert_eq!(status.code(), Some(42));
 }
 
+/// Real-time signals are forwarded too: 34, SIGRTMIN as Docker and runc number it (which
+/// musl, berth's release build, keeps for itself), and 40.
+#[test]
+fn run_forwards_real_time_signals_to_the_container() {
+    if !require_root("run_forwards_real_time_signals_to_the_container") {
+        return;
+    }
+    let bundle = Bundle::busybox(
+        "forward-rt",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-34' 34; trap 'echo got-40; exit 40' 40; echo ready; while true; do sleep 0.05; done",
+        ],
+    );
+    let berth = Berth::new("forward-rt");
+    let id = container_id("forward-rt");
+    let mut child = berth
+        .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let berth_pid = child.id() as i32;
+    // Lines read on a thread: a berth that dies of a signal leaves the container (and its
+    // end of the pipe) running, and the test must fail rather than wait for it forever.
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let next_line = || received.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(next_line().as_deref(), Ok("ready"));
+    for (signal, expected) in [(34, "got-34"), (40, "got-40")] {
+        // SAFETY: kill(2) with the foreground berth's pid and a signal number.
+        assert_eq!(unsafe { libc::kill(berth_pid, signal) }, 0);
+        assert_eq!(next_line().as_deref(), Ok(expected), "signal {signal} did not reach the container");
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(40));
+}
+
 #[test]
 fn detached_run_list_and_kill_forms() {
     if !require_root("detached_run_list_and_kill_forms") {

@@ -29,6 +29,32 @@ fn a_bind_mounted_berth_is_protected_by_a_sealed_copy() {
     attack(Create::FromBindMount);
 }
 
+/// The sealed copy is made at berth's entry point, before the C library starts, for the
+/// commands that enter a container; the same work after start-up is only the fallback
+/// (which would log that it ran).
+#[test]
+fn create_run_and_exec_are_sealed_at_the_entry_point() {
+    if !require_root("create_run_and_exec_are_sealed_at_the_entry_point") {
+        return;
+    }
+    let berth = Berth::new("entry-seal");
+    let logs = TempDir::new("berth-entry-seal");
+    let log = logs.path().join("debug.log");
+    let log_arg = log.to_str().unwrap();
+    let bundle = Bundle::busybox("entry-seal", &["sleep", "30"]);
+    let id = container_id("entry-seal");
+    berth.ok(&["--debug", "--log", log_arg, "create", "-b", bundle.path().to_str().unwrap(), &id]);
+    berth.ok(&["--debug", "--log", log_arg, "start", &id]);
+    berth.ok(&["--debug", "--log", log_arg, "exec", &id, "true"]);
+    berth.ok(&["delete", "-f", &id]);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.lines().count() > 3, "no debug log was written: {logged}");
+    assert!(
+        !logged.contains("did not re-execute it from a sealed copy"),
+        "berth sealed itself after start-up, not at its entry point: {logged}"
+    );
+}
+
 enum Create {
     Directly,
     /// In a private mount namespace, the binary bind-mounted over an empty file.

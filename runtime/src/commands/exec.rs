@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::ContainerStatus;
 use libcontainer::syscall::syscall::SyscallType;
-use nix::sys::signal::SigSet;
 use oci_spec::runtime::Process;
 
 use crate::bundle;
@@ -91,13 +90,13 @@ pub fn exec(store: &Store, args: &ExecArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    // Blocked since berth started (`foreground::block_all`): what arrived meanwhile is forwarded.
-    let signals = SigSet::all();
+    // Signals are blocked since berth started (`foreground::block_all`): what arrived
+    // meanwhile is forwarded.
     let proxy = match receiver {
         Some(receiver) => Some(Proxy::start(receiver.receive()?)?),
         None => None,
     };
-    let code = crate::foreground::wait_forwarding(pid, &signals, || {
+    let code = crate::foreground::wait_forwarding(pid, || {
         if let Some(proxy) = &proxy {
             proxy.resize();
         }

@@ -2,7 +2,6 @@
 //! init and exit with its code (128+signal when killed), then delete it.
 
 use anyhow::{Context, Result};
-use nix::sys::signal::SigSet;
 
 use crate::cli::RunArgs;
 use crate::logging::Reporter;
@@ -36,14 +35,14 @@ pub fn run(store: &Store, args: &RunArgs, reporter: &Reporter) -> Result<i32> {
         return Ok(0);
     }
     let init = container.pid().with_context(|| format!("container {id} has no init process after create"))?;
-    // Blocked since berth started (`foreground::block_all`): what arrived meanwhile is forwarded.
-    let signals = SigSet::all();
+    // Signals are blocked since berth started (`foreground::block_all`): what arrived
+    // meanwhile is forwarded.
     let proxy = match receiver {
         Some(receiver) => Some(Proxy::start(receiver.receive()?)?),
         None => None,
     };
     crate::lifecycle::start(&mut container, reporter)?;
-    let code = crate::foreground::wait_forwarding(init, &signals, || {
+    let code = crate::foreground::wait_forwarding(init, || {
         if let Some(proxy) = &proxy {
             proxy.resize();
         }
