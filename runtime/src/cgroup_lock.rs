@@ -49,8 +49,8 @@ mod bare_thread {
     const SYS_CLONE: usize = libc::SYS_clone as usize;
     const SYS_EXIT: usize = libc::SYS_exit as usize;
     const SYS_OPENAT: usize = libc::SYS_openat as usize;
-    const AT_FDCWD: isize = -100;
-    const O_WRONLY_CLOEXEC: usize = 0o1 | 0o2000000;
+    const AT_FDCWD: isize = libc::AT_FDCWD as isize;
+    const O_WRONLY_CLOEXEC: usize = (libc::O_WRONLY | libc::O_CLOEXEC) as usize;
     const THREAD_FLAGS: usize = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -67,14 +67,9 @@ mod bare_thread {
     /// `path` and `text` must stay valid until the process ends; one call per process (the
     /// stack is shared).
     pub unsafe fn open_and_write(path: &CStr, text: &[u8]) {
-        // Every signal, those the C library keeps for itself included (its sigprocmask
-        // leaves them out): the kernel's own call, on this thread, around the clone.
-        let all: u64 = u64::MAX;
-        let mut before: u64 = 0;
-        let size = std::mem::size_of::<u64>();
-        if libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &all, &mut before, size) != 0 {
-            return;
-        }
+        // Every signal, those the C library keeps for itself included, blocked around the
+        // clone: the thread starts with the mask of the thread that made it.
+        let Ok(before) = crate::foreground::set_signal_mask(libc::SIG_SETMASK, u64::MAX) else { return };
         let stack_top = (&raw mut STACK).cast::<u8>().add(std::mem::size_of::<[u128; 16]>());
         // The child starts after `syscall` on the new stack with the parent's registers but
         // rax (0): it opens, writes, closes and exits (the thread only, not the process).
@@ -121,7 +116,7 @@ mod bare_thread {
             lateout("rcx") _,
             lateout("r11") _,
         );
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &before, std::ptr::null_mut::<u64>(), size);
+        let _ = crate::foreground::set_signal_mask(libc::SIG_SETMASK, before);
     }
 }
 

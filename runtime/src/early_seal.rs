@@ -38,19 +38,23 @@ const SYS_FSOPEN: usize = libc::SYS_fsopen as usize;
 const SYS_FSCONFIG: usize = libc::SYS_fsconfig as usize;
 const SYS_FSMOUNT: usize = libc::SYS_fsmount as usize;
 
-const AT_FDCWD: isize = -100;
-const AT_EMPTY_PATH: usize = 0x1000;
-const O_PATH_CLOEXEC: usize = 0o10000000 | 0o2000000;
-const FSOPEN_CLOEXEC: usize = 1;
+const AT_FDCWD: isize = libc::AT_FDCWD as isize;
+const AT_EMPTY_PATH: usize = libc::AT_EMPTY_PATH as usize;
+const O_PATH_CLOEXEC: usize = (libc::O_PATH | libc::O_CLOEXEC) as usize;
+const FSOPEN_CLOEXEC: usize = rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC.bits() as usize;
+// fsconfig(2)'s commands, from linux/mount.h (neither libc nor rustix exports them).
 const FSCONFIG_SET_STRING: usize = 1;
 const FSCONFIG_CMD_CREATE: usize = 6;
-const FSMOUNT_CLOEXEC: usize = 1;
-const MOUNT_ATTR_RDONLY_NOSUID_NODEV: usize = 0x1 | 0x2 | 0x4;
-const STATX_BASIC_STATS: usize = 0x7ff;
-const STATX_ATTR_MOUNT_ROOT: u64 = 0x2000;
-const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
-const ST_RDONLY: u64 = 1;
-const PATH_MAX: usize = 4096;
+const FSMOUNT_CLOEXEC: usize = rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC.bits() as usize;
+const MOUNT_ATTR_RDONLY_NOSUID_NODEV: usize = rustix::mount::MountAttrFlags::MOUNT_ATTR_RDONLY
+    .union(rustix::mount::MountAttrFlags::MOUNT_ATTR_NOSUID)
+    .union(rustix::mount::MountAttrFlags::MOUNT_ATTR_NODEV)
+    .bits() as usize;
+const STATX_BASIC_STATS: usize = libc::STATX_BASIC_STATS as usize;
+const STATX_ATTR_MOUNT_ROOT: u64 = libc::STATX_ATTR_MOUNT_ROOT as u64;
+const OVERLAYFS_SUPER_MAGIC: u64 = libc::OVERLAYFS_SUPER_MAGIC as u64;
+const ST_RDONLY: u64 = libc::ST_RDONLY;
+const PATH_MAX: usize = libc::PATH_MAX as usize;
 
 /// `stack` points at argc, followed by argv and its NULL, then envp and its NULL.
 unsafe extern "C" fn pre_start(stack: *const usize) {

@@ -20,23 +20,24 @@ const FORWARDED: u64 = !((1 << 31) | (1 << 32));
 /// berth starts inherit it and unblock it themselves (`unblock_all` before the
 /// container's exec; hooks run through std's `Command`, which resets the mask).
 pub fn block_all() -> Result<()> {
-    set_mask(libc::SIG_BLOCK, FORWARDED).context("cannot block signals to forward them")
+    set_signal_mask(libc::SIG_BLOCK, FORWARDED).map(drop).context("cannot block signals to forward them")
 }
 
 /// Unblocks every signal in a process about to exec the container's program, which must
 /// not start with berth's blocked mask; a signal pending here is delivered at once.
 pub fn unblock_all() -> std::io::Result<()> {
-    set_mask(libc::SIG_SETMASK, 0)
+    set_signal_mask(libc::SIG_SETMASK, 0).map(drop)
 }
 
-/// The calling thread's signal mask through the kernel's call (the C library's would
-/// drop signals it reserves).
-fn set_mask(how: libc::c_int, mask: u64) -> std::io::Result<()> {
+/// Changes the calling thread's signal mask through the kernel's own call (the C library's
+/// leaves out the signals it reserves) and returns the mask it had.
+pub(crate) fn set_signal_mask(how: libc::c_int, mask: u64) -> std::io::Result<u64> {
+    let mut before: u64 = 0;
     let size = std::mem::size_of::<u64>();
-    // SAFETY: rt_sigprocmask reads one 64-bit mask and writes nothing (no old set).
-    let done = unsafe { libc::syscall(libc::SYS_rt_sigprocmask, how, &mask, std::ptr::null_mut::<u64>(), size) };
+    // SAFETY: rt_sigprocmask reads one 64-bit mask and writes the old one to `before`.
+    let done = unsafe { libc::syscall(libc::SYS_rt_sigprocmask, how, &mask, &mut before, size) };
     if done == 0 {
-        Ok(())
+        Ok(before)
     } else {
         Err(std::io::Error::last_os_error())
     }

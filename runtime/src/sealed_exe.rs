@@ -17,7 +17,7 @@ use rustix::fs::{Mode, OFlags, SealFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
 
 /// overlayfs's f_type.
-const OVERLAYFS_SUPER_MAGIC: rustix::fs::FsWord = 0x794c_7630;
+const OVERLAYFS_SUPER_MAGIC: rustix::fs::FsWord = libc::OVERLAYFS_SUPER_MAGIC as _;
 
 /// Re-executes berth from a copy that cannot be written, unless it already runs from one.
 /// Returns only when it already does.

@@ -28,31 +28,30 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 pub fn parse_signal_number(text: &str) -> Result<i32> {
     let upper = text.to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let (rtmin, rtmax) = (RTMIN, RTMAX);
     let realtime = |base: i32, offset: &str, sign: i32| -> Result<i32> {
         let offset: i32 = offset.parse().map_err(|_| anyhow::anyhow!("unknown signal {text:?}"))?;
         let number = offset.checked_mul(sign).and_then(|step| base.checked_add(step));
-        let Some(number) = number.filter(|number| (rtmin..=rtmax).contains(number)) else {
-            bail!("signal {text:?} is outside the real-time signals {rtmin}-{rtmax}");
+        let Some(number) = number.filter(|number| (RTMIN..=RTMAX).contains(number)) else {
+            bail!("signal {text:?} is outside the real-time signals {RTMIN}-{RTMAX}");
         };
         Ok(number)
     };
     match bare {
         "IOT" => return Ok(libc::SIGIOT),
         "POLL" => return Ok(libc::SIGPOLL),
-        "RTMIN" => return Ok(rtmin),
-        "RTMAX" => return Ok(rtmax),
+        "RTMIN" => return Ok(RTMIN),
+        "RTMAX" => return Ok(RTMAX),
         _ => {}
     }
     if let Some(offset) = bare.strip_prefix("RTMIN+") {
-        return realtime(rtmin, offset, 1);
+        return realtime(RTMIN, offset, 1);
     }
     if let Some(offset) = bare.strip_prefix("RTMAX-") {
-        return realtime(rtmax, offset, -1);
+        return realtime(RTMAX, offset, -1);
     }
     match text.parse::<i32>() {
-        Ok(number) if (1..=rtmax).contains(&number) => Ok(number),
-        Ok(_) => bail!("signal number {text} is out of range (1-{rtmax})"),
+        Ok(number) if (1..=RTMAX).contains(&number) => Ok(number),
+        Ok(_) => bail!("signal number {text} is out of range (1-{RTMAX})"),
         Err(_) => parse_signal(text).map(|signal| signal as i32),
     }
 }
