@@ -72,6 +72,44 @@ fn run_returns_the_exit_code_and_128_plus_signal() {
     assert_eq!(berth.ok(&["list", "-q"]), "");
 }
 
+/// A foreground `berth run` of a bundle whose output lines are read on a thread: a berth
+/// that dies of a signal leaves the container (and its end of the pipe) running, and a test
+/// must fail rather than wait for it forever.
+struct PrintingRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl PrintingRun {
+    fn start(berth: &Berth, bundle: &Bundle, test: &str) -> PrintingRun {
+        let id = container_id(test);
+        let mut child = berth
+            .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        PrintingRun { child, lines }
+    }
+
+    /// The next line the container printed, or an error after 10 s without one.
+    fn next_line(&self) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
+        self.lines.recv_timeout(std::time::Duration::from_secs(10))
+    }
+
+    /// Sends signal `number` to the foreground berth.
+    fn signal(&self, number: i32) {
+        // SAFETY: kill(2) with the foreground berth's pid and a signal number.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, number) }, 0);
+    }
+}
+
 #[test]
 fn run_forwards_signals_to_the_container() {
     if !require_root("run_forwards_signals_to_the_container") {
@@ -82,21 +120,11 @@ fn run_forwards_signals_to_the_container() {
         &["sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done"],
     );
     let berth = Berth::new("forward");
-    let id = container_id("forward");
-    let mut child = berth
-        .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
-    let status = child.wait().unwrap();
-    line.clear();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    assert_eq!(line, "got-term\n");
+    let mut run = PrintingRun::start(&berth, &bundle, "forward");
+    assert_eq!(run.next_line().as_deref(), Ok("ready"));
+    run.signal(libc::SIGTERM);
+    let status = run.child.wait().unwrap();
+    assert_eq!(run.next_line().as_deref(), Ok("got-term"));
     assert_eq!(status.code(), Some(42));
 }
 
@@ -116,30 +144,13 @@ fn run_forwards_real_time_signals_to_the_container() {
         ],
     );
     let berth = Berth::new("forward-rt");
-    let id = container_id("forward-rt");
-    let mut child = berth
-        .command(&["run", "--bundle", bundle.path().to_str().unwrap(), &id])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let berth_pid = child.id() as i32;
-    // Lines read on a thread: a berth that dies of a signal leaves the container (and its
-    // end of the pipe) running, and the test must fail rather than wait for it forever.
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let next_line = || received.recv_timeout(std::time::Duration::from_secs(10));
-    assert_eq!(next_line().as_deref(), Ok("ready"));
+    let mut run = PrintingRun::start(&berth, &bundle, "forward-rt");
+    assert_eq!(run.next_line().as_deref(), Ok("ready"));
     for (signal, expected) in [(34, "got-34"), (40, "got-40")] {
-        // SAFETY: kill(2) with the foreground berth's pid and a signal number.
-        assert_eq!(unsafe { libc::kill(berth_pid, signal) }, 0);
-        assert_eq!(next_line().as_deref(), Ok(expected), "signal {signal} did not reach the container");
+        run.signal(signal);
+        assert_eq!(run.next_line().as_deref(), Ok(expected), "signal {signal} did not reach the container");
     }
-    assert_eq!(child.wait().unwrap().code(), Some(40));
+    assert_eq!(run.child.wait().unwrap().code(), Some(40));
 }
 
 #[test]
