@@ -58,7 +58,6 @@ release:
 	fi
 	$(CARGO) rustc --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 -- -C target-feature=+crt-static
 
-
 # berth alone as `make release` links it (into target/release/berth).
 release-berth:
 	mkdir -p $(RELEASE_DIR)
