@@ -10,7 +10,7 @@ fn create_start_kill_delete_walks_the_lifecycle() {
     if !require_root("create_start_kill_delete_walks_the_lifecycle") {
         return;
     }
-    let script = "trap 'exit 0' TERM; while true; do sleep 0.05; done";
+    let script = "trap 'exit 0' TERM; echo set > /trapping; while true; do sleep 0.05; done";
     let bundle = Bundle::busybox("life", &["sh", "-c", script]);
     let berth = Berth::new("life");
     let id = container_id("life");
@@ -32,6 +32,9 @@ fn create_start_kill_delete_walks_the_lifecycle() {
 
     berth.ok(&["start", &id]);
     assert_eq!(berth.state(&id)["status"], "running");
+    // PID 1 of a pid namespace drops a SIGTERM it has no handler for, so the test signals
+    // only once the trap is set, as a user who checks readiness would.
+    wait_for_file(&bundle.rootfs().join("trapping"));
     // The process really runs the bundle's program.
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert_eq!(cmdline, format!("sh\0-c\0{script}\0").as_bytes());
