@@ -13,6 +13,30 @@ DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq
 
 all: build
 
+# libcgroups as crates.io publishes it, with berth's patch (patches/libcgroups-0.7.0.patch
+# says why) applied in a copy that Cargo.toml's [patch.crates-io] points to. The crate
+# comes from cargo's download cache, or from crates.io when cargo has not fetched it (it
+# cannot before the copy exists), and is checked against the checksum crates.io lists.
+LIBCGROUPS := libcgroups-0.7.0
+LIBCGROUPS_SHA256 := d85e8f0bca12f0d04fdd8f14858022018cd1667b4f971d6b09058fe90323e19d
+PATCHED_CRATES := target-patched
+PATCHED_LIBCGROUPS := $(PATCHED_CRATES)/$(LIBCGROUPS)/.patched
+
+$(PATCHED_LIBCGROUPS): patches/$(LIBCGROUPS).patch
+	rm -rf $(PATCHED_CRATES)/$(LIBCGROUPS) && mkdir -p $(PATCHED_CRATES)
+	@crate=$$(ls $${CARGO_HOME:-$$HOME/.cargo}/registry/cache/*/$(LIBCGROUPS).crate 2>/dev/null | head -n 1); \
+	if [ -z "$$crate" ]; then \
+		crate=$(PATCHED_CRATES)/$(LIBCGROUPS).crate; \
+		echo "downloading $(LIBCGROUPS) from crates.io"; \
+		curl -sSfL -o $$crate https://static.crates.io/crates/libcgroups/$(LIBCGROUPS).crate || \
+			{ echo "make: cannot download $(LIBCGROUPS).crate from static.crates.io" >&2; exit 1; }; \
+	fi; \
+	echo "$(LIBCGROUPS_SHA256)  $$crate" | sha256sum --check --quiet - || \
+		{ echo "make: $$crate is not the published $(LIBCGROUPS); remove it and run make again" >&2; exit 1; }; \
+	tar -xzf $$crate -C $(PATCHED_CRATES)
+	patch --quiet --directory=$(PATCHED_CRATES)/$(LIBCGROUPS) -p1 < patches/$(LIBCGROUPS).patch
+	touch $@
+
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
@@ -22,7 +46,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-build:
+build: $(PATCHED_LIBCGROUPS)
 	$(CARGO) build --workspace
 
 # berth and berth-cni run once per call, so their start counts. Both are linked static
@@ -45,7 +69,7 @@ SECCOMP_MUSL_DIR := $(CURDIR)/target/libseccomp-static
 MUSL := $(shell uname -m)-unknown-linux-musl
 HAVE_MUSL = [ -d "$$(rustc --print target-libdir --target $(MUSL) 2>/dev/null)" ]
 
-release:
+release: $(PATCHED_LIBCGROUPS)
 	$(CARGO) build --workspace --release
 	$(MAKE) release-berth
 	@if $(HAVE_MUSL); then \
@@ -59,7 +83,7 @@ release:
 	$(CARGO) rustc --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 -- -C target-feature=+crt-static
 
 # berth alone as `make release` links it (into target/release/berth).
-release-berth:
+release-berth: $(PATCHED_LIBCGROUPS)
 	mkdir -p $(RELEASE_DIR)
 	@$(HAVE_MUSL) || ! command -v rustup >/dev/null || rustup target add $(MUSL) || true
 	@if $(HAVE_MUSL); then \
@@ -83,7 +107,7 @@ RUNTIME_TESTS := runtime_security runtime_lifecycle runtime_no_hang runtime_stop
 	runtime_mount_options runtime_podman
 RELEASE_BERTH_TESTS_DIR := target/release-berth-tests
 
-test: deps
+test: deps $(PATCHED_LIBCGROUPS)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace
@@ -110,5 +134,5 @@ demo: deps release
 bench: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(RELEASE_DIR)/berth-bench $(SECTIONS)
 
-clean:
+clean: $(PATCHED_LIBCGROUPS)
 	$(CARGO) clean

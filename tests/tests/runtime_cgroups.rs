@@ -19,6 +19,23 @@ fn cgroup_file(controller: &str, path: &str, file: &str) -> PathBuf {
     }
 }
 
+/// The v1 controllers berth manages (libcgroups' list); hierarchies of other controllers and
+/// named ones are left as they are.
+const V1_CONTROLLERS: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
 fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display())).trim().to_string()
 }
@@ -56,6 +73,20 @@ fn limits_appear_in_the_containers_cgroup_files() {
         for controller in ["memory", "pids", "cpu", "freezer"] {
             let procs = read(cgroup_file(controller, &path, "cgroup.procs"));
             assert!(procs.lines().any(|p| p == pid.to_string()), "init {pid} not in the {controller} cgroup: {procs}");
+        }
+        // As with runc, the container is in its cgroup in every hierarchy the host mounts a
+        // controller of: berth finds them all from one read of mountinfo (patches/).
+        let membership = read(PathBuf::from(format!("/proc/{pid}/cgroup")));
+        let mut placed = Vec::new();
+        for line in membership.lines() {
+            let fields: Vec<&str> = line.splitn(3, ':').collect();
+            for controller in fields[1].split(',').filter(|c| V1_CONTROLLERS.contains(c)) {
+                assert_eq!(fields[2], path, "init {pid} is outside the container's {controller} cgroup: {membership}");
+                placed.push(controller);
+            }
+        }
+        for controller in ["memory", "pids", "cpu", "cpuacct", "freezer", "devices"] {
+            assert!(placed.contains(&controller), "no {controller} hierarchy in {membership}");
         }
     }
     berth.ok(&["delete", "-f", &id]);
