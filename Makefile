@@ -13,28 +13,29 @@ DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq
 
 all: build
 
-# libcgroups as crates.io publishes it, with berth's patch (patches/libcgroups-0.7.0.patch
-# says why) applied in a copy that Cargo.toml's [patch.crates-io] points to. The crate
-# comes from cargo's download cache, or from crates.io when cargo has not fetched it (it
-# cannot before the copy exists), and is checked against the checksum crates.io lists.
-LIBCGROUPS := libcgroups-0.7.0
-LIBCGROUPS_SHA256 := d85e8f0bca12f0d04fdd8f14858022018cd1667b4f971d6b09058fe90323e19d
+# youki's libcontainer and libcgroups as crates.io publishes them, each with berth's patch
+# (patches/CRATE-VERSION.patch says why) applied in a copy that Cargo.toml's
+# [patch.crates-io] points to. A crate comes from cargo's download cache, or from crates.io
+# when cargo has not fetched it (it cannot before the copies exist), and is checked against
+# the checksum crates.io lists for it.
 PATCHED_CRATES := target-patched
-PATCHED_LIBCGROUPS := $(PATCHED_CRATES)/$(LIBCGROUPS)/.patched
+SHA256_libcontainer-0.7.0 := 2c28770cf8fb3acca0d168a10f5d9f8333d304af0b2ff5654029822d222d19f0
+SHA256_libcgroups-0.7.0 := d85e8f0bca12f0d04fdd8f14858022018cd1667b4f971d6b09058fe90323e19d
+PATCHED := $(PATCHED_CRATES)/libcontainer-0.7.0/.patched $(PATCHED_CRATES)/libcgroups-0.7.0/.patched
 
-$(PATCHED_LIBCGROUPS): patches/$(LIBCGROUPS).patch
-	rm -rf $(PATCHED_CRATES)/$(LIBCGROUPS) && mkdir -p $(PATCHED_CRATES)
-	@crate=$$(ls $${CARGO_HOME:-$$HOME/.cargo}/registry/cache/*/$(LIBCGROUPS).crate 2>/dev/null | head -n 1); \
+$(PATCHED_CRATES)/%/.patched: patches/%.patch
+	rm -rf $(PATCHED_CRATES)/$* && mkdir -p $(PATCHED_CRATES)
+	@stem=$*; crate=$$(ls $${CARGO_HOME:-$$HOME/.cargo}/registry/cache/*/$*.crate 2>/dev/null | head -n 1); \
 	if [ -z "$$crate" ]; then \
-		crate=$(PATCHED_CRATES)/$(LIBCGROUPS).crate; \
-		echo "downloading $(LIBCGROUPS) from crates.io"; \
-		curl -sSfL -o $$crate https://static.crates.io/crates/libcgroups/$(LIBCGROUPS).crate || \
-			{ echo "make: cannot download $(LIBCGROUPS).crate from static.crates.io" >&2; exit 1; }; \
+		crate=$(PATCHED_CRATES)/$*.crate; \
+		echo "downloading $* from crates.io"; \
+		curl -sSfL -o $$crate https://static.crates.io/crates/$${stem%-*}/$*.crate || \
+			{ echo "make: cannot download $*.crate from static.crates.io" >&2; exit 1; }; \
 	fi; \
-	echo "$(LIBCGROUPS_SHA256)  $$crate" | sha256sum --check --quiet - || \
-		{ echo "make: $$crate is not the published $(LIBCGROUPS); remove it and run make again" >&2; exit 1; }; \
+	echo "$(SHA256_$*)  $$crate" | sha256sum --check --quiet - || \
+		{ echo "make: $$crate is not the published $*; remove it and run make again" >&2; exit 1; }; \
 	tar -xzf $$crate -C $(PATCHED_CRATES)
-	patch --quiet --directory=$(PATCHED_CRATES)/$(LIBCGROUPS) -p1 < patches/$(LIBCGROUPS).patch
+	patch --quiet --directory=$(PATCHED_CRATES)/$* -p1 < patches/$*.patch
 	touch $@
 
 deps:
@@ -46,7 +47,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-build: $(PATCHED_LIBCGROUPS)
+build: $(PATCHED)
 	$(CARGO) build --workspace
 
 # berth and berth-cni run once per call, so their start counts. Both are linked static
@@ -69,7 +70,7 @@ SECCOMP_MUSL_DIR := $(CURDIR)/target/libseccomp-static
 MUSL := $(shell uname -m)-unknown-linux-musl
 HAVE_MUSL = [ -d "$$(rustc --print target-libdir --target $(MUSL) 2>/dev/null)" ]
 
-release: $(PATCHED_LIBCGROUPS)
+release: $(PATCHED)
 	$(CARGO) build --workspace --release
 	$(MAKE) release-berth
 	@if $(HAVE_MUSL); then \
@@ -83,7 +84,7 @@ release: $(PATCHED_LIBCGROUPS)
 	$(CARGO) rustc --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 -- -C target-feature=+crt-static
 
 # berth alone as `make release` links it (into target/release/berth).
-release-berth: $(PATCHED_LIBCGROUPS)
+release-berth: $(PATCHED)
 	mkdir -p $(RELEASE_DIR)
 	@$(HAVE_MUSL) || ! command -v rustup >/dev/null || rustup target add $(MUSL) || true
 	@if $(HAVE_MUSL); then \
@@ -107,7 +108,7 @@ RUNTIME_TESTS := runtime_security runtime_lifecycle runtime_no_hang runtime_stop
 	runtime_mount_options runtime_podman
 RELEASE_BERTH_TESTS_DIR := target/release-berth-tests
 
-test: deps $(PATCHED_LIBCGROUPS)
+test: deps $(PATCHED)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace
@@ -134,5 +135,5 @@ demo: deps release
 bench: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(RELEASE_DIR)/berth-bench $(SECTIONS)
 
-clean: $(PATCHED_LIBCGROUPS)
+clean: $(PATCHED)
 	$(CARGO) clean

@@ -169,6 +169,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shorter_state_replaces_a_longer_one_whole() {
+        // libcontainer's save overwrites state.json in place (patches/libcontainer-0.7.0.patch):
+        // what it wrote last must be all that the file holds.
+        use libcontainer::container::State;
+        let dir = std::env::temp_dir().join(format!("berth-state-save-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut state =
+            State::new("shrinks", ContainerStatus::Creating, Some(42), PathBuf::from("/a/long/bundle/path"));
+        state.annotations = Some([("org.example.long".to_string(), "x".repeat(4096))].into());
+        state.save(&dir).unwrap();
+        state.status = ContainerStatus::Created;
+        state.annotations = None;
+        state.save(&dir).unwrap();
+        let saved = fs::read_to_string(dir.join("state.json"));
+        let loaded = State::load(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        let saved = saved.unwrap();
+        assert!(saved.len() < 4096 && !saved.contains("org.example.long"), "stale bytes left: {saved}");
+        let loaded = loaded.unwrap();
+        assert_eq!((loaded.status, loaded.pid, loaded.annotations), (ContainerStatus::Created, Some(42), None));
+    }
+
+    #[test]
     fn ids_follow_runcs_rule() {
         assert!(check_id("abc-1.2_x+y").is_ok());
         for bad in ["", ".", "..", "a/b", "a b", "ä"] {
