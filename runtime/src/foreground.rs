@@ -31,7 +31,7 @@ pub fn unblock_all() -> std::io::Result<()> {
 
 /// Changes the calling thread's signal mask through the kernel's own call (the C library's
 /// leaves out the signals it reserves) and returns the mask it had.
-pub(crate) fn set_signal_mask(how: libc::c_int, mask: u64) -> std::io::Result<u64> {
+fn set_signal_mask(how: libc::c_int, mask: u64) -> std::io::Result<u64> {
     let mut before: u64 = 0;
     let size = std::mem::size_of::<u64>();
     // SAFETY: rt_sigprocmask reads one 64-bit mask and writes the old one to `before`.

@@ -2,7 +2,6 @@
 //! these modules, so tests and other crates use the same code.
 
 pub mod bundle;
-pub mod cgroup_lock;
 pub mod cgroup_v1_mount;
 pub mod cgroups;
 pub mod checkpoint;
@@ -50,7 +49,6 @@ pub fn execute(cli: Cli, reporter: &Reporter) -> Result<i32> {
     }
     if matches!(command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
         sealed_exe::ensure()?;
-        cgroup_lock::warm_up();
     }
     match command {
         Command::Create(args) => commands::create::create(&store, &args)?,

@@ -14,8 +14,7 @@ pub fn run_inside(init: Pid, id: &str, work: impl FnOnce() -> Result<()>) -> Res
     let namespace = File::open(format!("/proc/{init}/ns/mnt"))
         .with_context(|| format!("cannot open the mount namespace of container {id}"))?;
     let (report_read, report_write) = pipe().context("cannot create a pipe")?;
-    // SAFETY: the only other thread berth may have here is the cgroup-lock warm-up, which
-    // holds no lock (a bare clone running three system calls); the child works and _exits.
+    // SAFETY: berth has no other thread here; the child works and _exits.
     match unsafe { fork() }.context("cannot fork to work in the container's mount namespace")? {
         ForkResult::Child => {
             drop(report_read);

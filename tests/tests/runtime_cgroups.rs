@@ -36,6 +36,22 @@ const V1_CONTROLLERS: [&str; 12] = [
     "freezer",
 ];
 
+/// Checks a process's /proc/PID/cgroup: every v1 controller berth manages is in `path`,
+/// and the common ones are there at all.
+fn assert_in_every_hierarchy(process: &str, membership: &str, path: &str) {
+    let mut placed = Vec::new();
+    for line in membership.lines() {
+        let fields: Vec<&str> = line.splitn(3, ':').collect();
+        for controller in fields[1].split(',').filter(|c| V1_CONTROLLERS.contains(c)) {
+            assert_eq!(fields[2], path, "{process} is outside the container's {controller} cgroup: {membership}");
+            placed.push(controller);
+        }
+    }
+    for controller in ["memory", "pids", "cpu", "cpuacct", "freezer", "devices"] {
+        assert!(placed.contains(&controller), "no {controller} hierarchy for {process}: {membership}");
+    }
+}
+
 fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display())).trim().to_string()
 }
@@ -74,20 +90,12 @@ fn limits_appear_in_the_containers_cgroup_files() {
             let procs = read(cgroup_file(controller, &path, "cgroup.procs"));
             assert!(procs.lines().any(|p| p == pid.to_string()), "init {pid} not in the {controller} cgroup: {procs}");
         }
-        // As with runc, the container is in its cgroup in every hierarchy the host mounts a
-        // controller of: berth finds them all from one read of mountinfo (patches/).
-        let membership = read(PathBuf::from(format!("/proc/{pid}/cgroup")));
-        let mut placed = Vec::new();
-        for line in membership.lines() {
-            let fields: Vec<&str> = line.splitn(3, ':').collect();
-            for controller in fields[1].split(',').filter(|c| V1_CONTROLLERS.contains(c)) {
-                assert_eq!(fields[2], path, "init {pid} is outside the container's {controller} cgroup: {membership}");
-                placed.push(controller);
-            }
-        }
-        for controller in ["memory", "pids", "cpu", "cpuacct", "freezer", "devices"] {
-            assert!(placed.contains(&controller), "no {controller} hierarchy in {membership}");
-        }
+        // As with runc, the container's processes are in its cgroup in every hierarchy the
+        // host mounts a controller of: the init, and a process exec'd later (each joins
+        // through libcgroups as patched in patches/).
+        assert_in_every_hierarchy("the init", &read(PathBuf::from(format!("/proc/{pid}/cgroup"))), &path);
+        let exec_membership = berth.ok(&["exec", &id, "cat", "/proc/self/cgroup"]);
+        assert_in_every_hierarchy("an exec'd process", &exec_membership, &path);
     }
     berth.ok(&["delete", "-f", &id]);
     assert!(
