@@ -280,12 +280,20 @@ impl Drop for Containerd {
         // container's, the namespace's parent is the test's to remove. (Not k8s.io's: the CRI
         // plugin's pods use the test's own cgroup parent, and a real node's may exist.)
         let own_namespaces = if self.cri { vec![] } else { crate::runtime::cgroup_mounts() };
+        // A container's cgroup may still be on its way out (its last process exiting):
+        // try again for a while before leaving the directory behind.
+        let deadline = Instant::now() + Duration::from_secs(5);
         for mount in own_namespaces {
             let parent = mount.join(&self.namespace);
-            for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-                let _ = std::fs::remove_dir(child.path());
+            while parent.exists() {
+                for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+                if std::fs::remove_dir(&parent).is_ok() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = std::fs::remove_dir(parent);
         }
         unmount_below(self.dir.path());
         // The shim's per-namespace state root, then shared parents only when empty.
