@@ -7,7 +7,7 @@ RELEASE_DIR := target/release
 # Debian packages the build, the tests and the bench need; `make deps` installs the missing ones.
 DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq iproute2 \
 	util-linux procps criu podman conmon debootstrap containerd umoci skopeo pigz python3 \
-	containernetworking-plugins docker-registry iptables nftables protobuf-compiler
+	containernetworking-plugins docker-registry iptables nftables protobuf-compiler curl
 
 .PHONY: all deps build release release-berth release-shim test install demo bench clean
 
@@ -16,8 +16,9 @@ all: build
 # youki's libcontainer and libcgroups as crates.io publishes them, each with berth's patch
 # (patches/CRATE-VERSION.patch says why) applied in a copy that Cargo.toml's
 # [patch.crates-io] points to. A crate comes from cargo's download cache, or from crates.io
-# when cargo has not fetched it (it cannot before the copies exist), and is checked against
-# the checksum crates.io lists for it.
+# when cargo has not fetched it (it cannot before the copies exist) or its copy does not
+# check, and is checked against the checksum crates.io lists for it. It is unpacked with
+# fresh file times, so that cargo rebuilds what a changed patch touches or stops touching.
 PATCHED_CRATES := target-patched
 SHA256_libcontainer-0.7.0 := 2c28770cf8fb3acca0d168a10f5d9f8333d304af0b2ff5654029822d222d19f0
 SHA256_libcgroups-0.7.0 := d85e8f0bca12f0d04fdd8f14858022018cd1667b4f971d6b09058fe90323e19d
@@ -25,16 +26,17 @@ PATCHED := $(PATCHED_CRATES)/libcontainer-0.7.0/.patched $(PATCHED_CRATES)/libcg
 
 $(PATCHED_CRATES)/%/.patched: patches/%.patch
 	rm -rf $(PATCHED_CRATES)/$* && mkdir -p $(PATCHED_CRATES)
+	@[ -n "$(SHA256_$*)" ] || { echo "make: no SHA256_$* in the Makefile for patches/$*.patch" >&2; exit 1; }
 	@stem=$*; crate=$$(ls $${CARGO_HOME:-$$HOME/.cargo}/registry/cache/*/$*.crate 2>/dev/null | head -n 1); \
-	if [ -z "$$crate" ]; then \
+	if [ -z "$$crate" ] || ! echo "$(SHA256_$*)  $$crate" | sha256sum --check --quiet - >/dev/null 2>&1; then \
 		crate=$(PATCHED_CRATES)/$*.crate; \
 		echo "downloading $* from crates.io"; \
 		curl -sSfL -o $$crate https://static.crates.io/crates/$${stem%-*}/$*.crate || \
 			{ echo "make: cannot download $*.crate from static.crates.io" >&2; exit 1; }; \
+		echo "$(SHA256_$*)  $$crate" | sha256sum --check --quiet - || \
+			{ echo "make: $$crate from static.crates.io is not the published $*" >&2; exit 1; }; \
 	fi; \
-	echo "$(SHA256_$*)  $$crate" | sha256sum --check --quiet - || \
-		{ echo "make: $$crate is not the published $*; remove it and run make again" >&2; exit 1; }; \
-	tar -xzf $$crate -C $(PATCHED_CRATES)
+	tar --touch -xzf $$crate -C $(PATCHED_CRATES)
 	patch --quiet --directory=$(PATCHED_CRATES)/$* -p1 < patches/$*.patch
 	touch $@
 
@@ -149,5 +151,6 @@ demo: deps release
 bench: deps release
 	BERTH_BIN_DIR=$(CURDIR)/$(RELEASE_DIR) $(RELEASE_DIR)/berth-bench $(SECTIONS)
 
-clean: $(PATCHED)
+clean:
 	$(CARGO) clean
+	rm -rf $(PATCHED_CRATES)

@@ -114,16 +114,15 @@ impl Store {
     }
 }
 
-/// Loads libcontainer's state. libcontainer rewrites state.json in place (truncate, then
-/// write), so a reader racing a writer (`stop` or `state` while `run` marks the container
-/// running) can see it empty or cut short: such a read is retried for up to 200 ms.
+/// Loads libcontainer's state. libcontainer rewrites state.json in place (overwrite, then
+/// cut to length: patches/libcontainer-0.7.0.patch), so a reader racing a writer (`stop` or
+/// `state` while `run` marks the container running) can see it cut short, or whole with the
+/// old text's tail after it: a read that does not parse is retried for up to 200 ms.
 fn load_whole_state(dir: &std::path::Path) -> Result<Container, LibcontainerError> {
     let mut attempts = 0;
     loop {
         match Container::load(dir.to_path_buf()) {
-            Err(LibcontainerError::State(StateError::ParseStateFile { source, .. }))
-                if source.is_eof() && attempts < 100 =>
-            {
+            Err(LibcontainerError::State(StateError::ParseStateFile { .. })) if attempts < 100 => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
