@@ -9,7 +9,7 @@ DEB_PACKAGES := build-essential pkg-config libseccomp-dev busybox-static runc jq
 	util-linux procps criu podman conmon debootstrap containerd umoci skopeo pigz python3 \
 	containernetworking-plugins docker-registry iptables nftables protobuf-compiler curl
 
-.PHONY: all deps build release release-berth release-shim test install demo bench clean
+.PHONY: all deps build release musl-target release-berth release-shim test install demo bench clean
 
 all: build
 
@@ -73,23 +73,31 @@ SECCOMP_MUSL_DIR := $(CURDIR)/target/libseccomp-static
 MUSL := $(shell uname -m)-unknown-linux-musl
 HAVE_MUSL = [ -d "$$(rustc --print target-libdir --target $(MUSL) 2>/dev/null)" ]
 
+# $(call static_release,NAME,COST): the package and binary NAME linked static against musl
+# into target/release, else static-pie against glibc, COST slower.
+define static_release
+	@if $(HAVE_MUSL); then \
+		echo "$(CARGO) build --release -p $(1) --bin $(1) --target $(MUSL)" && \
+		$(CARGO) build --release -p $(1) --bin $(1) --target $(MUSL) && \
+		ln -f target/$(MUSL)/release/$(1) $(RELEASE_DIR)/$(1); \
+	else \
+		echo "make release: no Rust target $(MUSL): $(1) linked static against glibc, $(2)" >&2; \
+		$(CARGO) rustc --release -p $(1) --bin $(1) -- -C target-feature=+crt-static; \
+	fi
+endef
+
 release: $(PATCHED)
 	$(CARGO) build --workspace --release
-	$(MAKE) release-berth
-	@if $(HAVE_MUSL); then \
-		echo "$(CARGO) build --release -p berth-cni --bin berth-cni --target $(MUSL)"; \
-		$(CARGO) build --release -p berth-cni --bin berth-cni --target $(MUSL) && \
-		ln -f target/$(MUSL)/release/berth-cni $(RELEASE_DIR)/berth-cni; \
-	else \
-		echo "make release: no Rust target $(MUSL): berth-cni linked static against glibc, ~0.7 ms slower per CNI call on a VM" >&2; \
-		$(CARGO) rustc --release -p berth-cni --bin berth-cni -- -C target-feature=+crt-static; \
-	fi
-	$(MAKE) release-shim
+	$(MAKE) release-berth release-shim
+	$(call static_release,berth-cni,~0.7 ms slower per CNI call on a VM)
+
+# The Rust musl target, added through rustup when it is missing and rustup is there.
+musl-target:
+	@$(HAVE_MUSL) || ! command -v rustup >/dev/null || rustup target add $(MUSL) || true
 
 # berth alone as `make release` links it (into target/release/berth).
-release-berth: $(PATCHED)
+release-berth: $(PATCHED) musl-target
 	mkdir -p $(RELEASE_DIR)
-	@$(HAVE_MUSL) || ! command -v rustup >/dev/null || rustup target add $(MUSL) || true
 	@if $(HAVE_MUSL); then \
 		mkdir -p $(SECCOMP_MUSL_DIR) && cp $(SECCOMP_LIBDIR)/libseccomp.a $(SECCOMP_MUSL_DIR)/ && \
 		echo "$(CARGO) rustc --target $(MUSL) --profile release-small -p berth --bin berth" && \
@@ -103,17 +111,10 @@ release-berth: $(PATCHED)
 		ln -f target/release-small/berth $(RELEASE_DIR)/berth; \
 	fi
 
-release-shim: $(PATCHED)
+# The shim alone as `make release` links it.
+release-shim: $(PATCHED) musl-target
 	mkdir -p $(RELEASE_DIR)
-	@$(HAVE_MUSL) || ! command -v rustup >/dev/null || rustup target add $(MUSL) || true
-	@if $(HAVE_MUSL); then \
-		echo "$(CARGO) build --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 --target $(MUSL)" && \
-		$(CARGO) build --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 --target $(MUSL) && \
-		ln -f target/$(MUSL)/release/containerd-shim-berth-v2 $(RELEASE_DIR)/containerd-shim-berth-v2; \
-	else \
-		echo "make release: no Rust target $(MUSL): the shim linked static-pie against glibc, ~0.45 ms slower per start on a VM" >&2; \
-		$(CARGO) rustc --release -p containerd-shim-berth-v2 --bin containerd-shim-berth-v2 -- -C target-feature=+crt-static; \
-	fi
+	$(call static_release,containerd-shim-berth-v2,~0.45 ms slower per start on a VM)
 
 # The runtime's and the shim's tests run twice: against the debug build, and against berth
 # and the shim as `make release` links them, which is what `make install` installs (another
